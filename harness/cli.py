@@ -1,0 +1,44 @@
+"""The ``harness`` command: a thin front end over the stages' library calls.
+
+Each subcommand lives next to the stage it drives and exposes
+``register(subparsers)``; this module only dispatches and turns a
+HarnessError into one line on stderr (exit 2) instead of a traceback.
+"""
+
+import argparse
+import importlib
+import sys
+
+from harness.errors import HarnessError
+
+# Modules that contribute subcommands, in the order --help lists them.
+COMMAND_MODULES = ("harness.doctor",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, assembled from every command module."""
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Prove that non-LRU movable driver pages migrate under compaction.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except HarnessError as error:
+        print(f"harness: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

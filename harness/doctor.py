@@ -1,0 +1,92 @@
+"""``harness doctor``: can this host run the harness, and if not, what to type.
+
+Each check yields a line with a status and, when something is missing, the
+exact command that fixes it. The exit status is 0 only when every required
+check passes, so scripts can gate on it.
+"""
+
+import argparse
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from harness.hostdeps import HOST_DEPS, HOST_FILES, missing
+from harness.paths import cache_root
+
+# A minimal kernel build tree plus one unpacked source is about 3 GiB; keep
+# room for two kernels of two arches and their sources.
+MIN_FREE_DISK_GIB = 15
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The outcome of one doctor check."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+def check_host_programs() -> Iterator[Finding]:
+    """One finding per program or header the stages call."""
+    absent = {dep.program for dep in missing()}
+    for dep in HOST_DEPS + HOST_FILES:
+        ok = dep.program not in absent
+        yield Finding(
+            name=dep.program,
+            ok=ok,
+            detail=dep.purpose if ok else f"missing (needed for {dep.purpose})",
+            fix="" if ok else f"apt-get install {dep.package}",
+        )
+
+
+def check_free_disk() -> Finding:
+    """Kernel builds need several GiB under the cache directory."""
+    root = cache_root()
+    probe = root
+    while not probe.exists():
+        probe = probe.parent
+    free_gib = shutil.disk_usage(probe).free / 2**30
+    return Finding(
+        name="free disk",
+        ok=free_gib >= MIN_FREE_DISK_GIB,
+        detail=f"{free_gib:.0f} GiB free under {root} (want {MIN_FREE_DISK_GIB})",
+        fix="" if free_gib >= MIN_FREE_DISK_GIB else "free space or set HARNESS_CACHE_DIR",
+    )
+
+
+def run_checks() -> list[Finding]:
+    """Every check, in the order they are printed."""
+    return [*check_host_programs(), check_free_disk()]
+
+
+def print_findings(findings: list[Finding]) -> None:
+    """A table a person can act on: status, name, detail, fix."""
+    for finding in findings:
+        status = "ok  " if finding.ok else ("FAIL" if finding.required else "warn")
+        line = f"[{status}] {finding.name}: {finding.detail}"
+        if finding.fix:
+            line += f"  ->  {finding.fix}"
+        print(line)
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run every check; exit 1 when a required one failed."""
+    findings = run_checks()
+    print_findings(findings)
+    failed = [f for f in findings if f.required and not f.ok]
+    if failed:
+        packages = sorted({f.fix.split()[-1] for f in failed if f.fix.startswith("apt-get")})
+        if packages:
+            print(f"fix all: apt-get install {' '.join(packages)}")
+        return 1
+    print("harness can run on this host")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``doctor`` subcommand."""
+    parser = subparsers.add_parser("doctor", help="check this host and say how to fix it")
+    parser.set_defaults(func=command)

@@ -1,0 +1,25 @@
+"""Errors a user can act on.
+
+Every stage raises HarnessError (or a subclass) for bad input or a missing
+dependency. The CLI and the pytest plugin print ``str(error)`` as one line and
+never a traceback, so the message must say what to do.
+"""
+
+
+class HarnessError(Exception):
+    """A failure the user can fix; ``str()`` is a single line saying how."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))
+
+
+class MissingTool(HarnessError):
+    """A host program is missing; names the Debian package that provides it."""
+
+    def __init__(self, program: str, package: str, purpose: str) -> None:
+        self.program = program
+        self.package = package
+        super().__init__(
+            f"{program} not found (needed for {purpose}): "
+            f"install it with `apt-get install {package}` or run `harness doctor`"
+        )
