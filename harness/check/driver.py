@@ -1,0 +1,120 @@
+"""The sample driver's control and evidence interface, seen through a Guest.
+
+guest-modules/movable_sample.c exposes everything under
+/sys/kernel/debug/movable_sample/; this class is the only place that knows
+those file names and formats, so a scenario reads like the experiment it is.
+"""
+
+from dataclasses import dataclass
+
+from harness.guest import CommandResult, Guest, GuestError
+
+DEBUGFS = "/sys/kernel/debug/movable_sample"
+MODULE_NAME = "movable_sample"
+
+
+@dataclass(frozen=True)
+class DriverParams:
+    """Module parameters: see guest-modules/README.md for what each proves."""
+
+    pages: int = 4096
+    movable: bool = True
+    fragment: int = 1
+    seed: int = 1
+
+    def as_insmod_args(self) -> str:
+        """The parameters as insmod takes them."""
+        return (f"pages={self.pages} movable={int(self.movable)} "
+                f"fragment={self.fragment} seed={self.seed}")
+
+
+@dataclass(frozen=True)
+class DriverState:
+    """What the driver reports at one instant: page PFNs and callback counters."""
+
+    pfns: dict[int, int]  # logical page index -> current PFN
+    stats: dict[str, int]  # isolated, migrated, putback, eagain, failed, ...
+
+
+def _checked(result: CommandResult, what: str) -> str:
+    """Stdout of a successful command, or a GuestError naming the step."""
+    if not result.ok:
+        raise GuestError(f"{what} failed (exit {result.exit_status}): {result.stdout.strip()}")
+    return result.stdout
+
+
+def parse_pages(text: str) -> dict[int, int]:
+    """Parse the ``pages`` file: one ``<index> <pfn>`` line per kept page."""
+    pfns: dict[int, int] = {}
+    for line in text.splitlines():
+        if line.strip():
+            index, pfn = line.split()
+            pfns[int(index)] = int(pfn)
+    return pfns
+
+
+def parse_stats(text: str) -> dict[str, int]:
+    """Parse the ``stats`` file: ``name value`` lines."""
+    stats: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.strip():
+            name, value = line.split()
+            stats[name] = int(value)
+    return stats
+
+
+def parse_verify(text: str) -> tuple[int, int]:
+    """Parse ``checked <n> mismatches <m>`` into (n, m)."""
+    words = text.split()
+    if len(words) != 4 or words[0] != "checked" or words[2] != "mismatches":
+        raise GuestError(f"unexpected verify output from the driver: {text.strip()!r}")
+    return int(words[1]), int(words[3])
+
+
+def parse_try_alloc(text: str) -> int:
+    """Parse ``order <o> requested <c> succeeded <s>`` into s."""
+    words = text.split()
+    if len(words) != 6 or words[4] != "succeeded":
+        raise GuestError(f"unexpected try_alloc output from the driver: {text.strip()!r}")
+    return int(words[5])
+
+
+class SampleDriver:
+    """Load, drive and read the sample driver on a guest."""
+
+    def __init__(self, guest: Guest, module_path: str) -> None:
+        self.guest = guest
+        self.module_path = module_path
+
+    def load(self, params: DriverParams, timeout: float = 120.0) -> None:
+        """insmod with ``params``; allocating many pages takes a while under TCG."""
+        _checked(self.guest.run(f"insmod {self.module_path} {params.as_insmod_args()}",
+                                timeout=timeout), "insmod movable_sample")
+
+    def unload(self) -> None:
+        """rmmod; the driver frees every page it still owns."""
+        _checked(self.guest.run(f"rmmod {MODULE_NAME}"), "rmmod movable_sample")
+
+    def state(self) -> DriverState:
+        """Current PFN of every page and the callback counters."""
+        pages = _checked(self.guest.run(f"cat {DEBUGFS}/pages"), "read driver pages")
+        stats = _checked(self.guest.run(f"cat {DEBUGFS}/stats"), "read driver stats")
+        return DriverState(pfns=parse_pages(pages), stats=parse_stats(stats))
+
+    def verify(self) -> tuple[int, int]:
+        """Check every page's pattern in the guest: (pages checked, mismatches)."""
+        return parse_verify(_checked(self.guest.run(f"cat {DEBUGFS}/verify", timeout=120),
+                                     "driver verify"))
+
+    def try_alloc(self, order: int, count: int) -> int:
+        """How many of ``count`` order-``order`` allocations succeed right now."""
+        out = _checked(self.guest.run(
+            f"echo {order} {count} > {DEBUGFS}/try_alloc && cat {DEBUGFS}/try_alloc",
+            timeout=120), "driver try_alloc")
+        return parse_try_alloc(out)
+
+    def inject_faults(self, eagain_every: int, fail_every: int) -> None:
+        """Make every Nth migration return -EAGAIN and every Mth fail hard (0 = off)."""
+        _checked(self.guest.run(
+            f"echo {eagain_every} > {DEBUGFS}/inject_eagain_every && "
+            f"echo {fail_every} > {DEBUGFS}/inject_fail_every"), "driver fault injection")
