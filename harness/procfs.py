@@ -1,0 +1,681 @@
+"""Parsers and deltas for the /proc files that show memory fragmentation.
+
+Pure functions over text, no I/O: the check reads the files through a Guest (a
+QEMU console, SSH, a board) and hands the text here, so every era's format can be
+unit-tested on text recorded from real guests (tests/data/procfs/).
+
+Formats differ between kernel eras and configurations, and the parsers take the
+shape from the text instead of assuming it:
+
+- the number of orders (MAX_ORDER) and the zone names (DMA, DMA32, Normal,
+  Movable, Device, ...) come from the lines themselves;
+- /proc/vmstat counters come and go with the version and with
+  CONFIG_VM_EVENT_COUNTERS / COMPACTION / MIGRATION: absent counters are
+  reported as absent (``Vmstat.require``), never as 0;
+- /proc/pagetypeinfo lists whatever migrate types the kernel has (CMA, Isolate,
+  HighAtomic), repeats its sections per NUMA node, has a "mixed blocks" table with
+  CONFIG_PAGE_OWNER, and since 5.5 prints counts above 100000 as ``>100000``
+  (kept as a lower bound, never summed as if exact);
+- /proc/zoneinfo has per-node stats under the first populated zone of a node,
+  4.8's ``node_scanned`` and ``node_inactive_ratio``, 5.x's ``boost`` and
+  ``cma``, 6.x's ``promo``, and since 5.x prints nothing after ``protection``
+  for an unpopulated zone.
+
+Text that does not fit raises ProcfsFormatError naming the file and the line,
+because a silently wrong number would make a migration verdict meaningless.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
+
+from harness.errors import HarnessError
+
+PROCFS_FILES = ("buddyinfo", "vmstat", "pagetypeinfo", "zoneinfo")
+
+# Counters a compaction run moves. compact_stall/fail/success count only
+# allocation-driven (direct) compaction: a manual compact_memory leaves them flat.
+MIGRATION_COUNTERS = (
+    "pgmigrate_success",
+    "pgmigrate_fail",
+    "compact_migrate_scanned",
+    "compact_free_scanned",
+    "compact_isolated",
+    "compact_stall",
+    "compact_fail",
+    "compact_success",
+)
+
+
+class ProcfsFormatError(HarnessError):
+    """Text that is not what the kernel prints in that file, in any known era."""
+
+    def __init__(self, file: str, lineno: int, line: str, expected: str) -> None:
+        self.file = file
+        self.lineno = lineno
+        shown = line.strip()
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(
+            f"cannot parse /proc/{file} line {lineno}: expected {expected}, got {shown!r}; "
+            f"keep that file's text and report it with the guest's `uname -r`"
+        )
+
+
+class ZoneId(NamedTuple):
+    """One memory zone of one NUMA node, e.g. ZoneId(0, "Normal")."""
+
+    node: int
+    zone: str
+
+    def __str__(self) -> str:
+        return f"node{self.node}/{self.zone}"
+
+
+def _frozen(mapping: Mapping) -> Mapping:  # type: ignore[type-arg]
+    """A read-only view, so a parsed snapshot cannot be edited after the fact."""
+    return MappingProxyType(dict(mapping))
+
+
+def _lines(text: str) -> Iterable[tuple[int, str]]:
+    """Numbered non-blank lines; splitlines() also drops a serial console's \\r."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            yield number, line
+
+
+def _no_content(file: str, text: str) -> ProcfsFormatError:
+    return ProcfsFormatError(file, 1, text[:80], f"the contents of /proc/{file}")
+
+
+def _subtract(later: Iterable[int], earlier: Iterable[int]) -> tuple[int, ...]:
+    return tuple(b - a for a, b in zip(earlier, later, strict=True))
+
+
+def _mismatch(what: str, before: object, after: object) -> HarnessError:
+    return HarnessError(
+        f"cannot compare {what} snapshots: before has {before}, after has {after}; "
+        f"take both snapshots from the same guest boot"
+    )
+
+
+# --------------------------------------------------------------------------- buddyinfo
+
+_BUDDY_LINE = re.compile(r"Node\s+(\d+),\s*zone\s+(\S+)((?:\s+\d+)+)\s*")
+
+
+@dataclass(frozen=True)
+class BuddyInfo:
+    """Free blocks per order for each zone, as /proc/buddyinfo prints them.
+
+    ``zones[ZoneId(0, "Normal")][3]`` is the number of free blocks of 2**3 pages
+    in node 0's Normal zone. Zones keep the kernel's order (low to high memory).
+    """
+
+    zones: Mapping[ZoneId, tuple[int, ...]]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "zones", _frozen(self.zones))
+
+    @property
+    def orders(self) -> int:
+        """How many orders each zone lists (MAX_ORDER of the kernel: 11 on 4 KiB pages)."""
+        return len(next(iter(self.zones.values())))
+
+    def zone(self, name: str, node: int = 0) -> tuple[int, ...]:
+        """Free blocks per order of one zone; HarnessError naming the zones there are."""
+        try:
+            return self.zones[ZoneId(node, name)]
+        except KeyError:
+            raise HarnessError(
+                f"no zone {name} on node {node} in /proc/buddyinfo: "
+                f"it has {', '.join(map(str, self.zones))}"
+            ) from None
+
+    def per_order(self, zones: Iterable[str] | None = None) -> tuple[int, ...]:
+        """Free blocks per order summed over all zones (or the named zones) and nodes."""
+        wanted = None if zones is None else set(zones)
+        totals = [0] * self.orders
+        for zone_id, counts in self.zones.items():
+            if wanted is None or zone_id.zone in wanted:
+                for order, count in enumerate(counts):
+                    totals[order] += count
+        return tuple(totals)
+
+    def blocks_at_least(self, order: int, zones: Iterable[str] | None = None) -> int:
+        """Free blocks of order >= ``order``: how many such allocations could succeed now."""
+        return sum(self.per_order(zones)[order:])
+
+    def free_pages(self, zones: Iterable[str] | None = None) -> int:
+        """Free pages held in the buddy lists (per-cpu lists are not included)."""
+        return sum(count << order for order, count in enumerate(self.per_order(zones)))
+
+    def delta(self, later: BuddyInfo) -> BuddyDelta:
+        """What changed from this snapshot to ``later`` (later minus this)."""
+        if list(self.zones) != list(later.zones) or self.orders != later.orders:
+            raise _mismatch(
+                "buddyinfo",
+                f"{len(self.zones)} zones x {self.orders} orders",
+                f"{len(later.zones)} zones x {later.orders} orders",
+            )
+        return BuddyDelta(before=self, after=later)
+
+
+@dataclass(frozen=True)
+class BuddyDelta:
+    """Two buddyinfo snapshots of the same machine and the change between them."""
+
+    before: BuddyInfo
+    after: BuddyInfo
+
+    def per_order(self, zones: Iterable[str] | None = None) -> tuple[int, ...]:
+        """Change of free blocks per order (after minus before), summed over zones."""
+        zone_list = None if zones is None else list(zones)
+        return _subtract(self.after.per_order(zone_list), self.before.per_order(zone_list))
+
+    def zone(self, name: str, node: int = 0) -> tuple[int, ...]:
+        """Change of free blocks per order in one zone."""
+        return _subtract(self.after.zone(name, node), self.before.zone(name, node))
+
+    def blocks_at_least(self, order: int) -> int:
+        """Change in the number of free blocks of order >= ``order``."""
+        return self.after.blocks_at_least(order) - self.before.blocks_at_least(order)
+
+
+def parse_buddyinfo(text: str) -> BuddyInfo:
+    """Parse /proc/buddyinfo; every zone must list the same number of orders."""
+    zones: dict[ZoneId, tuple[int, ...]] = {}
+    for lineno, line in _lines(text):
+        match = _BUDDY_LINE.fullmatch(line)
+        if not match:
+            raise ProcfsFormatError(
+                "buddyinfo", lineno, line, "'Node N, zone NAME' and one count per order"
+            )
+        zone_id = ZoneId(int(match[1]), match[2])
+        counts = tuple(int(n) for n in match[3].split())
+        if zones and len(counts) != len(next(iter(zones.values()))):
+            raise ProcfsFormatError(
+                "buddyinfo", lineno, line,
+                f"{len(next(iter(zones.values())))} orders like the lines before",
+            )
+        if zone_id in zones:
+            raise ProcfsFormatError("buddyinfo", lineno, line, f"{zone_id} only once")
+        zones[zone_id] = counts
+    if not zones:
+        raise _no_content("buddyinfo", text)
+    return BuddyInfo(zones)
+
+
+# --------------------------------------------------------------------------- vmstat
+
+_VMSTAT_LINE = re.compile(r"([a-z0-9_]+)\s+(\d+)\s*")
+
+
+@dataclass(frozen=True)
+class Vmstat:
+    """/proc/vmstat: event counters (monotonic) and gauges such as nr_free_pages."""
+
+    counters: Mapping[str, int]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "counters", _frozen(self.counters))
+
+    def __getitem__(self, name: str) -> int:
+        return self.counters[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.counters
+
+    def missing(self, names: Iterable[str]) -> tuple[str, ...]:
+        """The names this kernel does not print (era or configuration)."""
+        return tuple(name for name in names if name not in self.counters)
+
+    def require(self, names: Iterable[str]) -> None:
+        """HarnessError naming the counters this kernel lacks and the options that add them."""
+        absent = self.missing(names)
+        if absent:
+            raise HarnessError(
+                f"the guest kernel's /proc/vmstat has no {', '.join(absent)}: build it with "
+                f"CONFIG_VM_EVENT_COUNTERS=y, CONFIG_COMPACTION=y and CONFIG_MIGRATION=y"
+            )
+
+    def delta(self, later: Vmstat, keys: Iterable[str] | None = None) -> dict[str, int]:
+        """Same as ``vmstat_delta(self, later, keys)``."""
+        return vmstat_delta(self, later, keys)
+
+
+def vmstat_delta(
+    before: Vmstat, after: Vmstat, keys: Iterable[str] | None = None
+) -> dict[str, int]:
+    """``after - before`` for ``keys`` (default: every counter both snapshots have).
+
+    A requested key missing from either snapshot is a HarnessError rather than a
+    0, because "did not move" and "does not exist on this kernel" mean different
+    things for a verdict.
+    """
+    if keys is None:
+        names = [name for name in before.counters if name in after.counters]
+    else:
+        names = list(keys)
+        before.require(names)
+        after.require(names)
+    return {name: after.counters[name] - before.counters[name] for name in names}
+
+
+def parse_vmstat(text: str) -> Vmstat:
+    """Parse /proc/vmstat ('name value' per line)."""
+    counters: dict[str, int] = {}
+    for lineno, line in _lines(text):
+        match = _VMSTAT_LINE.fullmatch(line)
+        if not match:
+            raise ProcfsFormatError("vmstat", lineno, line, "'counter_name value'")
+        if match[1] in counters:
+            raise ProcfsFormatError("vmstat", lineno, line, f"{match[1]} only once")
+        counters[match[1]] = int(match[2])
+    if not counters:
+        raise _no_content("vmstat", text)
+    return Vmstat(counters)
+
+
+# --------------------------------------------------------------------------- pagetypeinfo
+
+_PT_BLOCK_ORDER = re.compile(r"Page block order:\s*(\d+)\s*")
+_PT_PER_BLOCK = re.compile(r"Pages per block:\s*(\d+)\s*")
+_PT_FREE_HEADER = re.compile(r"Free pages count per migrate type at order((?:\s+\d+)+)\s*")
+_PT_FREE_ROW = re.compile(r"Node\s+(\d+),\s*zone\s+(\S+),\s*type\s+(\S+)((?:\s+>?\d+)+)\s*")
+_PT_TABLE_HEADER = re.compile(r"Number of (blocks|mixed blocks) type((?:\s+[A-Za-z]\S*)+)\s*")
+_PT_TABLE_ROW = re.compile(r"Node\s+(\d+),\s*zone\s+(\S+)((?:\s+\d+)+)\s*")
+
+
+class CappedCount(HarnessError):
+    """A pagetypeinfo count the kernel printed as '>N' was asked for as an exact number."""
+
+
+@dataclass(frozen=True)
+class PageTypeInfo:
+    """/proc/pagetypeinfo: free blocks per order split by migrate type, and pageblock counts.
+
+    ``free[(ZoneId(0, "Normal"), "Movable")][0]`` is the number of free order-0
+    blocks on the Movable free list. ``blocks[zone]["Movable"]`` is the number of
+    pageblocks whose type is Movable. ``capped`` holds (zone, type, order) entries
+    the kernel printed as '>100000': their value is a lower bound.
+    """
+
+    pageblock_order: int
+    pages_per_block: int
+    migratetypes: tuple[str, ...]
+    free: Mapping[tuple[ZoneId, str], tuple[int, ...]]
+    blocks: Mapping[ZoneId, Mapping[str, int]]
+    mixed_blocks: Mapping[ZoneId, Mapping[str, int]] = field(default_factory=dict)
+    capped: frozenset[tuple[ZoneId, str, int]] = frozenset()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "free", _frozen(self.free))
+        object.__setattr__(self, "blocks", _frozen({k: _frozen(v) for k, v in self.blocks.items()}))
+        object.__setattr__(
+            self, "mixed_blocks", _frozen({k: _frozen(v) for k, v in self.mixed_blocks.items()})
+        )
+
+    def free_by_type(self, migratetype: str) -> tuple[int, ...]:
+        """Free blocks per order on one migrate type's lists, summed over zones and nodes."""
+        if migratetype not in self.migratetypes:
+            raise HarnessError(
+                f"no migrate type {migratetype} in /proc/pagetypeinfo: "
+                f"it has {', '.join(self.migratetypes)}"
+            )
+        rows = {key: counts for key, counts in self.free.items() if key[1] == migratetype}
+        for zone_id, mtype, order in self.capped:
+            if mtype == migratetype:
+                raise CappedCount(
+                    f"/proc/pagetypeinfo prints {zone_id} {mtype} order {order} only as a lower "
+                    f"bound (>{rows[(zone_id, mtype)][order]}); use /proc/buddyinfo for totals"
+                )
+        orders = len(next(iter(self.free.values())))
+        return tuple(sum(counts[order] for counts in rows.values()) for order in range(orders))
+
+    def blocks_by_type(self) -> dict[str, int]:
+        """Pageblocks per migrate type, summed over zones and nodes."""
+        totals = dict.fromkeys(self.migratetypes, 0)
+        for counts in self.blocks.values():
+            for mtype, count in counts.items():
+                totals[mtype] += count
+        return totals
+
+    def delta(self, later: PageTypeInfo) -> PageTypeDelta:
+        """What changed from this snapshot to ``later``."""
+        if list(self.free) != list(later.free) or list(self.blocks) != list(later.blocks):
+            raise _mismatch("pagetypeinfo", sorted(map(str, self.blocks)),
+                            sorted(map(str, later.blocks)))
+        return PageTypeDelta(before=self, after=later)
+
+
+@dataclass(frozen=True)
+class PageTypeDelta:
+    """Two pagetypeinfo snapshots and the change between them."""
+
+    before: PageTypeInfo
+    after: PageTypeInfo
+
+    def free_by_type(self, migratetype: str) -> tuple[int, ...]:
+        """Change of free blocks per order on one migrate type's lists."""
+        return _subtract(self.after.free_by_type(migratetype),
+                         self.before.free_by_type(migratetype))
+
+    def blocks_by_type(self) -> dict[str, int]:
+        """Change of pageblock counts per migrate type (e.g. Movable blocks stolen)."""
+        after = self.after.blocks_by_type()
+        before = self.before.blocks_by_type()
+        return {mtype: after[mtype] - count for mtype, count in before.items()}
+
+
+def parse_pagetypeinfo(text: str) -> PageTypeInfo:
+    """Parse /proc/pagetypeinfo, one set of sections per NUMA node with memory."""
+    name = "pagetypeinfo"
+    pageblock_order: int | None = None
+    pages_per_block: int | None = None
+    orders: int | None = None
+    migratetypes: list[str] = []
+    free: dict[tuple[ZoneId, str], tuple[int, ...]] = {}
+    capped: set[tuple[ZoneId, str, int]] = set()
+    tables: dict[str, dict[ZoneId, dict[str, int]]] = {"blocks": {}, "mixed blocks": {}}
+    table_types: list[str] = []
+    section = ""
+
+    def same(previous: int | None, value: int, lineno: int, line: str) -> int:
+        if previous is not None and previous != value:
+            raise ProcfsFormatError(name, lineno, line, f"{previous} as for the node before")
+        return value
+
+    for lineno, line in _lines(text):
+        if match := _PT_BLOCK_ORDER.fullmatch(line):
+            pageblock_order = same(pageblock_order, int(match[1]), lineno, line)
+        elif match := _PT_PER_BLOCK.fullmatch(line):
+            pages_per_block = same(pages_per_block, int(match[1]), lineno, line)
+        elif match := _PT_FREE_HEADER.fullmatch(line):
+            numbers = [int(n) for n in match[1].split()]
+            if numbers != list(range(len(numbers))):
+                raise ProcfsFormatError(name, lineno, line, "orders 0, 1, 2, ... in the header")
+            orders = same(orders, len(numbers), lineno, line)
+            section = "free"
+        elif match := _PT_TABLE_HEADER.fullmatch(line):
+            section = match[1]
+            table_types = match[2].split()
+        elif section == "free" and (match := _PT_FREE_ROW.fullmatch(line)):
+            zone_id, mtype = ZoneId(int(match[1]), match[2]), match[3]
+            cells = match[4].split()
+            if len(cells) != orders:
+                raise ProcfsFormatError(name, lineno, line, f"{orders} counts, one per order")
+            if (zone_id, mtype) in free:
+                raise ProcfsFormatError(name, lineno, line, f"{zone_id} {mtype} only once")
+            for order, cell in enumerate(cells):
+                if cell.startswith(">"):
+                    capped.add((zone_id, mtype, order))
+            free[(zone_id, mtype)] = tuple(int(cell.lstrip(">")) for cell in cells)
+            if mtype not in migratetypes:
+                migratetypes.append(mtype)
+        elif section in tables and (match := _PT_TABLE_ROW.fullmatch(line)):
+            zone_id = ZoneId(int(match[1]), match[2])
+            counts = [int(n) for n in match[3].split()]
+            if len(counts) != len(table_types):
+                raise ProcfsFormatError(
+                    name, lineno, line, f"{len(table_types)} counts ({' '.join(table_types)})"
+                )
+            tables[section][zone_id] = dict(zip(table_types, counts, strict=True))
+        else:
+            expected = {
+                "": "'Page block order:' or a section header",
+                "free": "'Node N, zone NAME, type TYPE' and one count per order",
+            }.get(section, "'Node N, zone NAME' and one count per migrate type")
+            raise ProcfsFormatError(name, lineno, line, expected)
+    if pageblock_order is None or pages_per_block is None or not free or not tables["blocks"]:
+        raise _no_content(name, text)
+    for mtype in table_types:
+        if mtype not in migratetypes:
+            migratetypes.append(mtype)
+    return PageTypeInfo(
+        pageblock_order=pageblock_order,
+        pages_per_block=pages_per_block,
+        migratetypes=tuple(migratetypes),
+        free=free,
+        blocks=tables["blocks"],
+        mixed_blocks=tables["mixed blocks"],
+        capped=frozenset(capped),
+    )
+
+
+# --------------------------------------------------------------------------- zoneinfo
+
+_ZI_ZONE = re.compile(r"Node\s+(\d+),\s*zone\s+(\S+)\s*")
+_ZI_PAGES_FREE = re.compile(r"\s*pages free\s+(\d+)\s*")
+_ZI_VALUE = re.compile(r"\s*([a-z][a-z0-9_]*)\s+(\d+)\s*")
+_ZI_PROTECTION = re.compile(r"\s*protection:\s*\((-?\d+(?:,\s*-?\d+)*)\)\s*")
+_ZI_TRAILER = re.compile(r"\s*(node_unreclaimable|start_pfn|node_inactive_ratio):\s+(\d+)\s*")
+_ZI_PAGESET = re.compile(r"\s*[a-z][a-z_ ]*:\s+-?\d+\s*")
+_ZI_REQUIRED = ("min", "low", "high", "spanned", "present", "managed")
+
+
+@dataclass(frozen=True)
+class Zone:
+    """One zone's key figures from /proc/zoneinfo (all in pages)."""
+
+    id: ZoneId
+    pages_free: int
+    min: int  # watermarks: below min only atomic/reserve allocations succeed
+    low: int  # kswapd wakes below low ...
+    high: int  # ... and sleeps above high
+    spanned: int  # PFN range the zone covers, holes included
+    present: int  # pages that exist in that range
+    managed: int  # pages the buddy allocator manages
+    protection: tuple[int, ...]  # lowmem_reserve against each higher zone
+    boost: int | None = None  # watermark boost (5.0+)
+    cma: int | None = None  # pages of CMA areas in the zone (5.x+)
+    start_pfn: int | None = None
+    stats: Mapping[str, int] = field(default_factory=dict)  # nr_free_pages, nr_zone_* ...
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stats", _frozen(self.stats))
+
+    @property
+    def populated(self) -> bool:
+        """True when the zone has any memory (a Movable zone often has none)."""
+        return self.present > 0
+
+
+@dataclass(frozen=True)
+class ZoneInfo:
+    """/proc/zoneinfo: key figures per zone and the per-node stats."""
+
+    zones: Mapping[ZoneId, Zone]
+    node_stats: Mapping[int, Mapping[str, int]]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "zones", _frozen(self.zones))
+        object.__setattr__(
+            self, "node_stats", _frozen({k: _frozen(v) for k, v in self.node_stats.items()})
+        )
+
+    def zone(self, name: str, node: int = 0) -> Zone:
+        """One zone's figures; HarnessError naming the zones there are."""
+        try:
+            return self.zones[ZoneId(node, name)]
+        except KeyError:
+            raise HarnessError(
+                f"no zone {name} on node {node} in /proc/zoneinfo: "
+                f"it has {', '.join(map(str, self.zones))}"
+            ) from None
+
+    def free_pages(self) -> int:
+        """Free pages over all zones (buddy lists plus per-cpu lists)."""
+        return sum(zone.pages_free for zone in self.zones.values())
+
+    def delta(self, later: ZoneInfo) -> dict[ZoneId, dict[str, int]]:
+        """Per zone: change of pages_free and of every zone stat both snapshots have."""
+        if list(self.zones) != list(later.zones):
+            raise _mismatch("zoneinfo", list(map(str, self.zones)), list(map(str, later.zones)))
+        changes: dict[ZoneId, dict[str, int]] = {}
+        for zone_id, before in self.zones.items():
+            after = later.zones[zone_id]
+            change = {"pages_free": after.pages_free - before.pages_free}
+            change.update(
+                {k: after.stats[k] - v for k, v in before.stats.items() if k in after.stats}
+            )
+            changes[zone_id] = change
+        return changes
+
+
+def parse_zoneinfo(text: str) -> ZoneInfo:
+    """Parse /proc/zoneinfo from any era since 4.8."""
+    name = "zoneinfo"
+    zones: dict[ZoneId, Zone] = {}
+    node_stats: dict[int, dict[str, int]] = {}
+    current: dict[str, object] | None = None
+    start_line = (0, "")
+    mode = ""
+
+    def finish() -> None:
+        if current is None:
+            return
+        values: dict[str, int] = current["values"]  # type: ignore[assignment]
+        absent = [key for key in ("pages free", *_ZI_REQUIRED) if key not in values]
+        if absent:
+            raise ProcfsFormatError(name, *start_line, f"a zone with {', '.join(absent)}")
+        zone_id: ZoneId = current["id"]  # type: ignore[assignment]
+        figures = {key: values.pop(key) for key in ("pages free", *_ZI_REQUIRED)}
+        zones[zone_id] = Zone(
+            id=zone_id,
+            pages_free=figures["pages free"],
+            **{key: figures[key] for key in _ZI_REQUIRED},
+            protection=current.get("protection", ()),  # type: ignore[arg-type]
+            boost=values.pop("boost", None),
+            cma=values.pop("cma", None),
+            start_pfn=current.get("start_pfn"),  # type: ignore[arg-type]
+            stats=values,
+        )
+
+    for lineno, line in _lines(text):
+        if match := _ZI_ZONE.fullmatch(line):
+            finish()
+            zone_id = ZoneId(int(match[1]), match[2])
+            if zone_id in zones:
+                raise ProcfsFormatError(name, lineno, line, f"{zone_id} only once")
+            current = {"id": zone_id, "values": {}}
+            start_line = (lineno, line)
+            mode = "zone-head"
+            continue
+        if current is None:
+            raise ProcfsFormatError(name, lineno, line, "'Node N, zone NAME' first")
+        values: dict[str, int] = current["values"]  # type: ignore[assignment]
+        stripped = line.strip()
+        if stripped == "per-node stats" and mode == "zone-head":
+            mode = "node"
+            node_stats.setdefault(current["id"].node, {})  # type: ignore[attr-defined]
+        elif match := _ZI_PAGES_FREE.fullmatch(line):
+            if mode not in ("zone-head", "node"):
+                raise ProcfsFormatError(name, lineno, line, "'pages free' once, first in a zone")
+            values["pages free"] = int(match[1])
+            mode = "zone"
+        elif match := _ZI_PROTECTION.fullmatch(line):
+            current["protection"] = tuple(int(n) for n in match[1].split(","))
+        elif stripped == "pagesets" and mode == "zone":
+            mode = "pagesets"
+        elif match := _ZI_TRAILER.fullmatch(line):
+            if match[1] == "start_pfn":
+                current["start_pfn"] = int(match[2])
+            mode = "trailer"
+        elif mode == "pagesets" and _ZI_PAGESET.fullmatch(line):
+            continue  # per-cpu list sizes: they change every instant and prove nothing
+        elif mode in ("node", "zone") and (match := _ZI_VALUE.fullmatch(line)):
+            target = node_stats[current["id"].node] if mode == "node" else values  # type: ignore[attr-defined]
+            if match[1] in target:
+                raise ProcfsFormatError(name, lineno, line, f"{match[1]} only once per zone")
+            target[match[1]] = int(match[2])
+        else:
+            raise ProcfsFormatError(
+                name, lineno, line,
+                "a zoneinfo field ('name value', 'pages free N', 'protection: (...)')",
+            )
+    finish()
+    if not zones:
+        raise _no_content(name, text)
+    return ZoneInfo(zones=zones, node_stats=node_stats)
+
+
+# --------------------------------------------------------------------------- snapshots
+
+_MARKER = "@@harness-procfs {}@@"
+_MARKER_LINE = re.compile(r"@@harness-procfs (\w+)@@\s*")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The four files read at one instant, parsed."""
+
+    buddyinfo: BuddyInfo
+    vmstat: Vmstat
+    pagetypeinfo: PageTypeInfo
+    zoneinfo: ZoneInfo
+
+    @classmethod
+    def from_texts(cls, texts: Mapping[str, str]) -> Snapshot:
+        """Parse {"buddyinfo": text, "vmstat": text, ...}; all four are needed."""
+        absent = [name for name in PROCFS_FILES if name not in texts]
+        if absent:
+            raise HarnessError(f"snapshot lacks /proc/{', /proc/'.join(absent)}")
+        return cls(
+            buddyinfo=parse_buddyinfo(texts["buddyinfo"]),
+            vmstat=parse_vmstat(texts["vmstat"]),
+            pagetypeinfo=parse_pagetypeinfo(texts["pagetypeinfo"]),
+            zoneinfo=parse_zoneinfo(texts["zoneinfo"]),
+        )
+
+    def delta(self, later: Snapshot, vmstat_keys: Iterable[str] | None = None) -> SnapshotDelta:
+        """What changed from this snapshot to ``later``."""
+        return SnapshotDelta(
+            buddyinfo=self.buddyinfo.delta(later.buddyinfo),
+            vmstat=vmstat_delta(self.vmstat, later.vmstat, vmstat_keys),
+            pagetypeinfo=self.pagetypeinfo.delta(later.pagetypeinfo),
+            zoneinfo=self.zoneinfo.delta(later.zoneinfo),
+        )
+
+
+@dataclass(frozen=True)
+class SnapshotDelta:
+    """The change between two snapshots, file by file."""
+
+    buddyinfo: BuddyDelta
+    vmstat: dict[str, int]
+    pagetypeinfo: PageTypeDelta
+    zoneinfo: dict[ZoneId, dict[str, int]]
+
+
+def snapshot_command() -> str:
+    """One POSIX shell command that prints all four files, each after a marker line.
+
+    One round trip instead of four keeps the files close in time, which matters
+    on a slow console.
+    """
+    parts = [f"echo '{_MARKER.format(name)}'; cat /proc/{name}" for name in PROCFS_FILES]
+    return "; ".join(parts)
+
+
+def split_snapshot_output(output: str) -> dict[str, str]:
+    """The texts of the files in ``snapshot_command()``'s output, by file name."""
+    texts: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for lineno, line in enumerate(output.splitlines(), start=1):
+        if match := _MARKER_LINE.fullmatch(line.strip()):
+            current = texts.setdefault(match[1], [])
+        elif current is not None:
+            current.append(line)
+        elif line.strip():
+            raise ProcfsFormatError("snapshot", lineno, line, "a @@harness-procfs NAME@@ marker")
+    return {name: "\n".join(lines) + "\n" for name, lines in texts.items()}
+
+
+def parse_snapshot(output: str) -> Snapshot:
+    """Parse what ``snapshot_command()`` printed on the guest."""
+    return Snapshot.from_texts(split_snapshot_output(output))

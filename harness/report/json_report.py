@@ -1,0 +1,144 @@
+"""The JSON result file: all evidence of a run, for machines and for later reading.
+
+Plain JSON with a schema version, so CI scripts and dashboards can read it
+without the harness, and ``read_results`` can rebuild the records (to redraw the
+picture from an old run, for instance).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.report.model import HighOrder, RunResult, Side
+
+SCHEMA = "harness.result"
+SCHEMA_VERSION = 1
+
+
+def _high_order_dict(high: HighOrder | None) -> dict[str, int] | None:
+    if high is None:
+        return None
+    return {"order": high.order, "attempts": high.attempts,
+            "before": high.before, "after": high.after}
+
+
+def _side_dict(side: Side) -> dict[str, Any]:
+    return {
+        "movable": int(side.movable),
+        "migrated_pages": side.migrated_pages,
+        "total_pages": side.total_pages,
+        "migrated_share": round(side.migrated_share, 4),
+        "pgmigrate_success_delta": side.pgmigrate_success_delta,
+        "verify_mismatches": side.verify_mismatches,
+        "high_order_success": _high_order_dict(side.high_order),
+        "buddyinfo_before": list(side.buddy_before),
+        "buddyinfo_after": list(side.buddy_after),
+        "vmstat_delta": dict(side.vmstat_delta),
+    }
+
+
+def result_to_dict(result: RunResult) -> dict[str, Any]:
+    """The result object of one arch x kernel: what ``harness run --json`` prints.
+
+    The top-level evidence (migrated_pages, ...) is the movable=1 side, the one
+    the verdict is about; ``sides`` has both sides of the A/B in full.
+    """
+    sides = {side.label: _side_dict(side) for side in result.sides}
+    return {
+        "arch": result.arch,
+        "kernel": result.kernel,
+        "release": result.release,
+        "verdict": result.verdict,
+        "proven": result.proven,
+        "reasons": list(result.reasons),
+        "migrated_pages": result.movable.migrated_pages,
+        "total_pages": result.movable.total_pages,
+        "migrated_share": round(result.movable.migrated_share, 4),
+        "pgmigrate_success_delta": result.movable.pgmigrate_success_delta,
+        "verify_mismatches": result.movable.verify_mismatches,
+        "high_order_success": {
+            label: side["high_order_success"] for label, side in sides.items()
+        },
+        "page_size": result.page_size,
+        "notes": list(result.notes),
+        "sides": sides,
+    }
+
+
+def run_document(results: Sequence[RunResult]) -> dict[str, Any]:
+    """The whole run: schema, time, one result object per arch x kernel."""
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "proven": all(result.proven for result in results) and bool(results),
+        "results": [result_to_dict(result) for result in results],
+    }
+
+
+def write_json(results: Sequence[RunResult], path: Path) -> Path:
+    """Write the run's JSON file atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(run_document(results), indent=2) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _side_from_dict(data: dict[str, Any]) -> Side:
+    high = data["high_order_success"]
+    return Side(
+        movable=bool(data["movable"]),
+        buddy_before=tuple(data["buddyinfo_before"]),
+        buddy_after=tuple(data["buddyinfo_after"]),
+        migrated_pages=data["migrated_pages"],
+        total_pages=data["total_pages"],
+        pgmigrate_success_delta=data["pgmigrate_success_delta"],
+        verify_mismatches=data["verify_mismatches"],
+        high_order=HighOrder(**high) if high else None,
+        vmstat_delta=data["vmstat_delta"],
+    )
+
+
+def read_results(path: Path) -> list[RunResult]:
+    """Rebuild the results from a file ``write_json`` wrote."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise HarnessError(f"cannot read result file {path}: {error}") from None
+    if document.get("schema") != SCHEMA or document.get("schema_version") != SCHEMA_VERSION:
+        raise HarnessError(
+            f"{path} is not a {SCHEMA} v{SCHEMA_VERSION} file "
+            f"(schema {document.get('schema')!r} v{document.get('schema_version')!r})"
+        )
+    try:
+        return [
+            RunResult(
+                arch=item["arch"],
+                kernel=item["kernel"],
+                release=item["release"],
+                proven=item["proven"],
+                reasons=tuple(item["reasons"]),
+                movable=_side_from_dict(item["sides"]["movable=1"]),
+                unmovable=(_side_from_dict(item["sides"]["movable=0"])
+                           if "movable=0" in item["sides"] else None),
+                notes=tuple(item["notes"]),
+                page_size=item["page_size"],
+            )
+            for item in document["results"]
+        ]
+    except (KeyError, TypeError, ValueError) as error:
+        raise HarnessError(f"{path} has a malformed result: {error!r}") from None

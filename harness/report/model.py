@@ -1,0 +1,110 @@
+"""What a report is made of: small typed records, independent of how evidence was taken.
+
+The check fills these from whatever it measured (a QEMU guest, a board over
+SSH, a replayed JSON file) and the JSON file, the picture and the terminal table
+are all rendered from them, so the three never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+PROVEN = "proven"
+NOT_PROVEN = "not proven"
+COSTLY_ORDER = 3  # PAGE_ALLOC_COSTLY_ORDER: above it the allocator needs compaction
+
+
+@dataclass(frozen=True)
+class HighOrder:
+    """High-order allocation attempts (the driver's try_alloc) around one compaction."""
+
+    order: int  # each attempt asks for one block of 2**order pages
+    attempts: int  # attempts made before and again after compaction
+    before: int  # how many succeeded before compaction
+    after: int  # how many succeeded after compaction
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.before <= self.attempts and 0 <= self.after <= self.attempts):
+            raise ValueError(f"successes must be within 0..{self.attempts}: {self}")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of the A/B: the same fragmentation with movable=0 or movable=1."""
+
+    movable: bool
+    buddy_before: tuple[int, ...]  # free blocks per order, all zones, before compaction
+    buddy_after: tuple[int, ...]  # the same after compaction
+    migrated_pages: int  # driver pages whose PFN changed
+    total_pages: int  # driver pages in the experiment
+    pgmigrate_success_delta: int
+    verify_mismatches: int  # pages whose contents verify found changed
+    high_order: HighOrder | None = None
+    vmstat_delta: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.buddy_before) != len(self.buddy_after) or not self.buddy_before:
+            raise ValueError("buddy_before and buddy_after need the same, non-zero, orders")
+        if not 0 <= self.migrated_pages <= self.total_pages:
+            raise ValueError(f"migrated_pages must be within 0..total_pages: {self}")
+        object.__setattr__(self, "buddy_before", tuple(self.buddy_before))
+        object.__setattr__(self, "buddy_after", tuple(self.buddy_after))
+        object.__setattr__(self, "vmstat_delta", MappingProxyType(dict(self.vmstat_delta)))
+
+    @property
+    def label(self) -> str:
+        return f"movable={int(self.movable)}"
+
+    @property
+    def migrated_share(self) -> float:
+        """Migrated pages as a fraction of the driver's pages (0 when it has none)."""
+        return self.migrated_pages / self.total_pages if self.total_pages else 0.0
+
+    def blocks_at_least(self, order: int) -> tuple[int, int]:
+        """Free blocks of order >= ``order`` before and after compaction."""
+        return sum(self.buddy_before[order:]), sum(self.buddy_after[order:])
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything the report shows for one arch x kernel."""
+
+    arch: str
+    kernel: str  # the kernel spec as the user gave it (debian:6.1, git:...)
+    release: str  # uname -r in the guest
+    proven: bool
+    reasons: tuple[str, ...]  # why the verdict is what it is, one short sentence each
+    movable: Side
+    unmovable: Side | None = None  # the movable=0 control, when the A/B ran
+    notes: tuple[str, ...] = ()  # what was done to keep numbers clean, e.g. proactiveness 0
+    page_size: int = 4096
+
+    def __post_init__(self) -> None:
+        if not self.movable.movable or (self.unmovable is not None and self.unmovable.movable):
+            raise ValueError("RunResult.movable must be movable=1 and unmovable movable=0")
+        object.__setattr__(self, "reasons", tuple(self.reasons))
+        object.__setattr__(self, "notes", tuple(self.notes))
+
+    @property
+    def verdict(self) -> str:
+        return PROVEN if self.proven else NOT_PROVEN
+
+    @property
+    def label(self) -> str:
+        return f"{self.arch} · {self.kernel}"
+
+    @property
+    def sides(self) -> tuple[Side, ...]:
+        """movable=0 first (when present), then movable=1: the order every view uses."""
+        return (self.unmovable, self.movable) if self.unmovable else (self.movable,)
+
+    @property
+    def high_order(self) -> int:
+        """The order the high-order evidence is about: try_alloc's if it ran, else the
+        lowest order the kernel calls costly to allocate (above PAGE_ALLOC_COSTLY_ORDER 3)."""
+        for side in self.sides:
+            if side.high_order is not None:
+                return side.high_order.order
+        return min(COSTLY_ORDER + 1, len(self.movable.buddy_before) - 1)
