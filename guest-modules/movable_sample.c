@@ -1,0 +1,902 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * movable_sample: a driver whose own pages the VM can migrate.
+ *
+ * The module allocates pages with a movable GFP mask, fills each with a
+ * pattern derived from its logical index and a seed, and registers them as
+ * non-LRU movable pages, the API that zsmalloc and the memory balloon use
+ * (Linux 4.8, commit bda807d44454). Compaction then isolates them, asks the
+ * driver to migrate them and, when that fails, to take them back. Everything
+ * the harness needs to prove that this happened is in debugfs, see
+ * guest-modules/README.md.
+ *
+ * One source builds for every era it claims. probe-api.sh reads the kernel's
+ * own headers and Kbuild passes what they declare as -D flags:
+ *
+ *  MS_API_AOPS (4.8 .. 5.19): the driver owns an address_space whose a_ops
+ *	provide isolate_page/migratepage/putback_page, and marks a page with
+ *	__SetPageMovable(page, mapping).
+ *  MS_API_MOVABLE_OPS (6.0 .. 6.16): a struct movable_operations with
+ *	isolate_page/migrate_page/putback_page, marked with
+ *	__SetPageMovable(page, ops).
+ *
+ * In both eras every callback runs with the page locked, isolate_page returns
+ * true when the page may move, and migration follows the same reference rules
+ * (mm/migrate.c, mm/zsmalloc.c, mm/balloon_compaction.c and
+ * drivers/virtio/virtio_balloon.c of 4.8, 5.10 and 6.1):
+ *
+ *  - the driver holds one reference on each page it owns;
+ *  - isolation takes one more for the VM (isolate_movable_page()) and the VM
+ *    then links page->lru into its own list, so the driver must take the
+ *    page off any list of its own that uses page->lru;
+ *  - on success, migrate moves the driver's reference from the old page to
+ *    the new one (get_page(new), put_page(old)) and clears the old page's
+ *    movable mark with __ClearPageMovable(); the VM drops its isolation
+ *    reference on the old page (which frees it) and its allocation
+ *    reference on the new page;
+ *  - on -EAGAIN the page stays isolated and the VM retries; on any other
+ *    error the VM calls putback_page and drops its reference.
+ *
+ * From 6.17 on __SetPageMovable() is gone: only in-tree page types (balloon,
+ * zsmalloc) can be movable, so a module like this one cannot exist there.
+ */
+
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/debugfs.h>
+#include <linux/fs.h>
+#include <linux/gfp.h>
+#include <linux/highmem.h>
+#include <linux/kernel.h>
+#include <linux/list.h>
+#include <linux/log2.h>
+#include <linux/migrate.h>
+#include <linux/mm.h>
+#include <linux/mmzone.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/pagemap.h>
+#include <linux/seq_file.h>
+#include <linux/spinlock.h>
+#include <linux/string.h>
+#include <linux/uaccess.h>
+#include <linux/vmalloc.h>
+
+#if defined(MS_API_REMOVED)
+#error "movable_sample: Linux 6.17 and later no longer let a module make" \
+	" its pages movable (__SetPageMovable() is gone);" \
+	" use the in-tree zram or virtio-balloon scenarios instead"
+#elif !defined(MS_API_AOPS) && !defined(MS_API_MOVABLE_OPS)
+#error "movable_sample: no non-LRU movable page API in this kernel's" \
+	" headers: it needs Linux 4.8 or later (see probe-api.sh)"
+#endif
+
+#if !IS_ENABLED(CONFIG_COMPACTION) || !IS_ENABLED(CONFIG_MIGRATION)
+#error "movable_sample: the kernel needs CONFIG_COMPACTION=y and" \
+	" CONFIG_MIGRATION=y (kernel-configs/compaction.config)"
+#endif
+
+#if !IS_ENABLED(CONFIG_DEBUG_FS)
+#error "movable_sample: the kernel needs CONFIG_DEBUG_FS=y:" \
+	" the driver's whole interface is in debugfs"
+#endif
+
+/*
+ * checkpatch --strict asks to "Avoid CamelCase" for __SetPageMovable() and
+ * __ClearPageMovable(): those are the kernel's names for the API this module
+ * exists to exercise.
+ */
+
+static unsigned int pages = 4096;
+module_param(pages, uint, 0444);
+MODULE_PARM_DESC(pages, "pages to allocate and keep at load time (default 4096)");
+
+static bool movable = true;
+module_param(movable, bool, 0444);
+MODULE_PARM_DESC(movable, "register the pages as movable (default 1); 0 is the control group");
+
+static unsigned int fragment = 1;
+module_param(fragment, uint, 0644);
+MODULE_PARM_DESC(fragment, "allocate K pages for each page kept and free the other K-1 (default 1)");
+
+static unsigned long seed = 1;
+module_param(seed, ulong, 0444);
+MODULE_PARM_DESC(seed, "seed of the pattern written into every page (default 1)");
+
+/*
+ * The pages the driver keeps. try_alloc must not let the allocator reclaim or
+ * compact, see ms_try_alloc_write().
+ */
+#define MS_GFP_KEEP	(GFP_HIGHUSER_MOVABLE | __GFP_NORETRY | __GFP_NOWARN)
+#define MS_GFP_PROBE \
+	((GFP_HIGHUSER_MOVABLE & ~__GFP_RECLAIM) | __GFP_NORETRY | __GFP_NOWARN)
+#define MS_TRY_ALLOC_MAX	65536UL
+#define MS_VERIFY_REPORTS	8
+
+/* The largest order the buddy allocator hands out, whatever MAX_ORDER means. */
+#define MS_MAX_ORDER	ilog2(MAX_ORDER_NR_PAGES)
+
+/* One logical page: where it lives now and whether the VM has it isolated. */
+struct ms_slot {
+	struct page *page;
+	bool isolated;
+};
+
+struct ms_try_result {
+	unsigned int order;
+	unsigned long requested;
+	unsigned long succeeded;
+};
+
+static struct {
+	/*
+	 * lock protects slots[] (the array and its entries), nr, cap, list, the
+	 * counters and the fault injection state. It is taken inside the page
+	 * lock by the callbacks, so nobody may sleep on a page lock while
+	 * holding it (ms_lock_slot() only trylocks under it).
+	 *
+	 * A slot's page only changes in ms_migrate() and ms_release(), both
+	 * with that page locked: holding the page lock pins the slot.
+	 */
+	spinlock_t lock;
+	/* Serialises the paths that add pages or probe the allocator. */
+	struct mutex alloc_lock;
+	struct ms_slot *slots;
+	unsigned long nr;
+	unsigned long cap;
+	/* Pages the driver owns and the VM has not isolated, via page->lru. */
+	struct list_head list;
+
+	unsigned long isolated;
+	unsigned long migrated;
+	unsigned long putback;
+	unsigned long eagain;
+	unsigned long failed;
+	unsigned long isolated_now;
+
+	unsigned long inject_eagain_every;
+	unsigned long inject_fail_every;
+	/* migrate calls since the injection settings last changed */
+	unsigned long inject_calls;
+
+	struct ms_try_result last_try;
+	struct dentry *dir;
+} ms = {
+	.lock = __SPIN_LOCK_UNLOCKED(ms.lock),
+	.alloc_lock = __MUTEX_INITIALIZER(ms.alloc_lock),
+	.list = LIST_HEAD_INIT(ms.list),
+};
+
+#ifdef MS_HAVE_KMAP_LOCAL_PAGE
+static inline void *ms_map(struct page *page)
+{
+	return kmap_local_page(page);
+}
+
+static inline void ms_unmap(void *addr)
+{
+	kunmap_local(addr);
+}
+#else
+/*
+ * checkpatch of 6.x calls kmap_atomic() deprecated in favour of
+ * kmap_local_page(), which only exists from 5.11 on; this branch is only
+ * built for kernels without it.
+ */
+static inline void *ms_map(struct page *page)
+{
+	return kmap_atomic(page);
+}
+
+static inline void ms_unmap(void *addr)
+{
+	kunmap_atomic(addr);
+}
+#endif
+
+static void ms_set_movable(struct page *page);
+
+/* Word @word of logical page @index: splitmix64 of (seed, index, word). */
+static u64 ms_pattern(unsigned long index, unsigned int word)
+{
+	u64 z = seed + (((u64)index << 16) + word + 1) * 0x9e3779b97f4a7c15ULL;
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+static void ms_fill(struct page *page, unsigned long index)
+{
+	u64 *words = ms_map(page);
+	unsigned int i;
+
+	for (i = 0; i < PAGE_SIZE / sizeof(u64); i++)
+		words[i] = ms_pattern(index, i);
+	ms_unmap(words);
+}
+
+/* Number of words of @page that do not hold logical page @index's pattern. */
+static unsigned int ms_check(struct page *page, unsigned long index)
+{
+	u64 *words = ms_map(page);
+	unsigned int i, bad = 0;
+
+	for (i = 0; i < PAGE_SIZE / sizeof(u64); i++)
+		bad += words[i] != ms_pattern(index, i);
+	ms_unmap(words);
+	return bad;
+}
+
+/* Under ms.lock: is @page the current page of logical page @index? */
+static bool ms_owns(struct page *page, unsigned long index)
+{
+	return index < ms.nr && ms.slots[index].page == page;
+}
+
+/* Under ms.lock: the error to return from this migrate call, or 0. */
+static int ms_injected_fault(void)
+{
+	unsigned long call = ++ms.inject_calls;
+
+	if (ms.inject_eagain_every && call % ms.inject_eagain_every == 0) {
+		ms.eagain++;
+		return -EAGAIN;
+	}
+	if (ms.inject_fail_every && call % ms.inject_fail_every == 0) {
+		ms.failed++;
+		/*
+		 * Any error but -EAGAIN (and -ENOMEM, which newer kernels
+		 * take as "stop migrating this whole batch") makes the VM
+		 * give up on this page and call putback_page.
+		 */
+		return -EBUSY;
+	}
+	return 0;
+}
+
+/*
+ * isolate_page: the VM wants to migrate @page, which it has locked and holds
+ * a reference on. From now on page->lru is the VM's, so the page leaves the
+ * driver's list.
+ */
+static bool ms_isolate(struct page *page, isolate_mode_t mode)
+{
+	unsigned long index = page_private(page);
+	bool ok;
+
+	spin_lock(&ms.lock);
+	ok = ms_owns(page, index) && !ms.slots[index].isolated;
+	if (ok) {
+		list_del(&page->lru);
+		ms.slots[index].isolated = true;
+		ms.isolated++;
+		ms.isolated_now++;
+	}
+	spin_unlock(&ms.lock);
+	WARN_ON_ONCE(!ok);
+	return ok;
+}
+
+/*
+ * migrate: copy @src (isolated, locked) into @dst (locked, the VM holds the
+ * only reference) and make @dst the driver's page for that logical index.
+ */
+static int ms_migrate(struct page *dst, struct page *src,
+		      enum migrate_mode mode)
+{
+	unsigned long index = page_private(src);
+	int rc;
+
+#ifdef MS_HAVE_MIGRATE_SYNC_NO_COPY
+	/*
+	 * This mode expects someone else (a DMA engine, for HMM) to copy the
+	 * contents; the balloon refuses it the same way. Compaction never
+	 * uses it.
+	 */
+	if (mode == MIGRATE_SYNC_NO_COPY) {
+		spin_lock(&ms.lock);
+		ms.failed++;
+		spin_unlock(&ms.lock);
+		return -EINVAL;
+	}
+#endif
+
+	spin_lock(&ms.lock);
+	if (WARN_ON_ONCE(!ms_owns(src, index) || !ms.slots[index].isolated))
+		rc = -EINVAL;
+	else
+		rc = ms_injected_fault();
+	spin_unlock(&ms.lock);
+	if (rc)
+		return rc;
+
+	copy_highpage(dst, src);
+	set_page_private(dst, index);
+	/* The driver's reference now lives on @dst ... */
+	get_page(dst);
+	ms_set_movable(dst);
+
+	spin_lock(&ms.lock);
+	ms.slots[index].page = dst;
+	ms.slots[index].isolated = false;
+	/* @dst is not isolated: the VM took it off its free list already. */
+	list_add_tail(&dst->lru, &ms.list);
+	ms.migrated++;
+	ms.isolated_now--;
+	spin_unlock(&ms.lock);
+
+	/*
+	 * ... and leaves @src: unmark it (under its lock, as the VM checks
+	 * PageMovable() under the page lock) and drop the driver's reference.
+	 * The VM's isolation reference keeps @src alive until the VM drops it.
+	 */
+	__ClearPageMovable(src);
+	set_page_private(src, 0);
+	put_page(src);
+	return MIGRATEPAGE_SUCCESS;
+}
+
+/*
+ * putback_page: migration of the isolated @page failed for good (or ran out
+ * of retries); the VM has unlinked page->lru and gives the page back.
+ */
+static void ms_putback(struct page *page)
+{
+	unsigned long index = page_private(page);
+	bool ok;
+
+	spin_lock(&ms.lock);
+	ok = ms_owns(page, index) && ms.slots[index].isolated;
+	if (ok) {
+		ms.slots[index].isolated = false;
+		list_add_tail(&page->lru, &ms.list);
+		ms.putback++;
+		ms.isolated_now--;
+	}
+	spin_unlock(&ms.lock);
+	WARN_ON_ONCE(!ok);
+}
+
+#ifdef MS_API_AOPS
+static int ms_aops_migratepage(struct address_space *mapping,
+			       struct page *newpage, struct page *page,
+			       enum migrate_mode mode)
+{
+	return ms_migrate(newpage, page, mode);
+}
+
+static const struct address_space_operations ms_aops = {
+	.isolate_page = ms_isolate,
+	.migratepage = ms_aops_migratepage,
+	.putback_page = ms_putback,
+};
+
+/*
+ * The owner of the pages: an address_space of the driver's own whose only
+ * job is to carry ms_aops. zsmalloc and the balloon hang theirs off an
+ * anonymous inode of a private pseudo filesystem; that needs a mount and an
+ * API that changed in 5.3 (mount_pseudo -> init_pseudo) for nothing the VM
+ * uses here. A static, address_space_init_once()d mapping is enough:
+ *  - the VM reaches it only through page_mapping() of a page that is still
+ *    PageMovable(), under that page's lock, and only dereferences ->a_ops
+ *    (PageMovable(), isolate_movable_page(), move_to_new_page(),
+ *    putback_movable_page());
+ *  - it is never a file's mapping: no page cache, no writeback, no mmap,
+ *    ->host stays NULL (dump_page() copes with that);
+ *  - it lives as long as the module, and no page refers to it any more
+ *    once ms_release() has run on every page (see there).
+ */
+static struct address_space ms_mapping;
+
+static void ms_set_movable(struct page *page)
+{
+	__SetPageMovable(page, &ms_mapping);
+}
+
+static void ms_api_init(void)
+{
+	address_space_init_once(&ms_mapping);
+	ms_mapping.a_ops = &ms_aops;
+}
+#else
+static const struct movable_operations ms_movable_ops = {
+	.isolate_page = ms_isolate,
+	.migrate_page = ms_migrate,
+	.putback_page = ms_putback,
+};
+
+static void ms_set_movable(struct page *page)
+{
+	__SetPageMovable(page, &ms_movable_ops);
+}
+
+static void ms_api_init(void)
+{
+}
+#endif
+
+/*
+ * Lock the current page of logical page @index and return it. While the
+ * caller holds the page lock the slot cannot change (migration needs that
+ * lock) and the page cannot be freed (the driver's reference). The wait
+ * happens without ms.lock: the callbacks take ms.lock inside page locks.
+ */
+static struct page *ms_lock_slot(unsigned long index)
+{
+	struct page *page;
+
+	for (;;) {
+		spin_lock(&ms.lock);
+		page = ms.slots[index].page;
+		if (trylock_page(page)) {
+			spin_unlock(&ms.lock);
+			return page;
+		}
+		/* The VM is isolating, migrating or putting it back. */
+		get_page(page);
+		spin_unlock(&ms.lock);
+		lock_page(page);
+		unlock_page(page);
+		put_page(page);
+	}
+}
+
+/* Make room for @want slots; called with ms.alloc_lock held. */
+static int ms_reserve(unsigned long want)
+{
+	struct ms_slot *slots, *old;
+	unsigned long cap;
+
+	if (want <= ms.cap)
+		return 0;
+	cap = max(want, 2 * ms.cap);
+	if (cap > ULONG_MAX / sizeof(*slots))
+		return -ENOMEM;
+	slots = vzalloc(cap * sizeof(*slots));
+	if (!slots)
+		return -ENOMEM;
+
+	spin_lock(&ms.lock);
+	if (ms.nr)
+		memcpy(slots, ms.slots, ms.nr * sizeof(*slots));
+	old = ms.slots;
+	ms.slots = slots;
+	ms.cap = cap;
+	spin_unlock(&ms.lock);
+	vfree(old);
+	return 0;
+}
+
+/* Fill @page, publish it as the next logical page and, maybe, movable. */
+static void ms_keep(struct page *page)
+{
+	unsigned long index = ms.nr;
+
+	ms_fill(page, index);
+	set_page_private(page, index);
+	/*
+	 * Mark and publish under the page lock, so that no callback can see a
+	 * movable page the bookkeeping does not know yet.
+	 */
+	lock_page(page);
+	if (movable)
+		ms_set_movable(page);
+	spin_lock(&ms.lock);
+	ms.slots[index].page = page;
+	ms.slots[index].isolated = false;
+	list_add_tail(&page->lru, &ms.list);
+	ms.nr = index + 1;
+	spin_unlock(&ms.lock);
+	unlock_page(page);
+}
+
+/*
+ * Keep @count more pages. With fragment=K, allocate K times as many first and
+ * then free all but every Kth, so the kept pages sit scattered over many
+ * pageblocks and the free memory around them is order-0 rubble: the pages pin
+ * those blocks unless the VM can move them. All or nothing.
+ */
+static int ms_add_pages(unsigned long count)
+{
+	unsigned int k = READ_ONCE(fragment);
+	struct page *page, *next;
+	unsigned long i;
+	LIST_HEAD(batch);
+	int err;
+
+	if (!k || count > ULONG_MAX / k)
+		return -EINVAL;
+
+	mutex_lock(&ms.alloc_lock);
+	err = ms_reserve(ms.nr + count);
+	for (i = 0; !err && i < count * k; i++) {
+		page = alloc_page(MS_GFP_KEEP);
+		if (!page)
+			err = -ENOMEM;
+		else
+			list_add_tail(&page->lru, &batch);
+		cond_resched();
+	}
+	i = 0;
+	list_for_each_entry_safe(page, next, &batch, lru) {
+		list_del(&page->lru);
+		if (err || i++ % k)
+			__free_page(page);
+		else
+			ms_keep(page);
+	}
+	mutex_unlock(&ms.alloc_lock);
+	return err;
+}
+
+/*
+ * Give logical page @index back to the page allocator; returns whether the VM
+ * had it isolated.
+ *
+ * Safe at any moment, also while the VM holds the page isolated: under the
+ * page lock no callback runs on it, and __ClearPageMovable() leaves only the
+ * PAGE_MAPPING_MOVABLE bit in page->mapping, so page_mapping() is NULL and
+ * PageMovable() false. Every VM path re-checks PageMovable() under the page
+ * lock before it touches the mapping or ops (isolate_movable_page(),
+ * putback_movable_pages(), unmap_and_move()/move_to_new_page() in 4.8,
+ * migrate_folio_unmap()/move_to_new_folio() in 6.1) and, finding it false,
+ * just clears PG_isolated and drops its own reference, which frees the page.
+ * So an isolated page needs no deferred free here: the VM's reference is the
+ * deferral, and once every page went through this function nothing points
+ * at ms_mapping/ms_movable_ops or the module text any more.
+ *
+ * The driver's reference is dropped only after unlock_page(): the VM may
+ * free an isolated page without taking its lock once it holds the last
+ * reference (6.1 migrate_folio_unmap()), which must not happen while we
+ * still hold PG_locked.
+ */
+static bool ms_release(unsigned long index)
+{
+	struct page *page = ms_lock_slot(index);
+	bool isolated;
+
+	spin_lock(&ms.lock);
+	isolated = ms.slots[index].isolated;
+	if (!isolated)
+		list_del(&page->lru);
+	ms.slots[index].page = NULL;
+	spin_unlock(&ms.lock);
+
+	if (movable)
+		__ClearPageMovable(page);
+	set_page_private(page, 0);
+	unlock_page(page);
+	put_page(page);
+	return isolated;
+}
+
+static void ms_release_all(void)
+{
+	unsigned long index, nr = ms.nr, isolated = 0;
+
+	for (index = 0; index < nr; index++) {
+		isolated += ms_release(index);
+		cond_resched();
+	}
+	vfree(ms.slots);
+	if (nr)
+		pr_info("released %lu pages, %lu of them isolated by the VM\n",
+			nr, isolated);
+}
+
+static unsigned long ms_nr(void)
+{
+	unsigned long nr;
+
+	spin_lock(&ms.lock);
+	nr = ms.nr;
+	spin_unlock(&ms.lock);
+	return nr;
+}
+
+/* pages: "<index> <pfn>" for every kept page, in index order. */
+static void *ms_pages_start(struct seq_file *m, loff_t *pos)
+{
+	return *pos < ms_nr() ? pos : NULL;
+}
+
+static void *ms_pages_next(struct seq_file *m, void *v, loff_t *pos)
+{
+	++*pos;
+	return ms_pages_start(m, pos);
+}
+
+static void ms_pages_stop(struct seq_file *m, void *v)
+{
+}
+
+static int ms_pages_show(struct seq_file *m, void *v)
+{
+	unsigned long index = *(loff_t *)v;
+	unsigned long pfn;
+
+	spin_lock(&ms.lock);
+	pfn = page_to_pfn(ms.slots[index].page);
+	spin_unlock(&ms.lock);
+	seq_printf(m, "%lu %lu\n", index, pfn);
+	return 0;
+}
+
+static const struct seq_operations ms_pages_seq_ops = {
+	.start = ms_pages_start,
+	.next = ms_pages_next,
+	.stop = ms_pages_stop,
+	.show = ms_pages_show,
+};
+
+static int ms_pages_open(struct inode *inode, struct file *file)
+{
+	return seq_open(file, &ms_pages_seq_ops);
+}
+
+static const struct file_operations ms_pages_fops = {
+	.owner = THIS_MODULE,
+	.open = ms_pages_open,
+	.read = seq_read,
+	.llseek = seq_lseek,
+	.release = seq_release,
+};
+
+/* stats: "name value" lines, one consistent snapshot. */
+static int ms_stats_show(struct seq_file *m, void *v)
+{
+	unsigned long val[10];
+	static const char * const names[10] = {
+		"nr_pages", "movable", "isolated", "migrated", "putback",
+		"eagain", "failed", "isolated_now", "inject_eagain_every",
+		"inject_fail_every",
+	};
+	unsigned int i;
+
+	spin_lock(&ms.lock);
+	val[0] = ms.nr;
+	val[1] = movable;
+	val[2] = ms.isolated;
+	val[3] = ms.migrated;
+	val[4] = ms.putback;
+	val[5] = ms.eagain;
+	val[6] = ms.failed;
+	val[7] = ms.isolated_now;
+	val[8] = ms.inject_eagain_every;
+	val[9] = ms.inject_fail_every;
+	spin_unlock(&ms.lock);
+	for (i = 0; i < ARRAY_SIZE(val); i++)
+		seq_printf(m, "%s %lu\n", names[i], val[i]);
+	return 0;
+}
+
+static int ms_stats_open(struct inode *inode, struct file *file)
+{
+	return single_open(file, ms_stats_show, NULL);
+}
+
+static const struct file_operations ms_stats_fops = {
+	.owner = THIS_MODULE,
+	.open = ms_stats_open,
+	.read = seq_read,
+	.llseek = seq_lseek,
+	.release = single_release,
+};
+
+/* verify: re-check every page, each under its lock so it cannot move. */
+static int ms_verify_show(struct seq_file *m, void *v)
+{
+	unsigned long index, nr = ms_nr(), mismatches = 0;
+	struct page *page;
+	unsigned int bad;
+
+	for (index = 0; index < nr; index++) {
+		page = ms_lock_slot(index);
+		bad = ms_check(page, index);
+		unlock_page(page);
+		if (bad && mismatches++ < MS_VERIFY_REPORTS)
+			pr_warn("page %lu (pfn %lu): %u words differ\n",
+				index, page_to_pfn(page), bad);
+		cond_resched();
+	}
+	seq_printf(m, "checked %lu mismatches %lu\n", nr, mismatches);
+	return 0;
+}
+
+static int ms_verify_open(struct inode *inode, struct file *file)
+{
+	return single_open(file, ms_verify_show, NULL);
+}
+
+static const struct file_operations ms_verify_fops = {
+	.owner = THIS_MODULE,
+	.open = ms_verify_open,
+	.read = seq_read,
+	.llseek = seq_lseek,
+	.release = single_release,
+};
+
+/*
+ * try_alloc: write "ORDER COUNT" to attempt COUNT allocations of 2^ORDER
+ * pages, hold them all, free them; read the outcome of the last attempt.
+ *
+ * The question is "are there free blocks of that order right now", so the
+ * allocations must not create them: no __GFP_DIRECT_RECLAIM (that would
+ * reclaim and run direct compaction, which would migrate the very pages
+ * being measured) and no __GFP_KSWAPD_RECLAIM (that would wake kswapd and
+ * kcompactd to compact in the background). __GFP_NORETRY and __GFP_NOWARN
+ * keep a failure quiet and cheap. __GFP_MOVABLE makes the request come from
+ * the movable pageblocks the driver's pages sit in.
+ */
+static ssize_t ms_try_alloc_write(struct file *file, const char __user *buf,
+				  size_t len, loff_t *ppos)
+{
+	struct ms_try_result res = { 0 };
+	struct page **blocks;
+	unsigned long i;
+	char *text;
+	int fields;
+
+	text = memdup_user_nul(buf, len);
+	if (IS_ERR(text))
+		return PTR_ERR(text);
+	fields = sscanf(text, "%u %lu", &res.order, &res.requested);
+	kfree(text);
+	if (fields != 2 || res.order > MS_MAX_ORDER || !res.requested ||
+	    res.requested > MS_TRY_ALLOC_MAX)
+		return -EINVAL;
+
+	blocks = vmalloc(res.requested * sizeof(*blocks));
+	if (!blocks)
+		return -ENOMEM;
+	mutex_lock(&ms.alloc_lock);
+	for (i = 0; i < res.requested; i++) {
+		blocks[res.succeeded] = alloc_pages(MS_GFP_PROBE, res.order);
+		if (blocks[res.succeeded])
+			res.succeeded++;
+	}
+	for (i = 0; i < res.succeeded; i++)
+		__free_pages(blocks[i], res.order);
+	spin_lock(&ms.lock);
+	ms.last_try = res;
+	spin_unlock(&ms.lock);
+	mutex_unlock(&ms.alloc_lock);
+	vfree(blocks);
+	return len;
+}
+
+static int ms_try_alloc_show(struct seq_file *m, void *v)
+{
+	struct ms_try_result res;
+
+	spin_lock(&ms.lock);
+	res = ms.last_try;
+	spin_unlock(&ms.lock);
+	seq_printf(m, "order %u requested %lu succeeded %lu\n",
+		   res.order, res.requested, res.succeeded);
+	return 0;
+}
+
+static int ms_try_alloc_open(struct inode *inode, struct file *file)
+{
+	return single_open(file, ms_try_alloc_show, NULL);
+}
+
+static const struct file_operations ms_try_alloc_fops = {
+	.owner = THIS_MODULE,
+	.open = ms_try_alloc_open,
+	.read = seq_read,
+	.write = ms_try_alloc_write,
+	.llseek = seq_lseek,
+	.release = single_release,
+};
+
+/*
+ * inject_eagain_every, inject_fail_every: N (0 = off). Writing either one
+ * restarts the count of migrate calls, so after the write exactly every Nth
+ * call returns -EAGAIN and every Mth a hard error (-EAGAIN wins when both
+ * are due). Every call ends in exactly one of migrated, eagain or failed, so
+ * the number of calls is the sum of the three counters.
+ */
+static int ms_inject_get(void *data, u64 *val)
+{
+	spin_lock(&ms.lock);
+	*val = *(unsigned long *)data;
+	spin_unlock(&ms.lock);
+	return 0;
+}
+
+static int ms_inject_set(void *data, u64 val)
+{
+	if (val > ULONG_MAX)
+		return -EINVAL;
+	spin_lock(&ms.lock);
+	*(unsigned long *)data = val;
+	ms.inject_calls = 0;
+	spin_unlock(&ms.lock);
+	return 0;
+}
+
+DEFINE_DEBUGFS_ATTRIBUTE(ms_inject_fops, ms_inject_get, ms_inject_set,
+			 "%llu\n");
+
+/* alloc: write N to keep N more pages, allocated with the current fragment. */
+static ssize_t ms_alloc_write(struct file *file, const char __user *buf,
+			      size_t len, loff_t *ppos)
+{
+	unsigned long count;
+	int err;
+
+	err = kstrtoul_from_user(buf, len, 0, &count);
+	if (!err)
+		err = ms_add_pages(count);
+	return err ? err : len;
+}
+
+static const struct file_operations ms_alloc_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.write = ms_alloc_write,
+};
+
+static int ms_debugfs_init(void)
+{
+	struct dentry *dir = debugfs_create_dir("movable_sample", NULL);
+
+	/*
+	 * The debugfs files are the driver's whole interface: without them
+	 * loading it proves nothing, so fail instead of carrying on.
+	 */
+	if (IS_ERR_OR_NULL(dir))
+		return dir ? PTR_ERR(dir) : -ENOMEM;
+	ms.dir = dir;
+	debugfs_create_file("pages", 0444, dir, NULL, &ms_pages_fops);
+	debugfs_create_file("stats", 0444, dir, NULL, &ms_stats_fops);
+	debugfs_create_file("verify", 0444, dir, NULL, &ms_verify_fops);
+	debugfs_create_file("try_alloc", 0644, dir, NULL, &ms_try_alloc_fops);
+	debugfs_create_file_unsafe("inject_eagain_every", 0644, dir,
+				   &ms.inject_eagain_every, &ms_inject_fops);
+	debugfs_create_file_unsafe("inject_fail_every", 0644, dir,
+				   &ms.inject_fail_every, &ms_inject_fops);
+	debugfs_create_file("alloc", 0200, dir, NULL, &ms_alloc_fops);
+	return 0;
+}
+
+static int __init ms_init(void)
+{
+	int err;
+
+	if (!fragment) {
+		pr_err("fragment must be at least 1\n");
+		return -EINVAL;
+	}
+	ms_api_init();
+	err = ms_add_pages(pages);
+	if (!err)
+		err = ms_debugfs_init();
+	if (err) {
+		ms_release_all();
+		return err;
+	}
+	pr_info("%lu pages, movable=%d fragment=%u seed=%lu\n",
+		ms.nr, movable, fragment, seed);
+	return 0;
+}
+
+/*
+ * Removing the debugfs files first waits for any read or write in progress
+ * (debugfs' file removal protection), so nothing but the VM touches the
+ * pages afterwards; ms_release() then handles the VM.
+ */
+static void __exit ms_exit(void)
+{
+	debugfs_remove_recursive(ms.dir);
+	ms_release_all();
+}
+
+module_init(ms_init);
+module_exit(ms_exit);
+
+MODULE_DESCRIPTION("Pages of its own that the VM can migrate (non-LRU movable)");
+MODULE_LICENSE("GPL");
