@@ -62,10 +62,9 @@ def _must(guest: Guest, command: str, timeout: float = 60.0) -> str:
     return result.stdout
 
 
-def _snapshot(guest: Guest) -> tuple[list[int], dict[str, int]]:
-    buddy = procfs.parse_buddyinfo(_must(guest, "cat /proc/buddyinfo"))
-    vmstat = procfs.parse_vmstat(_must(guest, "cat /proc/vmstat"))
-    return buddy.free_blocks_per_order(), vmstat
+def _snapshot(guest: Guest) -> procfs.Snapshot:
+    """buddyinfo, vmstat, pagetypeinfo and zoneinfo read in one round trip."""
+    return procfs.parse_snapshot(_must(guest, procfs.snapshot_command()))
 
 
 def _counter_deltas(before: DriverState, after: DriverState) -> dict[str, int]:
@@ -84,11 +83,11 @@ def run_sample_round(guest: Guest, module_path: str,
     driver.load(settings.driver)
     try:
         order, attempts = settings.probe_order, settings.probe_attempts
-        buddy_before, vmstat_before = _snapshot(guest)
+        before = _snapshot(guest)
         state_before = driver.state()
         high_before = driver.try_alloc(order, attempts)
         compact_memory(guest)
-        buddy_after, vmstat_after = _snapshot(guest)
+        after = _snapshot(guest)
         state_after = driver.state()
         high_after = driver.try_alloc(order, attempts)
         checked, mismatches = driver.verify()
@@ -101,10 +100,9 @@ def run_sample_round(guest: Guest, module_path: str,
         total_pages=len(state_before.pfns),
         pfn_changes=moved,
         driver_counters=_counter_deltas(state_before, state_after),
-        vmstat_deltas={key: vmstat_after.get(key, 0) - vmstat_before.get(key, 0)
-                       for key in VMSTAT_KEYS if key in vmstat_after},
-        buddy_before=buddy_before,
-        buddy_after=buddy_after,
+        vmstat_deltas=procfs.vmstat_delta(before.vmstat, after.vmstat, VMSTAT_KEYS),
+        buddy_before=list(before.buddyinfo.per_order()),
+        buddy_after=list(after.buddyinfo.per_order()),
         high_order=HighOrderProbe(order=order, attempts=attempts,
                                   before=high_before, after=high_after),
         verify_checked=checked,
