@@ -38,6 +38,8 @@ HOST_DEPS: tuple[HostDep, ...] = (
     HostDep("ccache", "ccache", "fast rebuilds of identical configs"),
     HostDep("qemu-system-x86_64", "qemu-system-x86", "booting x86_64 guests"),
     HostDep("qemu-system-aarch64", "qemu-system-arm", "booting arm64 guests"),
+    HostDep("dropbearkey", "dropbear-bin", "making each run's guest SSH host key"),
+    HostDep("readelf", "binutils", "finding the libraries of the guest's SSH server"),
 )
 
 # Headers and data files that are not programs, checked by path.

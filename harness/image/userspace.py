@@ -1,0 +1,146 @@
+"""The guest's programs, taken from Debian's binary packages for the guest arch.
+
+busybox-static gives every tool in one static binary. dropbear is dynamic, so
+its shared libraries and the dynamic loader come along: they are found by
+walking the ELF ``NEEDED`` entries (readelf understands any architecture) and
+fetching the packages named in ``Depends`` until every library is present.
+Only the files actually needed go into the image, flat under ``/lib``, which
+the loader always searches, so no ld.so.cache is needed.
+"""
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.arch import Arch
+from harness.debian_archive import fetch_debs, unpack_deb
+from harness.errors import HarnessError, MissingTool
+
+GUEST_SUITE = "bookworm"
+ROOT_PACKAGES = ("busybox-static", "dropbear-bin")
+
+# (archive path, path inside the package): the programs the image runs.
+PROGRAMS = (
+    ("bin/busybox", "bin/busybox", "busybox-static"),
+    ("usr/sbin/dropbear", "usr/sbin/dropbear", "dropbear-bin"),
+)
+
+_LIBRARY_DIRS = ("lib/{triplet}", "usr/lib/{triplet}", "lib", "usr/lib")
+
+
+@dataclass
+class Userspace:
+    """Files for the image: archive path -> file on the host (already unpacked)."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+    packages: list[str] = field(default_factory=list)
+
+
+def _readelf(path: Path, option: str) -> str:
+    if shutil.which("readelf") is None:
+        raise MissingTool("readelf", "binutils", "finding the libraries dropbear needs")
+    done = subprocess.run(["readelf", option, "-W", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise HarnessError(f"readelf cannot read {path}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def elf_needed(path: Path) -> list[str]:
+    """The sonames an ELF file links against (its DT_NEEDED entries)."""
+    return re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", _readelf(path, "-d"))
+
+
+def elf_interpreter(path: Path) -> str | None:
+    """The dynamic loader an executable asks for, or None for a static one."""
+    match = re.search(r"Requesting program interpreter: ([^\]]+)\]", _readelf(path, "-l"))
+    return match.group(1) if match else None
+
+
+def _depends(deb: Path) -> list[str]:
+    """Package names in Pre-Depends and Depends (first alternative, no versions)."""
+    done = subprocess.run(["dpkg-deb", "-f", str(deb), "Pre-Depends", "Depends"],
+                          capture_output=True, text=True, check=True)
+    names = []
+    for line in done.stdout.splitlines():
+        _, _, value = line.partition(":")
+        for clause in value.split(","):
+            name = clause.split("|")[0].split("(")[0].strip().split(":")[0]
+            if name:
+                names.append(name)
+    return names
+
+
+def _find_library(soname: str, trees: list[Path], triplet: str) -> Path | None:
+    for tree in trees:
+        for pattern in _LIBRARY_DIRS:
+            candidate = tree / pattern.format(triplet=triplet) / soname
+            if candidate.exists():
+                return candidate.resolve()
+    return None
+
+
+def collect_userspace(arch: Arch, staging: Path, suite: str = GUEST_SUITE) -> Userspace:
+    """Fetch and unpack what the guest runs; return the files to pack.
+
+    ``staging`` is an empty scratch directory that must outlive the returned
+    paths (the caller packs them and deletes it).
+    """
+    userspace = Userspace()
+    trees: dict[str, Path] = {}
+    debs: dict[str, Path] = {}
+
+    def unpack(packages: list[str]) -> None:
+        for package, deb in fetch_debs(packages, suite, arch.debian_arch).items():
+            tree = staging / package
+            unpack_deb(deb, tree)
+            trees[package] = tree
+            debs[package] = deb
+            userspace.packages.append(deb.name)
+
+    unpack(list(ROOT_PACKAGES))
+    for archive_path, package_path, package in PROGRAMS:
+        program = trees[package] / package_path
+        if not program.is_file():
+            raise HarnessError(f"Debian {package} for {arch.debian_arch} has no /{package_path}")
+        userspace.files[archive_path] = program
+
+    dropbear = userspace.files["usr/sbin/dropbear"]
+    interpreter = elf_interpreter(dropbear)
+    if interpreter is None:
+        raise HarnessError("Debian's dropbear is static: the image expects a dynamic one")
+    triplet = _multiarch_triplet(arch)
+    interpreter_name = Path(interpreter).name
+    wanted = set(elf_needed(dropbear)) | {interpreter_name}
+    resolved: dict[str, Path] = {}
+    while unresolved := wanted - resolved.keys():
+        for soname in sorted(unresolved):
+            library = _find_library(soname, list(trees.values()), triplet)
+            if library is not None:
+                resolved[soname] = library
+                wanted |= set(elf_needed(library))
+        if not wanted - resolved.keys():
+            break
+        more = sorted({dep for deb in debs.values() for dep in _depends(deb)} - trees.keys())
+        if not more:
+            raise HarnessError(
+                f"dropbear for {arch.debian_arch} needs {', '.join(sorted(unresolved))}, "
+                "which no package it depends on ships"
+            )
+        unpack(more)
+
+    for soname, library in resolved.items():
+        if soname != interpreter_name:
+            userspace.files[f"lib/{soname}"] = library
+    userspace.files[interpreter.lstrip("/")] = resolved[interpreter_name]
+    return userspace
+
+
+def _multiarch_triplet(arch: Arch) -> str:
+    """Debian's multiarch directory name, e.g. aarch64-linux-gnu, for library lookup."""
+    triplets = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
+    try:
+        return triplets[arch.debian_arch]
+    except KeyError:
+        raise HarnessError(f"no multiarch triplet known for {arch.debian_arch}") from None
