@@ -1,0 +1,68 @@
+"""What QEMU needs per guest architecture, on top of ``harness.arch``.
+
+Boot speed comes from what is *not* there (virtme-ng's lesson): no default
+devices, no user config, no VGA, no option ROMs on the NIC, and on x86 the
+tiny qboot firmware instead of SeaBIOS when it is installed. Devices sit on
+PCI on x86 and on virtio-mmio on arm64 (the arm64 guest config has no PCI host
+driver), which is the only reason device names differ.
+"""
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.arch import Arch, get_arch
+
+
+@dataclass(frozen=True)
+class Machine:
+    """QEMU arguments and kernel parameters for one guest architecture."""
+
+    arch: Arch
+    virtio_suffix: str  # "-pci" (x86_64) or "-device" (arm64 virtio-mmio)
+    firmware: tuple[tuple[Path, str], ...]  # (file, package) pairs tried in order
+    kernel_params: tuple[str, ...]  # parameters this architecture always needs
+    kvm_host: str  # platform.machine() of a host whose KVM runs this guest
+
+    def virtio(self, device: str) -> str:
+        """The QEMU device name of a virtio device, e.g. virtio-net-pci."""
+        return f"virtio-{device}{self.virtio_suffix}"
+
+    def firmware_args(self) -> list[str]:
+        """``-bios`` for the first installed firmware, or nothing for QEMU's default."""
+        for path, _package in self.firmware:
+            if path.is_file():
+                return ["-bios", str(path)]
+        return []
+
+    def kvm_possible(self) -> bool:
+        """True when this host's KVM could run this guest at all (same ISA)."""
+        return platform.machine() == self.kvm_host
+
+
+MACHINES: dict[str, Machine] = {
+    "x86_64": Machine(
+        arch=get_arch("x86_64"),
+        virtio_suffix="-pci",
+        # qboot jumps straight to the kernel; SeaBIOS (QEMU's default) spends
+        # noticeably longer before it, so it is only the fallback.
+        firmware=((Path("/usr/share/qemu/qboot.rom"), "qemu-system-data"),),
+        kernel_params=(),
+        kvm_host="x86_64",
+    ),
+    "arm64": Machine(
+        arch=get_arch("arm64"),
+        virtio_suffix="-device",
+        firmware=(),
+        # Debian's static glibc calls rseq in every process; arm64 4.8 logs a
+        # register dump for each unknown syscall. The kernel passes this on to
+        # /init's environment, which glibc reads at start-up.
+        kernel_params=("GLIBC_TUNABLES=glibc.pthread.rseq=0",),
+        kvm_host="aarch64",
+    ),
+}
+
+
+def get_machine(arch: str) -> Machine:
+    """The machine profile for an arch name or alias (fails with the choices)."""
+    return MACHINES[get_arch(arch).name]

@@ -1,0 +1,335 @@
+"""One QEMU process per guest, always torn down, with everything kept for later.
+
+``launch()`` is a context manager: whatever happens inside it (success,
+failure, timeout, KeyboardInterrupt) QEMU is stopped (QMP ``quit``, then
+SIGTERM, then SIGKILL), and its socket directory is removed. QEMU also gets
+SIGKILL from the kernel if this Python process dies outright
+(PR_SET_PDEATHSIG), so no orphan survives even ``kill -9`` of the harness.
+
+Each VM has a run directory (kept): the UART console log the health watch
+reads, the exact QEMU command line, QEMU's own stderr. Sockets live in a
+short private temp directory instead, because unix socket paths are limited
+to 108 bytes and run directories can be deep.
+"""
+
+import ctypes
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from harness.artifacts import Initramfs, KernelBuild
+from harness.errors import HarnessError, MissingTool
+from harness.paths import runs_root
+from harness.vm.accel import choose_accelerator
+from harness.vm.machine import Machine, get_machine
+
+DEFAULT_MEMORY_MIB = 256
+MAX_DEFAULT_MEMORY_MIB = 512
+GUEST_SSH_PORT = 22
+CONSOLE_LOG = "console.log"
+COMMAND_LINE = "qemu-cmdline.txt"
+QEMU_STDERR = "qemu-stderr.log"
+
+_PR_SET_PDEATHSIG = 1
+
+
+def new_run_dir(label: str) -> Path:
+    """A fresh run directory under runs_root(), and a ``latest`` link to it."""
+    root = runs_root()
+    root.mkdir(parents=True, exist_ok=True)
+    run_dir = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{label}-{secrets.token_hex(3)}"
+    run_dir.mkdir()
+    latest = root / "latest"
+    with suppress(OSError):
+        tmp = root / f".latest-{secrets.token_hex(4)}"
+        tmp.symlink_to(run_dir.name)
+        tmp.replace(latest)
+    return run_dir
+
+
+def free_local_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", 0))
+        except OSError as error:
+            raise HarnessError(
+                f"no free TCP port on 127.0.0.1 for SSH forwarding: {error}"
+            ) from None
+        return int(probe.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL QEMU when the harness process dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+@dataclass
+class Vm:
+    """A running QEMU guest and where to reach it."""
+
+    arch: str
+    accelerator: str
+    run_dir: Path
+    console_log: Path  # UART: kernel messages and the ready marker
+    command_socket: Path  # unix socket of the virtio console (hvc0) shell
+    ssh_port: int | None  # host port forwarded to the guest's SSH, on 127.0.0.1
+    command_line: list[str]
+    process: subprocess.Popen[bytes]
+    _qmp: QEMUMonitorProtocol | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        """QEMU's process id."""
+        return self.process.pid
+
+    def running(self) -> bool:
+        """True while QEMU has not exited."""
+        return self.process.poll() is None
+
+    def qmp(self, command: str, **arguments: Any) -> Any:
+        """Send one QMP command (e.g. ``query-status``, ``balloon``) and return its result."""
+        if self._qmp is None or not self.running():
+            raise HarnessError(f"QEMU ({self.arch}) is not running: cannot send {command}")
+        return self._qmp.cmd(command, **arguments)
+
+    def console_text(self) -> str:
+        """Everything the guest printed on the UART so far."""
+        return self.console_log.read_text(errors="replace") if self.console_log.exists() else ""
+
+    def console_tail(self, lines: int = 15) -> str:
+        """The last ``lines`` console lines, for error messages."""
+        return "\n".join(self.console_text().splitlines()[-lines:])
+
+    def wait_for_console(self, marker: str, timeout: float) -> float:
+        """Block until ``marker`` appears on the UART; return seconds waited.
+
+        Raises HarnessError with the last console lines when QEMU exits first
+        or the timeout passes.
+        """
+        started = time.monotonic()
+        offset = 0
+        pending = ""
+        while True:
+            if self.console_log.exists():
+                with self.console_log.open("rb") as log:
+                    log.seek(offset)
+                    chunk = log.read()
+                offset += len(chunk)
+                pending = (pending + chunk.decode(errors="replace"))[-(len(marker) + 4096):]
+                if marker in pending:
+                    return time.monotonic() - started
+            if not self.running():
+                raise HarnessError(
+                    f"QEMU exited (status {self.process.returncode}) before the guest printed "
+                    f"{marker!r}; {self._why()}"
+                )
+            if time.monotonic() - started > timeout:
+                raise HarnessError(
+                    f"the guest did not print {marker!r} within {timeout:.0f} s; "
+                    f"last console lines: {self.console_tail(8)!r} (full log: {self.console_log})"
+                )
+            time.sleep(0.005)
+
+    def _why(self) -> str:
+        stderr = (self.run_dir / QEMU_STDERR)
+        text = stderr.read_text(errors="replace").strip() if stderr.exists() else ""
+        if text:
+            return f"QEMU said: {text.splitlines()[-1]}"
+        return f"last console lines: {self.console_tail(8)!r} (full log: {self.console_log})"
+
+    def kill(self) -> None:
+        """Kill QEMU at once (SIGKILL), as a crash would; teardown still cleans up."""
+        if self.running():
+            self.process.kill()
+            self.process.wait()
+
+
+def _kernel_image(kernel: KernelBuild | Path) -> Path:
+    image = kernel.image if isinstance(kernel, KernelBuild) else Path(kernel)
+    if not image.is_file():
+        raise HarnessError(f"kernel image {image} does not exist: build it with `harness build`")
+    return image
+
+
+def kernel_command_line(machine: Machine, extra: Sequence[str] = ()) -> str:
+    """The kernel parameters every harness boot uses, then ``extra``."""
+    params = [
+        f"console={machine.arch.serial_console}",
+        # panic=-1 reboots at once on a panic, and -no-reboot turns that
+        # reboot into QEMU exiting, so a dead guest never hangs a test.
+        "panic=-1",
+        "rdinit=/init",
+        *machine.kernel_params,
+        *extra,
+    ]
+    return " ".join(params)
+
+
+def qemu_command(machine: Machine, image: Path, initrd: Path, accelerator: str,
+                 memory_mib: int, cpus: int, console_log: Path, sockets: Path,
+                 ssh_port: int | None, extra_devices: Sequence[str],
+                 cmdline_extra: Sequence[str]) -> list[str]:
+    """The full QEMU command line (pure: no process is started)."""
+    command = [
+        machine.arch.qemu_binary, *machine.arch.qemu_machine, *machine.firmware_args(),
+        "-accel", accelerator, "-m", str(memory_mib), "-smp", str(cpus),
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-kernel", str(image), "-initrd", str(initrd),
+        "-append", kernel_command_line(machine, cmdline_extra),
+        "-chardev", f"file,id=uart,path={console_log}",
+        "-serial", "chardev:uart",
+        "-qmp", f"unix:{sockets / 'qmp.sock'},server=on,wait=off",
+        "-device", machine.virtio("serial"),
+        "-chardev", f"socket,id=hvc,path={sockets / 'hvc0.sock'},server=on,wait=off",
+        "-device", "virtconsole,chardev=hvc,name=harness.command",
+        "-device", machine.virtio("rng"),
+    ]
+    if ssh_port is not None:
+        command += [
+            "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:{GUEST_SSH_PORT}",
+            "-device", f"{machine.virtio('net')},netdev=net0,romfile=",
+        ]
+    for device in extra_devices:
+        command += ["-device", device]
+    return command
+
+
+@contextmanager
+def launch(
+    kernel: KernelBuild | Path,
+    initramfs: Initramfs | Path,
+    arch: str,
+    memory_mib: int = DEFAULT_MEMORY_MIB,
+    cpus: int = 1,
+    extra_devices: Sequence[str] = (),
+    cmdline_extra: Sequence[str] = (),
+    run_dir: Path | None = None,
+    accelerator: str | None = None,
+    network: bool = True,
+) -> Iterator[Vm]:
+    """Start QEMU for ``kernel`` and ``initramfs``; stop it when the block exits.
+
+    ``extra_devices`` are ``-device`` values (e.g. ``virtio-balloon-pci``);
+    ``cmdline_extra`` kernel parameters appended to the harness's own.
+    ``network`` adds user networking with SSH forwarded to a free port on
+    127.0.0.1. The block gets a ``Vm`` right after QEMU started: callers wait
+    for the guest with ``vm.wait_for_console(marker, timeout)``.
+    """
+    machine = get_machine(arch)
+    if shutil.which(machine.arch.qemu_binary) is None:
+        raise MissingTool(machine.arch.qemu_binary, machine.arch.qemu_package,
+                          f"booting {machine.arch.name} guests")
+    image = _kernel_image(kernel)
+    initrd = initramfs.path if isinstance(initramfs, Initramfs) else Path(initramfs)
+    if not initrd.is_file():
+        raise HarnessError(f"initramfs {initrd} does not exist: build it with build_initramfs()")
+    if memory_mib < 64:
+        raise HarnessError(f"{memory_mib} MiB is too little memory for a guest (use >= 64)")
+    accel = choose_accelerator(machine, image, accelerator)
+    run_dir = run_dir or new_run_dir(machine.arch.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sockets = Path(tempfile.mkdtemp(prefix="hx-"))
+    process: subprocess.Popen[bytes] | None = None
+    vm: Vm | None = None
+    try:
+        for _attempt in range(3):
+            ssh_port = free_local_port() if network else None
+            console_log = run_dir / CONSOLE_LOG
+            console_log.unlink(missing_ok=True)
+            command = qemu_command(machine, image, initrd, accel, memory_mib, cpus, console_log,
+                                   sockets, ssh_port, extra_devices, cmdline_extra)
+            (run_dir / COMMAND_LINE).write_text(shlex.join(command) + "\n")
+            with (run_dir / QEMU_STDERR).open("wb") as stderr:
+                process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
+                                           stdout=subprocess.DEVNULL, stderr=stderr,
+                                           start_new_session=True,
+                                           preexec_fn=_die_with_parent)
+            vm = Vm(arch=machine.arch.name, accelerator=accel, run_dir=run_dir,
+                    console_log=console_log, command_socket=sockets / "hvc0.sock",
+                    ssh_port=ssh_port, command_line=command, process=process)
+            vm._qmp = _connect_qmp(vm, sockets / "qmp.sock")
+            if vm._qmp is not None:
+                break
+            stderr_text = (run_dir / QEMU_STDERR).read_text(errors="replace")
+            if "hostfwd" in stderr_text or "host forwarding" in stderr_text:
+                continue  # another process took the port between our probe and QEMU's bind
+            raise HarnessError(_startup_failure(machine, stderr_text, process.returncode))
+        else:
+            raise HarnessError("QEMU could not bind a forwarded SSH port on 127.0.0.1 "
+                               "after 3 attempts")
+        yield vm
+    finally:
+        if vm is not None:
+            _stop(vm)
+        elif process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _connect_qmp(vm: Vm, path: Path, timeout: float = 10.0) -> QEMUMonitorProtocol | None:
+    """Connect to QEMU's QMP socket once it exists; None when QEMU exited first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not vm.running():
+            return None
+        if path.exists():
+            monitor = QEMUMonitorProtocol(str(path))
+            try:
+                monitor.connect()
+            except Exception:  # noqa: BLE001 - any connect failure means "retry"
+                with suppress(Exception):
+                    monitor.close()
+            else:
+                monitor.settimeout(10.0)
+                return monitor
+        time.sleep(0.01)
+    raise HarnessError(f"QEMU's QMP socket did not answer within {timeout:.0f} s")
+
+
+def _startup_failure(machine: Machine, stderr: str, status: int | None) -> str:
+    """A one-line reason QEMU refused to start, naming the package when one is missing."""
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {status}"
+    lowered = stderr.lower()
+    if "unsupported machine type" in lowered or "machine type" in lowered and "not" in lowered:
+        return (f"{machine.arch.qemu_binary} lacks the machine in {machine.arch.qemu_machine}: "
+                f"install a newer {machine.arch.qemu_package} ({last})")
+    if "bios" in lowered or "firmware" in lowered or "rom" in lowered:
+        packages = ", ".join(package for _path, package in machine.firmware) or "seabios"
+        return f"QEMU cannot load its firmware: install {packages} ({last})"
+    return f"QEMU failed to start: {last}"
+
+
+def _stop(vm: Vm) -> None:
+    """QMP quit, then SIGTERM, then SIGKILL; always reap the process and close QMP."""
+    if vm.running() and vm._qmp is not None:
+        with suppress(Exception):
+            vm._qmp.cmd("quit")
+    for sig, grace in ((None, 3.0), (signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+        if sig is not None and vm.running():
+            with suppress(ProcessLookupError):
+                vm.process.send_signal(sig)
+        with suppress(subprocess.TimeoutExpired):
+            vm.process.wait(timeout=grace)
+        if not vm.running():
+            break
+    if vm._qmp is not None:
+        with suppress(Exception):
+            vm._qmp.close()
+        vm._qmp = None
+    with suppress(OSError):
+        (vm.run_dir / "qemu-exit-status.txt").write_text(f"{vm.process.returncode}\n")
