@@ -43,6 +43,15 @@
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+/* Set by probe-api.sh through Kbuild; stop before anything else fails. */
+#if defined(MS_API_REMOVED)
+#error "movable_sample: from 6.17 on modules cannot make pages movable" \
+	" (no __SetPageMovable): use the in-tree zram or balloon scenarios"
+#elif !defined(MS_API_AOPS) && !defined(MS_API_MOVABLE_OPS)
+#error "movable_sample: no non-LRU movable page API in this kernel's" \
+	" headers: it needs Linux 4.8 or later (see probe-api.sh)"
+#endif
+
 #include <linux/debugfs.h>
 #include <linux/fs.h>
 #include <linux/gfp.h>
@@ -61,15 +70,6 @@
 #include <linux/string.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
-
-#if defined(MS_API_REMOVED)
-#error "movable_sample: Linux 6.17 and later no longer let a module make" \
-	" its pages movable (__SetPageMovable() is gone);" \
-	" use the in-tree zram or virtio-balloon scenarios instead"
-#elif !defined(MS_API_AOPS) && !defined(MS_API_MOVABLE_OPS)
-#error "movable_sample: no non-LRU movable page API in this kernel's" \
-	" headers: it needs Linux 4.8 or later (see probe-api.sh)"
-#endif
 
 #if !IS_ENABLED(CONFIG_COMPACTION) || !IS_ENABLED(CONFIG_MIGRATION)
 #error "movable_sample: the kernel needs CONFIG_COMPACTION=y and" \
