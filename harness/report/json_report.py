@@ -37,10 +37,12 @@ def _side_dict(side: Side) -> dict[str, Any]:
         "migrated_share": round(side.migrated_share, 4),
         "pgmigrate_success_delta": side.pgmigrate_success_delta,
         "verify_mismatches": side.verify_mismatches,
+        "verify_checked": side.verify_checked,
         "high_order_success": _high_order_dict(side.high_order),
         "buddyinfo_before": list(side.buddy_before),
         "buddyinfo_after": list(side.buddy_after),
         "vmstat_delta": dict(side.vmstat_delta),
+        "driver_counters": dict(side.driver_counters),
     }
 
 
@@ -110,6 +112,8 @@ def _side_from_dict(data: dict[str, Any]) -> Side:
         verify_mismatches=data["verify_mismatches"],
         high_order=HighOrder(**high) if high else None,
         vmstat_delta=data["vmstat_delta"],
+        driver_counters=data["driver_counters"],
+        verify_checked=data["verify_checked"],
     )
 
 

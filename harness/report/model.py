@@ -43,6 +43,8 @@ class Side:
     verify_mismatches: int  # pages whose contents verify found changed
     high_order: HighOrder | None = None
     vmstat_delta: Mapping[str, int] = field(default_factory=dict)
+    driver_counters: Mapping[str, int] = field(default_factory=dict)  # isolated, migrated, ...
+    verify_checked: int | None = None  # pages verify compared (None: not reported)
 
     def __post_init__(self) -> None:
         if len(self.buddy_before) != len(self.buddy_after) or not self.buddy_before:
@@ -52,6 +54,8 @@ class Side:
         object.__setattr__(self, "buddy_before", tuple(self.buddy_before))
         object.__setattr__(self, "buddy_after", tuple(self.buddy_after))
         object.__setattr__(self, "vmstat_delta", MappingProxyType(dict(self.vmstat_delta)))
+        object.__setattr__(self, "driver_counters",
+                           MappingProxyType(dict(self.driver_counters)))
 
     @property
     def label(self) -> str:

@@ -27,15 +27,20 @@ def _change(before: int, after: int) -> str:
 class _Row(NamedTuple):
     name: str
     cell: Callable[[Side], str]
-    value: Callable[[Side], int] | None  # the number compared across the A/B, if any
+    value: Callable[[Side], int]  # the number compared across the A/B
 
 
 def _rows(result: RunResult) -> list[_Row]:
     order = result.high_order
     rows = [
-        _Row("migrated pages",
+        _Row("migrated pages (new PFN)",
              lambda s: f"{s.migrated_pages} / {s.total_pages} ({s.migrated_share:.0%})",
              lambda s: s.migrated_pages),
+    ]
+    if all("migrated" in side.driver_counters for side in result.sides):
+        rows.append(_Row("driver migratepage ok", lambda s: str(s.driver_counters["migrated"]),
+                         lambda s: s.driver_counters["migrated"]))
+    rows += [
         _Row("pgmigrate_success Δ", lambda s: str(s.pgmigrate_success_delta),
              lambda s: s.pgmigrate_success_delta),
     ]
@@ -84,8 +89,7 @@ def build_table(result: RunResult) -> Table:
     for row in _rows(result):
         cells = [row.cell(side) for side in result.sides]
         if control is not None:
-            cells.append("" if row.value is None else
-                         f"{row.value(result.movable) - row.value(control):+d}")
+            cells.append(f"{row.value(result.movable) - row.value(control):+d}")
         table.add_row(row.name, *cells)
     return table
 
