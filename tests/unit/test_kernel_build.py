@@ -1,0 +1,209 @@
+"""The build stage's cache behaviour and failure paths, with a fake make (no kernel build)."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import cache
+from harness.errors import HarnessError, MissingTool
+from harness.kernel import build as build_module
+from harness.kernel.build import BUILDS, build_kernel, plan_build
+
+from .test_kernel_source import make_tree
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return make_tree(tmp_path / "linux", (4, 9, 1))
+
+
+@pytest.fixture
+def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path / "runs"
+
+
+def fake_make(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
+    """Put a `make` shell script first on PATH."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    script = bindir / "make"
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+
+
+def running(pid: int, wait: float = 5.0) -> bool:
+    """Whether ``pid`` still runs after up to ``wait`` seconds (a zombie does not count)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        if state in ("Z", "X"):
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def fake_entry(tree: Path, arch: str = "x86_64") -> Path:
+    """A finished cache entry for the plan of ``tree``, as a real build leaves it."""
+    plan = plan_build(str(tree), arch)
+    entry = cache.entry_path(BUILDS, plan.key())
+    build_dir = entry / "build"
+    (build_dir / plan.arch.image_path).parent.mkdir(parents=True)
+    for name in (plan.arch.image_path, ".config", "System.map", "Module.symvers"):
+        (build_dir / name).write_text("x")
+    (entry / "build.json").write_text(json.dumps({
+        "release": "4.9.1", "version": [4, 9, 1], "make_args": list(plan.make_args),
+        "module_fixups": [],
+    }))
+    return entry
+
+
+def test_key_follows_every_input(isolated_cache: Path, tree: Path, tmp_path: Path) -> None:
+    base = plan_build(str(tree), "x86_64")
+    assert plan_build(str(tree), "x86_64").key() == base.key()
+    assert plan_build(str(tree), "arm64").key() != base.key()
+    assert plan_build(str(tree), "x86_64", ["zram"]).key() != base.key()
+    fragment = tmp_path / "mine.config"
+    fragment.write_text("CONFIG_ZRAM=y\n")
+    with_file = plan_build(str(tree), "x86_64", [str(fragment)]).key()
+    fragment.write_text("# a comment changes nothing\nCONFIG_ZRAM=y\n")
+    assert plan_build(str(tree), "x86_64", [str(fragment)]).key() == with_file
+    fragment.write_text("CONFIG_ZRAM=m\n")
+    assert plan_build(str(tree), "x86_64", [str(fragment)]).key() != with_file
+    time.sleep(0.01)
+    (tree / "mm.c").write_text("edited source\n")
+    assert plan_build(str(tree), "x86_64").key() != base.key()
+
+
+def test_key_includes_toolchain_and_quirks(isolated_cache: Path, tree: Path) -> None:
+    parts = plan_build(str(tree), "arm64").key_parts()
+    assert parts["quirks"] == ["dtc-yylloc-fcommon"]
+    assert "HOSTCC=gcc -fcommon" in parts["make_args"]  # type: ignore[operator]
+    assert any("gcc" in line for line in parts["toolchain"])  # type: ignore[attr-defined]
+    assert parts["source"].startswith("tree:")  # type: ignore[union-attr]
+
+
+def test_make_args_carry_what_module_builds_need(isolated_cache: Path, tree: Path) -> None:
+    assert plan_build(str(tree), "x86_64").make_args == ("ARCH=x86_64",)
+    assert plan_build(str(tree), "arm64").make_args == (
+        "ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-", "HOSTCC=gcc -fcommon")
+
+
+def test_hit_runs_no_make(
+    isolated_cache: Path, tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = fake_entry(tree)
+    fake_make(tmp_path, monkeypatch, "echo make must not run >&2; exit 99\n")
+    started = time.monotonic()
+    build = build_kernel(str(tree), "x86_64")
+    assert time.monotonic() - started < 2
+    assert build.cached and build.release == "4.9.1" and build.version == (4, 9, 1)
+    assert build.build_dir == entry / "build"
+    assert build.image == entry / "build" / "arch/x86/boot/bzImage"
+    assert build.make_args == ("ARCH=x86_64",)
+
+
+def test_damaged_entry_is_rebuilt_and_force_rebuilds(
+    isolated_cache: Path, tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    runs: Path,
+) -> None:
+    fake_make(tmp_path, monkeypatch, "echo 'scripts/foo.c:1: error: boom'; exit 2\n")
+    entry = fake_entry(tree)
+    with pytest.raises(HarnessError, match="make tinyconfig failed"):
+        build_kernel(str(tree), "x86_64", force=True)
+    assert (entry / "build.json").exists()  # a failed rebuild keeps the old entry
+    (entry / "build" / "System.map").unlink()
+    with pytest.raises(HarnessError, match="make tinyconfig failed"):
+        build_kernel(str(tree), "x86_64")
+
+
+def test_failed_build_leaves_no_entry_and_keeps_the_log(
+    isolated_cache: Path, tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    runs: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    fake_make(tmp_path, monkeypatch,
+              "echo '  HOSTCC  scripts/basic/fixdep'\n"
+              "echo 'scripts/dtc/dtc-parser.tab.o: multiple definition of yylloc'\n"
+              "exit 2\n")
+    with pytest.raises(HarnessError) as error:
+        build_kernel(str(tree), "x86_64")
+    message = str(error.value)
+    assert "make tinyconfig failed" in message and "full log:" in message
+    log = Path(message.split("full log: ")[1].rstrip(")"))
+    assert log.is_file() and log.parent.parent == runs
+    assert "multiple definition of yylloc" in log.read_text()
+    assert "multiple definition of yylloc" in capsys.readouterr().err
+    assert list((isolated_cache / BUILDS).iterdir()) == []
+
+
+@pytest.mark.parametrize("when", ["while-starting", "while-running"])
+def test_interrupt_stops_make_and_leaves_nothing(
+    isolated_cache: Path, tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    runs: Path, when: str,
+) -> None:
+    pidfile = tmp_path / "child.pid"
+    # The fake make interrupts the harness like ^C would, before or after it
+    # started a long-running child of its own.
+    start = f"sleep 300 & echo $! > {pidfile}\n"
+    kill = "kill -INT $PPID\n"
+    fake_make(tmp_path, monkeypatch,
+              (kill + start if when == "while-starting" else start + kill) + "wait\n")
+    with pytest.raises(KeyboardInterrupt):
+        build_kernel(str(tree), "x86_64")
+    # make may have been stopped before it even started its child: then no pid.
+    child = pidfile.read_text().strip() if pidfile.exists() else ""
+    assert not (child and running(int(child))), "make's children must be stopped"
+    assert list((isolated_cache / BUILDS).iterdir()) == []
+
+
+def test_missing_tool_names_the_package(
+    isolated_cache: Path, tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_which = build_module.shutil.which
+    monkeypatch.setattr("harness.kernel.toolchain.shutil.which",
+                        lambda name: None if name == "bison" else real_which(name))
+    with pytest.raises(MissingTool, match="apt-get install bison"):
+        build_kernel(str(tree), "x86_64")
+
+
+def test_missing_cross_compiler(
+    isolated_cache: Path, tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_which = build_module.shutil.which
+    monkeypatch.setattr("harness.kernel.toolchain.shutil.which",
+                        lambda name: None if name.startswith("aarch64") else real_which(name))
+    with pytest.raises(MissingTool, match="apt-get install gcc-aarch64-linux-gnu"):
+        build_kernel(str(tree), "arm64")
+
+
+def test_full_disk_is_refused_up_front(
+    isolated_cache: Path, tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(build_module.shutil, "disk_usage",
+                        lambda path: type("Usage", (), {"free": 2**29})())
+    with pytest.raises(HarnessError, match="only 0.5 GiB free"):
+        build_kernel(str(tree), "x86_64")
+
+
+def test_unknown_arch(isolated_cache: Path, tree: Path) -> None:
+    with pytest.raises(HarnessError, match="unknown arch 'riscv'"):
+        build_kernel(str(tree), "riscv")
+
+
+def test_stop_kills_the_whole_group() -> None:
+    process = subprocess.Popen(["sh", "-c", "sleep 300 & sleep 300"], start_new_session=True,
+                               text=True)
+    time.sleep(0.2)
+    build_module._stop(process)
+    assert process.returncode == -signal.SIGTERM
+    group = subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True, text=True)
+    assert not any(running(int(pid)) for pid in group.stdout.split())
