@@ -36,10 +36,11 @@ class GuestTimeout(GuestError):
 class KernelProblem(GuestError):
     """The guest kernel reported a panic, Oops, BUG, WARNING, lockup or hung task."""
 
-    def __init__(self, kind: str, excerpt: str) -> None:
+    def __init__(self, kind: str, excerpt: str, headline: str | None = None) -> None:
         self.kind = kind
         self.excerpt = excerpt
-        super().__init__(f"guest kernel reported {kind}: {excerpt.strip().splitlines()[0]}")
+        self.headline = headline or excerpt.strip().splitlines()[0]
+        super().__init__(f"guest kernel reported {kind}: {self.headline}")
 
 
 class Guest(Protocol):
