@@ -218,8 +218,8 @@ def _build(plan: BuildPlan, work: Path) -> None:
             def make(targets: Sequence[str], status: str | None = None) -> None:
                 _run_make(plan, build_dir, [*compiler, *targets], log, console, status)
 
-            check = configure(plan.source.path, build_dir, _srcarch(plan.arch), make,
-                              fragments, log)
+            check = configure(plan.source.path, build_dir, srcarch(plan.arch), make,
+                              fragments, log, base=BASE_CONFIG)
             if check.unknown:
                 ignored = ", ".join(check.unknown)
                 console.print(f"note: not defined by this tree, ignored: {ignored}")
@@ -258,7 +258,7 @@ def _build(plan: BuildPlan, work: Path) -> None:
     console.print(f"built {label}: release {release} in {seconds:.0f} s")
 
 
-def _srcarch(arch: Arch) -> str:
+def srcarch(arch: Arch) -> str:
     """The arch/ directory name (x86 for x86_64)."""
     return {"x86_64": "x86"}.get(arch.kernel_arch, arch.kernel_arch)
 

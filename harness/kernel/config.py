@@ -348,14 +348,17 @@ def configure(
     make: Make,
     fragments: Sequence[Fragment],
     log: TextIO,
+    base: str = "tinyconfig",
 ) -> ConfigCheck:
-    """tinyconfig + fragments + olddefconfig in ``build_dir``; fail on dropped options.
+    """``base`` + fragments + olddefconfig in ``build_dir``; fail on dropped options.
 
     ``make(targets)`` runs make with the build's ARCH/O=/quirk variables.
+    ``base`` is tinyconfig for the harness's builds; the benchmark compares
+    against defconfig.
     merge_config.sh runs from ``build_dir`` because 4.8's version writes its
     temporary file into the current directory, which must not be the tree.
     """
-    make(["tinyconfig"])
+    make([base])
     script = tree / "scripts" / "kconfig" / "merge_config.sh"
     merged = subprocess.run(
         ["sh", str(script), "-m", "-O", str(build_dir), str(build_dir / ".config"),
