@@ -12,7 +12,7 @@ import sys
 from harness.errors import HarnessError
 
 # Modules that contribute subcommands, in the order --help lists them.
-COMMAND_MODULES = ("harness.doctor", "harness.kernel.cli")
+COMMAND_MODULES = ("harness.doctor", "harness.kernel.cli", "harness.vm.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

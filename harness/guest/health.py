@@ -149,25 +149,31 @@ class HealthWatch:
 
 
 class WatchedGuest:
-    """A Guest whose every step fails if the kernel reported a problem during it."""
+    """A Guest whose every step fails if the kernel reported a problem during it.
+
+    ``explain`` is asked about a transport failure first (for instance to wait
+    for a dying VM and say how it died); a kernel problem found in the log
+    still takes precedence, since it is the cause.
+    """
 
     def __init__(self, guest: Guest, watch: HealthWatch,
-                 on_failure: Callable[[], None] | None = None) -> None:
+                 explain: Callable[[GuestError], GuestError | None] | None = None) -> None:
         self.guest = guest
         self.watch = watch
-        self._on_failure = on_failure
+        self._explain = explain
 
     def _step(self, action: Callable[[], CommandResult | None]) -> CommandResult | None:
         try:
             result = action()
+        except KernelProblem:
+            raise
         except GuestError as error:
-            if isinstance(error, KernelProblem):
-                raise
-            if self._on_failure is not None:
-                self._on_failure()
+            better = self._explain(error) if self._explain is not None else None
             problem = self.watch.poll()
             if problem is not None:
                 raise problem from error
+            if better is not None:
+                raise better from error
             raise
         self.watch.check()
         return result

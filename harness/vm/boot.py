@@ -1,0 +1,123 @@
+"""Boot a kernel in QEMU and hand back a Guest: image + keys + VM + transport + watch.
+
+This is the one place that knows both QEMU and the transports. Everything a
+boot needs that is specific to this run (SSH keys, the initrd with the keys
+appended) lives in the run directory or in a temporary directory removed on
+exit; the VM is always torn down when the block exits.
+"""
+
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from harness.artifacts import KernelBuild
+from harness.errors import HarnessError
+from harness.guest import Guest, GuestError, GuestTimeout
+from harness.guest.console import ConsoleGuest
+from harness.guest.health import ConsoleLogSource, HealthWatch, WatchedGuest
+from harness.guest.ssh import connect_ssh
+from harness.image.build import build_initramfs, combine
+from harness.image.keys import RunKeys, make_run_keys
+from harness.vm.qemu import DEFAULT_MEMORY_MIB, Vm, launch, new_run_dir
+
+TRANSPORTS = ("console", "ssh")
+BOOT_TIMEOUT_SECONDS = {"kvm": 60.0, "tcg": 180.0}
+CONNECT_TIMEOUT_SECONDS = 60.0
+
+
+class VmGuest(WatchedGuest):
+    """A watched Guest of a QEMU VM, with the VM and this run's keys at hand."""
+
+    def __init__(self, guest: Guest, watch: HealthWatch, vm: Vm, keys: RunKeys,
+                 transport: str, ready_seconds: float, connected_seconds: float) -> None:
+        super().__init__(guest, watch, explain=self._how_the_vm_died)
+        self.vm = vm
+        self.keys = keys
+        self.transport = transport
+        self.ready_seconds = ready_seconds  # QEMU start -> ready marker
+        self.connected_seconds = connected_seconds  # QEMU start -> transport usable
+
+    def _how_the_vm_died(self, error: GuestError) -> GuestError | None:
+        """When QEMU is gone (or going), say so instead of a bare transport error."""
+        if isinstance(error, GuestTimeout):
+            return None
+        try:
+            self.vm.process.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            return None
+        status = self.vm.process.returncode
+        how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+        return GuestError(f"QEMU {how} during the step ({error}); "
+                          f"last console lines: {self.vm.console_tail(5)!r}")
+
+
+def connect_transport(vm: Vm, keys: RunKeys, transport: str,
+                      timeout: float = CONNECT_TIMEOUT_SECONDS) -> Guest:
+    """Open ``transport`` (console or ssh) to a VM that printed its ready marker."""
+    if transport == "console":
+        return ConsoleGuest.connect_unix(vm.command_socket, connect_timeout=timeout)
+    if vm.ssh_port is None:
+        raise HarnessError("this VM has no network: SSH is not available")
+    return connect_ssh(f"ssh://root@127.0.0.1:{vm.ssh_port}", key=keys.client_key,
+                       host_key=keys.host_public_key, timeout=timeout,
+                       retry_until_ready=True)
+
+
+@contextmanager
+def boot_guest(
+    kernel: KernelBuild | Path,
+    arch: str | None = None,
+    transport: str = "console",
+    modules: Sequence[Path] = (),
+    memory_mib: int = DEFAULT_MEMORY_MIB,
+    cpus: int = 1,
+    extra_devices: Sequence[str] = (),
+    cmdline_extra: Sequence[str] = (),
+    run_dir: Path | None = None,
+    accelerator: str | None = None,
+    boot_timeout: float | None = None,
+) -> Iterator[VmGuest]:
+    """Boot ``kernel`` and yield a health-watched Guest over ``transport``.
+
+    ``arch`` defaults to the KernelBuild's. ``modules`` are put in the image
+    and loaded by /init. The boot itself counts as a step: a kernel problem
+    printed while booting raises KernelProblem before anything runs, and one
+    printed after the last step raises when the block ends.
+    """
+    if transport not in TRANSPORTS:
+        raise HarnessError(f"unknown transport {transport!r}: choose console or ssh")
+    if arch is None:
+        if not isinstance(kernel, KernelBuild):
+            raise HarnessError("booting a bare kernel image needs an explicit arch")
+        arch = kernel.arch
+    elif isinstance(kernel, KernelBuild) and kernel.arch != arch:
+        raise HarnessError(f"kernel {kernel.spec} is built for {kernel.arch}, not {arch}")
+    initramfs = build_initramfs(arch, modules)
+    run_dir = run_dir or new_run_dir(arch)
+    keys = make_run_keys(run_dir / "keys")
+    with tempfile.TemporaryDirectory(prefix="harness-boot-") as scratch:
+        initrd = combine(initramfs, [keys.overlay], Path(scratch) / "initrd.cpio")
+        started = time.monotonic()
+        with launch(kernel, initrd, arch, memory_mib=memory_mib, cpus=cpus,
+                    extra_devices=extra_devices, cmdline_extra=cmdline_extra,
+                    run_dir=run_dir, accelerator=accelerator) as vm:
+            watch = HealthWatch(ConsoleLogSource(vm.console_log))
+            try:
+                vm.wait_for_console(
+                    initrd.ready_marker, boot_timeout or BOOT_TIMEOUT_SECONDS[vm.accelerator])
+                ready = time.monotonic() - started
+            except HarnessError:
+                watch.check()  # a panic during boot is the better message
+                raise
+            watch.check()
+            inner = connect_transport(vm, keys, transport)
+            guest = VmGuest(inner, watch, vm, keys, transport, ready,
+                            time.monotonic() - started)
+            try:
+                yield guest
+                watch.check()
+            finally:
+                guest.close()
