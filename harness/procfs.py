@@ -88,8 +88,10 @@ def _lines(text: str) -> Iterable[tuple[int, str]]:
             yield number, line
 
 
-def _no_content(file: str, text: str) -> ProcfsFormatError:
-    return ProcfsFormatError(file, 1, text[:80], f"the contents of /proc/{file}")
+def _incomplete(file: str, text: str, missing: str) -> ProcfsFormatError:
+    """The text ended (or was empty) before something every era prints."""
+    last = len(text.splitlines())
+    return ProcfsFormatError(file, max(last, 1), "(end of text)" if last else "(empty)", missing)
 
 
 def _subtract(later: Iterable[int], earlier: Iterable[int]) -> tuple[int, ...]:
@@ -105,7 +107,7 @@ def _mismatch(what: str, before: object, after: object) -> HarnessError:
 
 # --------------------------------------------------------------------------- buddyinfo
 
-_BUDDY_LINE = re.compile(r"Node\s+(\d+),\s*zone\s+(\S+)((?:\s+\d+)+)\s*")
+_BUDDY_LINE = re.compile(r"Node\s+(\d+),\s*zone\s+([A-Za-z]\w*)((?:\s+\d+)+)\s*")
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,7 @@ def parse_buddyinfo(text: str) -> BuddyInfo:
             raise ProcfsFormatError("buddyinfo", lineno, line, f"{zone_id} only once")
         zones[zone_id] = counts
     if not zones:
-        raise _no_content("buddyinfo", text)
+        raise _incomplete("buddyinfo", text, "a 'Node N, zone NAME' line")
     return BuddyInfo(zones)
 
 
@@ -277,7 +279,7 @@ def parse_vmstat(text: str) -> Vmstat:
             raise ProcfsFormatError("vmstat", lineno, line, f"{match[1]} only once")
         counters[match[1]] = int(match[2])
     if not counters:
-        raise _no_content("vmstat", text)
+        raise _incomplete("vmstat", text, "'counter_name value' lines")
     return Vmstat(counters)
 
 
@@ -286,9 +288,10 @@ def parse_vmstat(text: str) -> Vmstat:
 _PT_BLOCK_ORDER = re.compile(r"Page block order:\s*(\d+)\s*")
 _PT_PER_BLOCK = re.compile(r"Pages per block:\s*(\d+)\s*")
 _PT_FREE_HEADER = re.compile(r"Free pages count per migrate type at order((?:\s+\d+)+)\s*")
-_PT_FREE_ROW = re.compile(r"Node\s+(\d+),\s*zone\s+(\S+),\s*type\s+(\S+)((?:\s+>?\d+)+)\s*")
+_NAME = r"([A-Za-z]\w*)"  # zone and migrate type names: DMA32, Normal, HighAtomic, ...
+_PT_FREE_ROW = re.compile(rf"Node\s+(\d+),\s*zone\s+{_NAME},\s*type\s+{_NAME}((?:\s+>?\d+)+)\s*")
 _PT_TABLE_HEADER = re.compile(r"Number of (blocks|mixed blocks) type((?:\s+[A-Za-z]\S*)+)\s*")
-_PT_TABLE_ROW = re.compile(r"Node\s+(\d+),\s*zone\s+(\S+)((?:\s+\d+)+)\s*")
+_PT_TABLE_ROW = re.compile(r"Node\s+(\d+),\s*zone\s+([A-Za-z]\w*)((?:\s+\d+)+)\s*")
 
 
 class CappedCount(HarnessError):
@@ -431,8 +434,12 @@ def parse_pagetypeinfo(text: str) -> PageTypeInfo:
                 "free": "'Node N, zone NAME, type TYPE' and one count per order",
             }.get(section, "'Node N, zone NAME' and one count per migrate type")
             raise ProcfsFormatError(name, lineno, line, expected)
-    if pageblock_order is None or pages_per_block is None or not free or not tables["blocks"]:
-        raise _no_content(name, text)
+    if pageblock_order is None or pages_per_block is None:
+        raise _incomplete(name, text, "'Page block order:' and 'Pages per block:'")
+    if not free:
+        raise _incomplete(name, text, "a 'Free pages count per migrate type' table")
+    if not tables["blocks"]:
+        raise _incomplete(name, text, "a 'Number of blocks type' table")
     for mtype in table_types:
         if mtype not in migratetypes:
             migratetypes.append(mtype)
@@ -449,7 +456,7 @@ def parse_pagetypeinfo(text: str) -> PageTypeInfo:
 
 # --------------------------------------------------------------------------- zoneinfo
 
-_ZI_ZONE = re.compile(r"Node\s+(\d+),\s*zone\s+(\S+)\s*")
+_ZI_ZONE = re.compile(r"Node\s+(\d+),\s*zone\s+([A-Za-z]\w*)\s*")
 _ZI_PAGES_FREE = re.compile(r"\s*pages free\s+(\d+)\s*")
 _ZI_VALUE = re.compile(r"\s*([a-z][a-z0-9_]*)\s+(\d+)\s*")
 _ZI_PROTECTION = re.compile(r"\s*protection:\s*\((-?\d+(?:,\s*-?\d+)*)\)\s*")
@@ -600,7 +607,7 @@ def parse_zoneinfo(text: str) -> ZoneInfo:
             )
     finish()
     if not zones:
-        raise _no_content(name, text)
+        raise _incomplete(name, text, "a 'Node N, zone NAME' line")
     return ZoneInfo(zones=zones, node_stats=node_stats)
 
 
