@@ -31,9 +31,12 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from harness.errors import HarnessError
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 PROCFS_FILES = ("buddyinfo", "vmstat", "pagetypeinfo", "zoneinfo")
 
@@ -76,7 +79,7 @@ class ZoneId(NamedTuple):
         return f"node{self.node}/{self.zone}"
 
 
-def _frozen(mapping: Mapping) -> Mapping:  # type: ignore[type-arg]
+def _frozen(mapping: Mapping[K, V]) -> Mapping[K, V]:
     """A read-only view, so a parsed snapshot cannot be edited after the fact."""
     return MappingProxyType(dict(mapping))
 
@@ -534,69 +537,75 @@ class ZoneInfo:
         return changes
 
 
+@dataclass
+class _ZoneDraft:
+    """A zone while its lines are being read; becomes a frozen Zone at the next zone."""
+
+    id: ZoneId
+    lineno: int
+    line: str
+    values: dict[str, int] = field(default_factory=dict)
+    protection: tuple[int, ...] = ()
+    start_pfn: int | None = None
+    mode: str = "head"  # head -> node (per-node stats) -> zone -> pagesets -> trailer
+
+    def finish(self) -> Zone:
+        absent = [key for key in ("pages free", *_ZI_REQUIRED) if key not in self.values]
+        if absent:
+            raise ProcfsFormatError("zoneinfo", self.lineno, self.line,
+                                    f"a zone with {', '.join(absent)}")
+        values = dict(self.values)
+        figures = {key: values.pop(key) for key in _ZI_REQUIRED}
+        return Zone(
+            id=self.id,
+            pages_free=values.pop("pages free"),
+            **figures,
+            protection=self.protection,
+            boost=values.pop("boost", None),
+            cma=values.pop("cma", None),
+            start_pfn=self.start_pfn,
+            stats=values,
+        )
+
+
 def parse_zoneinfo(text: str) -> ZoneInfo:
     """Parse /proc/zoneinfo from any era since 4.8."""
     name = "zoneinfo"
     zones: dict[ZoneId, Zone] = {}
     node_stats: dict[int, dict[str, int]] = {}
-    current: dict[str, object] | None = None
-    start_line = (0, "")
-    mode = ""
-
-    def finish() -> None:
-        if current is None:
-            return
-        values: dict[str, int] = current["values"]  # type: ignore[assignment]
-        absent = [key for key in ("pages free", *_ZI_REQUIRED) if key not in values]
-        if absent:
-            raise ProcfsFormatError(name, *start_line, f"a zone with {', '.join(absent)}")
-        zone_id: ZoneId = current["id"]  # type: ignore[assignment]
-        figures = {key: values.pop(key) for key in ("pages free", *_ZI_REQUIRED)}
-        zones[zone_id] = Zone(
-            id=zone_id,
-            pages_free=figures["pages free"],
-            **{key: figures[key] for key in _ZI_REQUIRED},
-            protection=current.get("protection", ()),  # type: ignore[arg-type]
-            boost=values.pop("boost", None),
-            cma=values.pop("cma", None),
-            start_pfn=current.get("start_pfn"),  # type: ignore[arg-type]
-            stats=values,
-        )
-
+    draft: _ZoneDraft | None = None
     for lineno, line in _lines(text):
         if match := _ZI_ZONE.fullmatch(line):
-            finish()
+            if draft is not None:
+                zones[draft.id] = draft.finish()
             zone_id = ZoneId(int(match[1]), match[2])
             if zone_id in zones:
                 raise ProcfsFormatError(name, lineno, line, f"{zone_id} only once")
-            current = {"id": zone_id, "values": {}}
-            start_line = (lineno, line)
-            mode = "zone-head"
+            draft = _ZoneDraft(zone_id, lineno, line)
             continue
-        if current is None:
+        if draft is None:
             raise ProcfsFormatError(name, lineno, line, "'Node N, zone NAME' first")
-        values: dict[str, int] = current["values"]  # type: ignore[assignment]
         stripped = line.strip()
-        if stripped == "per-node stats" and mode == "zone-head":
-            mode = "node"
-            node_stats.setdefault(current["id"].node, {})  # type: ignore[attr-defined]
+        if stripped == "per-node stats" and draft.mode == "head":
+            draft.mode = "node"
+            node_stats.setdefault(draft.id.node, {})
         elif match := _ZI_PAGES_FREE.fullmatch(line):
-            if mode not in ("zone-head", "node"):
+            if draft.mode not in ("head", "node"):
                 raise ProcfsFormatError(name, lineno, line, "'pages free' once, first in a zone")
-            values["pages free"] = int(match[1])
-            mode = "zone"
+            draft.values["pages free"] = int(match[1])
+            draft.mode = "zone"
         elif match := _ZI_PROTECTION.fullmatch(line):
-            current["protection"] = tuple(int(n) for n in match[1].split(","))
-        elif stripped == "pagesets" and mode == "zone":
-            mode = "pagesets"
+            draft.protection = tuple(int(n) for n in match[1].split(","))
+        elif stripped == "pagesets" and draft.mode == "zone":
+            draft.mode = "pagesets"
         elif match := _ZI_TRAILER.fullmatch(line):
             if match[1] == "start_pfn":
-                current["start_pfn"] = int(match[2])
-            mode = "trailer"
-        elif mode == "pagesets" and _ZI_PAGESET.fullmatch(line):
+                draft.start_pfn = int(match[2])
+            draft.mode = "trailer"
+        elif draft.mode == "pagesets" and _ZI_PAGESET.fullmatch(line):
             continue  # per-cpu list sizes: they change every instant and prove nothing
-        elif mode in ("node", "zone") and (match := _ZI_VALUE.fullmatch(line)):
-            target = node_stats[current["id"].node] if mode == "node" else values  # type: ignore[attr-defined]
+        elif draft.mode in ("node", "zone") and (match := _ZI_VALUE.fullmatch(line)):
+            target = node_stats[draft.id.node] if draft.mode == "node" else draft.values
             if match[1] in target:
                 raise ProcfsFormatError(name, lineno, line, f"{match[1]} only once per zone")
             target[match[1]] = int(match[2])
@@ -605,9 +614,9 @@ def parse_zoneinfo(text: str) -> ZoneInfo:
                 name, lineno, line,
                 "a zoneinfo field ('name value', 'pages free N', 'protection: (...)')",
             )
-    finish()
-    if not zones:
+    if draft is None:
         raise _incomplete(name, text, "a 'Node N, zone NAME' line")
+    zones[draft.id] = draft.finish()
     return ZoneInfo(zones=zones, node_stats=node_stats)
 
 

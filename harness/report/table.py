@@ -13,7 +13,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from harness.report.model import RunResult, Side
+from harness.report.model import HighOrder, RunResult, Side
 
 # vmstat counters worth a row when the check recorded their deltas.
 _VMSTAT_ROWS = ("compact_isolated", "compact_migrate_scanned", "compact_free_scanned",
@@ -28,6 +28,24 @@ class _Row(NamedTuple):
     name: str
     cell: Callable[[Side], str]
     value: Callable[[Side], int]  # the number compared across the A/B
+
+
+def _vmstat_row(name: str) -> _Row:
+    def value(side: Side) -> int:
+        return side.vmstat_delta[name]
+
+    return _Row(f"{name} Δ", lambda side: str(value(side)), value)
+
+
+def _probe(side: Side) -> HighOrder:
+    if side.high_order is None:
+        raise ValueError(f"{side.label} has no high-order probe")
+    return side.high_order
+
+
+def _high_order_cell(side: Side) -> str:
+    probe = _probe(side)
+    return f"{probe.before}/{probe.attempts} → {probe.after}/{probe.attempts}"
 
 
 def _rows(result: RunResult) -> list[_Row]:
@@ -46,8 +64,7 @@ def _rows(result: RunResult) -> list[_Row]:
     ]
     for name in _VMSTAT_ROWS:
         if all(name in side.vmstat_delta for side in result.sides):
-            rows.append(_Row(f"{name} Δ", lambda s, n=name: str(s.vmstat_delta[n]),
-                             lambda s, n=name: s.vmstat_delta[n]))
+            rows.append(_vmstat_row(name))
     rows.append(_Row("free order-0 blocks",
                      lambda s: _change(s.buddy_before[0], s.buddy_after[0]),
                      lambda s: s.buddy_after[0]))
@@ -55,12 +72,8 @@ def _rows(result: RunResult) -> list[_Row]:
                      lambda s: _change(*s.blocks_at_least(order)),
                      lambda s: s.blocks_at_least(order)[1]))
     if all(side.high_order for side in result.sides):
-        rows.append(_Row(
-            f"order-{order} allocations ok",
-            lambda s: f"{s.high_order.before}/{s.high_order.attempts} → "  # type: ignore[union-attr]
-                      f"{s.high_order.after}/{s.high_order.attempts}",  # type: ignore[union-attr]
-            lambda s: s.high_order.after,  # type: ignore[union-attr]
-        ))
+        rows.append(_Row(f"order-{order} allocations ok", _high_order_cell,
+                         lambda s: _probe(s).after))
     rows.append(_Row("verify mismatches", lambda s: str(s.verify_mismatches),
                      lambda s: s.verify_mismatches))
     return rows
