@@ -10,6 +10,7 @@ $(MAKEFILE_LIST))`` on 4.8, ``$(CURDIR)`` later), so the rename from the work
 directory to the entry does not break it.
 """
 
+import errno
 import json
 import os
 import re
@@ -227,7 +228,7 @@ def _build(plan: BuildPlan, work: Path) -> None:
         release = (build_dir / "include" / "config" / "kernel.release").read_text().strip()
     except BaseException as error:
         kept = _keep_failed_log(log_path, plan)
-        if isinstance(error, OSError) and error.errno == 28:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
             raise _disk_full(work) from None
         if isinstance(error, HarnessError) and kept:
             raise HarnessError(f"{error} (full log: {kept})") from None

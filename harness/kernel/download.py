@@ -6,6 +6,7 @@ that would escape the destination (absolute paths, ``..``, links pointing
 outside, device files), because a tarball is untrusted input.
 """
 
+import errno
 import hashlib
 import tarfile
 from pathlib import Path
@@ -83,6 +84,13 @@ def _fetch(url: str, target: Path, timeout: float) -> str:
         raise HarnessError(
             f"download of {url} failed: {reason}; check the URL and the network"
         ) from None
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise HarnessError(
+                f"disk full while downloading {url} into {target.parent}: free space or "
+                "set HARNESS_CACHE_DIR (nothing was cached)"
+            ) from None
+        raise
     return digest.hexdigest()
 
 
@@ -108,7 +116,7 @@ def extract_tar(source: Path | IO[bytes], dest: Path) -> None:
             f"member {member!r} is unsafe ({error})"
         ) from None
     except (tarfile.TarError, EOFError, OSError) as error:
-        if isinstance(error, OSError) and error.errno == 28:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
             raise HarnessError(
                 f"disk full while unpacking into {dest}: free space or set HARNESS_CACHE_DIR"
             ) from None

@@ -207,3 +207,14 @@ def test_stop_kills_the_whole_group() -> None:
     assert process.returncode == -signal.SIGTERM
     group = subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True, text=True)
     assert not any(running(int(pid)) for pid in group.stdout.split())
+
+
+def test_disk_full_during_make_is_named(
+    isolated_cache: Path, tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    runs: Path,
+) -> None:
+    fake_make(tmp_path, monkeypatch,
+              "echo 'cc1: error: write error: No space left on device'; exit 2\n")
+    with pytest.raises(HarnessError, match="disk full while building"):
+        build_kernel(str(tree), "x86_64")
+    assert list((isolated_cache / BUILDS).iterdir()) == []
