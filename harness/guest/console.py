@@ -23,6 +23,7 @@ import secrets
 import shlex
 import socket
 from pathlib import Path
+from typing import Protocol
 
 import pexpect
 import pexpect.fdpexpect
@@ -32,7 +33,7 @@ from harness.guest import CommandResult, GuestError, GuestTimeout
 # Longest encoded command sent as a single line; longer ones are staged in a file.
 _MAX_INLINE = 3000
 _REPL = 'set -o pipefail; while IFS= read -r line; do eval "$line"; done'
-_SETUP = f"stty -echo -onlcr 2>/dev/null; exec /bin/sh -c '{_REPL}'\n"
+_SETUP = f"stty -echo -onlcr 2>/dev/null; exec sh -c '{_REPL}'\n"
 
 
 def _marker(kind: str, tag: str) -> tuple[str, bytes]:
@@ -44,10 +45,20 @@ def _marker(kind: str, tag: str) -> tuple[str, bytes]:
     return f'"__HX""_{kind}_{tag}"', f"__HX_{kind}_{tag}".encode()
 
 
+class Stream(Protocol):
+    """A connected byte stream: a socket, or an adapter over a pty or serial device."""
+
+    def fileno(self) -> int: ...
+
+    def sendall(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class ConsoleGuest:
     """A Guest over a connected byte stream to a shell (socket or file descriptor)."""
 
-    def __init__(self, stream: socket.socket, name: str = "console",
+    def __init__(self, stream: Stream, name: str = "console",
                  connect_timeout: float = 30.0) -> None:
         self._stream = stream
         self.name = name

@@ -53,7 +53,7 @@ class SshTarget:
 def _load_key(path: Path) -> paramiko.PKey:
     try:
         return paramiko.PKey.from_path(path)
-    except (OSError, paramiko.SSHException) as error:
+    except (OSError, ValueError, paramiko.SSHException) as error:
         raise HarnessError(f"cannot load SSH key {path}: {error}") from None
 
 
@@ -185,6 +185,14 @@ def _terminal_size() -> tuple[int, int]:
     return size.columns, size.lines
 
 
+def _reason(error: Exception) -> str:
+    """Why a connection failed, in words (paramiko hides a refusal in an error map)."""
+    causes = list(getattr(error, "errors", {}).values()) or [error]
+    if all(isinstance(cause, ConnectionRefusedError) for cause in causes):
+        return "connection refused (is the SSH server running?)"
+    return str(error)
+
+
 def connect_ssh(
     url: str,
     key: Path | None = None,
@@ -245,7 +253,6 @@ def connect_ssh(
             last = error
         if not retry_until_ready or time.monotonic() > deadline:
             client.close()
-            reason = "connection refused" if isinstance(last, ConnectionRefusedError) else last
-            raise GuestError(f"cannot connect to {target}: {reason}") from None
+            raise GuestError(f"cannot connect to {target}: {_reason(last)}") from None
         time.sleep(0.1)
 

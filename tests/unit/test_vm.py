@@ -1,0 +1,124 @@
+"""QEMU command lines, accelerator choice and launch errors (no VM is booted)."""
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from harness.errors import HarnessError, MissingTool
+from harness.vm import accel, qemu
+from harness.vm.machine import get_machine
+
+
+def _command(arch: str, tmp_path: Path, ssh_port: int | None = 2222) -> list[str]:
+    return qemu.qemu_command(
+        get_machine(arch), tmp_path / "Image", tmp_path / "initrd", "tcg", 256, 1,
+        tmp_path / "console.log", tmp_path, ssh_port, ["virtio-balloon-pci"], ["quiet"],
+    )
+
+
+def _append(command: list[str]) -> str:
+    return command[command.index("-append") + 1]
+
+
+def test_fast_boot_options_and_local_only_forwarding(tmp_path: Path) -> None:
+    command = _command("x86_64", tmp_path)
+    for option in ("-nodefaults", "-no-user-config", "-no-reboot"):
+        assert option in command
+    assert command[command.index("-display") + 1] == "none"
+    assert "hostfwd=tcp:127.0.0.1:2222-:22" in " ".join(command)
+    assert "virtio-net-pci,netdev=net0,romfile=" in command
+    assert command[-2:] == ["-device", "virtio-balloon-pci"]
+    assert _append(command).split() == ["console=ttyS0", "panic=-1", "rdinit=/init", "quiet"]
+
+
+def test_arm64_uses_virtio_mmio_cortex_a57_and_the_rseq_tunable(tmp_path: Path) -> None:
+    command = _command("arm64", tmp_path)
+    assert "cortex-a57" in command and "virtio-net-device,netdev=net0,romfile=" in command
+    assert "virtio-serial-device" in command
+    assert "GLIBC_TUNABLES=glibc.pthread.rseq=0" in _append(command).split()
+    assert "console=ttyAMA0" in _append(command).split()
+    assert "GLIBC_TUNABLES" not in _append(_command("x86_64", tmp_path))
+
+
+def test_no_network_means_no_forwarding(tmp_path: Path) -> None:
+    assert not any("hostfwd" in word for word in _command("x86_64", tmp_path, ssh_port=None))
+
+
+def test_free_port_is_bindable() -> None:
+    port = qemu.free_local_port()
+    with socket.socket() as check:
+        check.bind(("127.0.0.1", port))
+
+
+def test_no_free_port_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Exhausted(socket.socket):
+        def bind(self, address: object) -> None:
+            raise OSError(98, "Address already in use")
+
+    monkeypatch.setattr(qemu.socket, "socket", Exhausted)
+    with pytest.raises(HarnessError, match="no free TCP port on 127.0.0.1"):
+        qemu.free_local_port()
+
+
+def test_run_dirs_are_unique_with_a_latest_link(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path))
+    first, second = qemu.new_run_dir("x86_64"), qemu.new_run_dir("x86_64")
+    assert first != second and first.is_dir()
+    assert (tmp_path / "latest").resolve() == second.resolve()
+
+
+def test_launch_refuses_missing_inputs(tmp_path: Path) -> None:
+    with pytest.raises(HarnessError, match="kernel image .* does not exist"), \
+            qemu.launch(tmp_path / "nope", tmp_path / "initrd", "x86_64"):
+        pass
+    image = tmp_path / "bzImage"
+    image.write_bytes(b"x")
+    with pytest.raises(HarnessError, match="initramfs .* does not exist"), \
+            qemu.launch(image, tmp_path / "initrd", "x86_64"):
+        pass
+
+
+def test_launch_names_the_package_of_a_missing_qemu(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(qemu.shutil, "which", lambda name: None)
+    with pytest.raises(MissingTool, match="apt-get install qemu-system-arm"), \
+            qemu.launch(tmp_path / "Image", tmp_path / "initrd", "arm64"):
+        pass
+
+
+def test_accelerator_override_and_cross_arch(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    monkeypatch.setenv("HARNESS_ACCEL", "tcg")
+    assert accel.choose_accelerator(get_machine("x86_64"), tmp_path) == "tcg"
+    monkeypatch.delenv("HARNESS_ACCEL")
+    arm64 = get_machine("arm64")
+    if not arm64.kvm_possible():
+        assert accel.choose_accelerator(arm64, tmp_path) == "tcg"
+        with pytest.raises(HarnessError, match="KVM cannot run arm64"):
+            accel.choose_accelerator(arm64, tmp_path, "kvm")
+    with pytest.raises(HarnessError, match="unknown accelerator"):
+        accel.choose_accelerator(arm64, tmp_path, "hvf")
+
+
+def test_failed_kvm_probe_falls_back_once_with_a_notice(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, isolated_cache: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    machine = get_machine("x86_64")
+    calls = []
+
+    def probe(machine_: object, kernel: Path) -> tuple[bool, str]:
+        calls.append(kernel)
+        return False, "reset loop"
+
+    monkeypatch.setattr(accel, "_probe", probe)
+    monkeypatch.setattr(machine.__class__, "kvm_possible", lambda self: True)
+    monkeypatch.setattr(accel.os, "access", lambda path, mode: True)
+    monkeypatch.setattr(accel, "_noticed", set())
+    assert accel.choose_accelerator(machine, tmp_path / "k1") == "tcg"
+    assert accel.choose_accelerator(machine, tmp_path / "k2") == "tcg"
+    assert len(calls) == 1  # cached for this boot of the host
+    assert capsys.readouterr().err.count("cannot boot a kernel (reset loop); using TCG") == 1
+    with pytest.raises(HarnessError, match="KVM is present but cannot boot"):
+        accel.choose_accelerator(machine, tmp_path / "k3", "kvm")
