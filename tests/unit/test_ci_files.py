@@ -1,7 +1,8 @@
 """The Vagrantfile and the GitHub Actions workflow are checked by real tools.
 
-`vagrant validate` (Debian's vagrant package) runs when vagrant is installed;
-.ci/run installs it. The workflow is linted by two PyPI tools from the dev
+`vagrant validate` (Debian's vagrant and vagrant-libvirt packages: validate
+needs a provider, and checks the libvirt settings with it) runs when vagrant is
+installed; .ci/run installs both. The workflow is linted by two PyPI tools from the dev
 extra: check-jsonschema against SchemaStore's GitHub workflow schema (structure,
 keys, types) and zizmor (semantics and security: unpinned actions, template
 injection, credential leaks). Each linter is also shown a broken file, so a
@@ -48,7 +49,11 @@ def vagrant_validate(vagrantfile_text: str, where: Path) -> subprocess.Completed
         pytest.skip("vagrant is not installed (apt-get install vagrant; .ci/run installs it)")
     where.mkdir()
     (where / "Vagrantfile").write_text(vagrantfile_text)
-    return run(["vagrant", "validate"], cwd=where)
+    result = run(["vagrant", "validate"], cwd=where)
+    if "No usable default provider" in result.stdout + result.stderr:
+        pytest.fail("vagrant has no provider to validate the provider settings with: "
+                    "apt-get install --no-install-recommends vagrant-libvirt")
+    return result
 
 
 def test_vagrantfile_validates(tmp_path: Path) -> None:
