@@ -7,10 +7,12 @@ those file names and formats, so a scenario reads like the experiment it is.
 
 from dataclasses import dataclass
 
+from harness.artifacts import ModuleArtifact
 from harness.guest import CommandResult, Guest, GuestError
 
 DEBUGFS = "/sys/kernel/debug/movable_sample"
 MODULE_NAME = "movable_sample"
+REMOTE_MODULE_PATH = "/tmp/movable_sample.ko"
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,15 @@ def parse_try_alloc(text: str) -> int:
 class SampleDriver:
     """Load, drive and read the sample driver on a guest."""
 
-    def __init__(self, guest: Guest, module_path: str) -> None:
+    def __init__(self, guest: Guest, module_path: str = REMOTE_MODULE_PATH) -> None:
         self.guest = guest
         self.module_path = module_path
+
+    @classmethod
+    def install(cls, guest: Guest, module: ModuleArtifact) -> "SampleDriver":
+        """Copy the built module onto the guest; loading is a separate step."""
+        guest.put(module.path, REMOTE_MODULE_PATH)
+        return cls(guest, REMOTE_MODULE_PATH)
 
     def load(self, params: DriverParams, timeout: float = 120.0) -> None:
         """insmod with ``params``; allocating many pages takes a while under TCG."""

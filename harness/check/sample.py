@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from harness import procfs
 from harness.check.driver import DriverParams, DriverState, SampleDriver
-from harness.check.evidence import HighOrderProbe, MigrationEvidence
+from harness.check.evidence import ABComparison, HighOrderProbe, MigrationEvidence
 from harness.guest import Guest, GuestError
 
 # Counters the evidence reports as deltas; compact_stall/fail/success count
@@ -23,11 +23,36 @@ VMSTAT_KEYS = (
 
 @dataclass(frozen=True)
 class ScenarioSettings:
-    """How the sample scenario fragments memory and probes high orders."""
+    """How the sample scenario fragments memory and probes high orders.
 
-    driver: DriverParams = DriverParams()
+    The driver allocates ``cover_share`` of the guest's free memory and keeps
+    one page in every ``fragment``: its pages then pin nearly every pageblock,
+    so before compaction almost no order-``probe_order`` block is free. With
+    ``probe_attempts`` larger than the free memory left outside the driver's
+    reach can satisfy, the control group (movable=0) stays low after
+    compaction while movable pages let compaction free many such blocks.
+    """
+
+    fragment: int = 8
+    cover_share: float = 0.9
+    pages: int | None = None  # None: derived from MemFree and cover_share
+    seed: int = 1
     probe_order: int = 9  # 2 MiB with 4 KiB pages: a huge page, the classic victim
-    probe_attempts: int = 16
+    probe_attempts: int = 64
+
+    def driver_params(self, movable: bool, free_pages: int) -> DriverParams:
+        """Module parameters for one round on a guest with ``free_pages`` free."""
+        pages = self.pages or max(1, int(free_pages * self.cover_share) // self.fragment)
+        return DriverParams(pages=pages, movable=movable, fragment=self.fragment,
+                            seed=self.seed)
+
+
+def free_pages(guest: Guest) -> int:
+    """MemFree of the guest in pages (4 KiB pages: both arches' defaults)."""
+    for line in _must(guest, "cat /proc/meminfo").splitlines():
+        if line.startswith("MemFree:"):
+            return int(line.split()[1]) // 4
+    raise GuestError("/proc/meminfo has no MemFree line")
 
 
 def quiet_background_compaction(guest: Guest) -> list[str]:
@@ -72,15 +97,17 @@ def _counter_deltas(before: DriverState, after: DriverState) -> dict[str, int]:
     return {key: after.stats.get(key, 0) - before.stats.get(key, 0) for key in keys}
 
 
-def run_sample_round(guest: Guest, module_path: str,
+def run_sample_round(driver: SampleDriver, movable: bool,
                      settings: ScenarioSettings = ScenarioSettings()) -> MigrationEvidence:
     """Load the driver, compact once, collect the evidence, unload.
 
     The driver is unloaded even when a step fails, so a board is left as found.
     """
+    guest = driver.guest
     notes = quiet_background_compaction(guest)
-    driver = SampleDriver(guest, module_path)
-    driver.load(settings.driver)
+    params = settings.driver_params(movable, free_pages(guest))
+    notes.append(f"driver: {params.as_insmod_args()}")
+    driver.load(params)
     try:
         order, attempts = settings.probe_order, settings.probe_attempts
         before = _snapshot(guest)
@@ -96,7 +123,7 @@ def run_sample_round(guest: Guest, module_path: str,
     moved = sum(1 for index, pfn in state_after.pfns.items()
                 if state_before.pfns.get(index) != pfn)
     return MigrationEvidence(
-        movable=settings.driver.movable,
+        movable=movable,
         total_pages=len(state_before.pfns),
         pfn_changes=moved,
         driver_counters=_counter_deltas(state_before, state_after),
@@ -109,3 +136,14 @@ def run_sample_round(guest: Guest, module_path: str,
         verify_mismatches=mismatches,
         notes=notes,
     )
+
+
+def run_ab(driver: SampleDriver, settings: ScenarioSettings = ScenarioSettings()) -> ABComparison:
+    """The seed commit's claim as an experiment: the same fragmentation twice,
+    first with pages the kernel cannot move (movable=0), then with movable pages.
+
+    The control runs first so that a leak or a stuck isolated page from the
+    movable round cannot make the control look worse than it is.
+    """
+    control = run_sample_round(driver, movable=False, settings=settings)
+    return ABComparison(control=control, movable=run_sample_round(driver, True, settings))

@@ -1,0 +1,62 @@
+"""Where a check runs: a QEMU guest booted for it, or a running machine over SSH.
+
+Both yield a health-watched Guest, so scenarios never know which they got.
+A board (or any machine started separately) is reached with
+``ssh://user@host[:port]``; its kernel log is watched through ``dmesg``.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.artifacts import KernelBuild
+from harness.errors import HarnessError
+from harness.guest import Guest
+from harness.guest.health import DmesgSource, HealthWatch, WatchedGuest
+from harness.guest.ssh import connect_ssh
+
+QEMU = "qemu"
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """How to reach the machine under test."""
+
+    target: str = QEMU  # "qemu" or ssh://user@host[:port]
+    transport: str = "console"  # for qemu: console or ssh
+    memory_mib: int = 256
+    ssh_key: Path | None = None  # for ssh:// targets; default: agent and ~/.ssh
+
+
+def validate_target(target: str) -> str:
+    """Reject a target spelling early, before any kernel is built."""
+    if target != QEMU and not target.startswith("ssh://"):
+        raise HarnessError(f"unknown target {target!r}: use qemu or ssh://user@host[:port]")
+    return target
+
+
+@contextmanager
+def open_target(kernel: KernelBuild, options: TargetOptions,
+                run_dir: Path | None = None) -> Iterator[Guest]:
+    """Yield a watched Guest running ``kernel``; tear down whatever was started."""
+    validate_target(options.target)
+    if options.target == QEMU:
+        from harness.vm.boot import boot_guest  # QEMU only when asked for
+
+        with boot_guest(kernel, transport=options.transport,
+                        memory_mib=options.memory_mib, run_dir=run_dir) as guest:
+            yield guest
+        return
+    remote = connect_ssh(options.target, key=options.ssh_key)
+    try:
+        guest = WatchedGuest(remote, HealthWatch(DmesgSource(remote)))
+        release = guest.run("uname -r").stdout.strip()
+        if release != kernel.release:
+            raise HarnessError(
+                f"{options.target} runs kernel {release}, but --kernel {kernel.spec} builds "
+                f"{kernel.release}: point --kernel at the tree the board booted")
+        yield guest
+        guest.watch.check()
+    finally:
+        remote.close()
