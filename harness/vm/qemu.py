@@ -13,6 +13,7 @@ to 108 bytes and run directories can be deep.
 """
 
 import ctypes
+import re
 import secrets
 import shlex
 import shutil
@@ -201,7 +202,9 @@ def qemu_command(machine: Machine, image: Path, initrd: Path, accelerator: str,
     if ssh_port is not None:
         command += [
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:{GUEST_SSH_PORT}",
-            "-device", f"{machine.virtio('net')},netdev=net0,romfile=",
+            # romfile= drops the PXE option ROM, which firmware would otherwise run.
+            "-device", f"{machine.virtio('net')},netdev=net0"
+                       + (",romfile=" if machine.virtio_suffix == "-pci" else ""),
         ]
     for device in extra_devices:
         command += ["-device", device]
@@ -308,7 +311,7 @@ def _startup_failure(machine: Machine, stderr: str, status: int | None) -> str:
     if "unsupported machine type" in lowered or "machine type" in lowered and "not" in lowered:
         return (f"{machine.arch.qemu_binary} lacks the machine in {machine.arch.qemu_machine}: "
                 f"install a newer {machine.arch.qemu_package} ({last})")
-    if "bios" in lowered or "firmware" in lowered or "rom" in lowered:
+    if re.search(r"\b(bios|firmware)\b|option rom", lowered):
         packages = ", ".join(package for _path, package in machine.firmware) or "seabios"
         return f"QEMU cannot load its firmware: install {packages} ({last})"
     return f"QEMU failed to start: {last}"
