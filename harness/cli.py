@@ -12,7 +12,9 @@ import sys
 from harness.errors import HarnessError
 
 # Modules that contribute subcommands, in the order --help lists them.
-COMMAND_MODULES = ("harness.doctor", "harness.kernel.cli", "harness.vm.cli")
+COMMAND_MODULES = (
+    "harness.check.cli", "harness.kernel.cli", "harness.vm.cli", "harness.doctor",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,41 +12,13 @@ movable=1 (the driver registered its pages with __SetPageMovable):
   5. the console showed no panic/Oops/BUG/WARNING (the health watch fails the step).
 movable=0 (control group): no page changed PFN, the callbacks never ran, and
 verify found 0 mismatches.
+A/B (the seed commit's claim): both rounds hold on their own, and after
+compaction more order-9 allocations succeed with movable pages than without.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class HighOrderProbe:
-    """How many high-order allocations succeeded before and after compaction."""
-
-    order: int
-    attempts: int
-    before: int
-    after: int
-
-
-@dataclass(frozen=True)
-class MigrationEvidence:
-    """Everything one compaction round showed about the sample driver's pages."""
-
-    movable: bool
-    total_pages: int
-    pfn_changes: int  # pages whose PFN after compaction differs from before
-    driver_counters: dict[str, int]  # deltas of the driver's callback counters
-    vmstat_deltas: dict[str, int]  # pgmigrate_* and compact_* deltas
-    buddy_before: list[int]  # free blocks per order, all zones summed
-    buddy_after: list[int]
-    high_order: HighOrderProbe
-    verify_checked: int
-    verify_mismatches: int
-    notes: list[str] = field(default_factory=list)  # what was done to keep numbers clean
-
-    @property
-    def migrated_share(self) -> float:
-        """Fraction of the driver's pages that ended on a new PFN."""
-        return self.pfn_changes / self.total_pages if self.total_pages else 0.0
+from harness.report.model import Side
 
 
 @dataclass(frozen=True)
@@ -60,55 +32,55 @@ class Verdict:
         return "PROVEN" if self.proven else "NOT PROVEN: " + "; ".join(self.failures)
 
 
-def judge(evidence: MigrationEvidence) -> Verdict:
-    """Apply the rule in this module's docstring to one round of evidence."""
+def side_failures(side: Side) -> list[str]:
+    """The rules in this module's docstring that one round of evidence breaks."""
     failures: list[str] = []
-    migrated = evidence.driver_counters.get("migrated", 0)
-    pgmigrate = evidence.vmstat_deltas.get("pgmigrate_success", 0)
-    if evidence.verify_checked != evidence.total_pages:
-        failures.append(f"verify checked {evidence.verify_checked} of "
-                        f"{evidence.total_pages} pages")
-    if evidence.verify_mismatches:
-        failures.append(f"{evidence.verify_mismatches} pages lost their contents")
-    if evidence.movable:
-        if evidence.pfn_changes == 0:
+    migrated = side.driver_counters.get("migrated", 0)
+    if side.verify_checked != side.total_pages:
+        failures.append(f"verify checked {side.verify_checked} of {side.total_pages} pages")
+    if side.verify_mismatches:
+        failures.append(f"{side.verify_mismatches} pages lost their contents")
+    if side.movable:
+        if side.migrated_pages == 0:
             failures.append("no driver page changed PFN")
         if migrated == 0:
             failures.append("the driver's migratepage callback never succeeded")
-        if evidence.pfn_changes > migrated:
-            failures.append(f"{evidence.pfn_changes} pages changed PFN but the driver "
+        if side.migrated_pages > migrated:
+            failures.append(f"{side.migrated_pages} pages changed PFN but the driver "
                             f"migrated only {migrated}")
-        if pgmigrate < migrated:
-            failures.append(f"pgmigrate_success rose by {pgmigrate}, less than the "
-                            f"driver's {migrated} migrations")
+        if side.pgmigrate_success_delta < migrated:
+            failures.append(f"pgmigrate_success rose by {side.pgmigrate_success_delta}, less "
+                            f"than the driver's {migrated} migrations")
     else:
-        if evidence.pfn_changes:
-            failures.append(f"{evidence.pfn_changes} non-movable pages changed PFN")
-        if migrated or evidence.driver_counters.get("isolated", 0):
+        if side.migrated_pages:
+            failures.append(f"{side.migrated_pages} non-movable pages changed PFN")
+        if migrated or side.driver_counters.get("isolated", 0):
             failures.append("callbacks ran for pages never registered movable")
+    return failures
+
+
+def judge(side: Side) -> Verdict:
+    """The verdict on one round (movable or control) on its own."""
+    failures = side_failures(side)
     return Verdict(proven=not failures, failures=tuple(failures))
 
 
-@dataclass(frozen=True)
-class ABComparison:
-    """The seed commit's claim: movable pages let compaction recover high orders."""
-
-    control: MigrationEvidence  # movable=0
-    movable: MigrationEvidence  # movable=1
-
-    @property
-    def high_order_gain(self) -> int:
-        """Extra high-order allocations that succeed thanks to movable pages."""
-        return self.movable.high_order.after - self.control.high_order.after
+def high_order_gain(control: Side, movable: Side) -> int:
+    """Extra high-order allocations after compaction thanks to movable pages."""
+    if control.high_order is None or movable.high_order is None:
+        return 0
+    return movable.high_order.after - control.high_order.after
 
 
-def judge_ab(ab: ABComparison) -> Verdict:
-    """Both sides proven on their own, and movable pages recovered more high orders."""
-    failures = [f"movable=0: {f}" for f in judge(ab.control).failures]
-    failures += [f"movable=1: {f}" for f in judge(ab.movable).failures]
-    if ab.high_order_gain <= 0:
-        order = ab.movable.high_order.order
-        failures.append(
-            f"order-{order} allocations after compaction: {ab.movable.high_order.after} with "
-            f"movable pages vs {ab.control.high_order.after} without (no gain)")
+def judge_ab(control: Side, movable: Side) -> Verdict:
+    """The seed commit's claim: both sides hold on their own, and movable pages
+    let compaction satisfy more high-order allocations than the control."""
+    failures = [f"movable=0: {f}" for f in side_failures(control)]
+    failures += [f"movable=1: {f}" for f in side_failures(movable)]
+    if high_order_gain(control, movable) <= 0:
+        order = movable.high_order.order if movable.high_order else "?"
+        after = (control.high_order.after if control.high_order else None,
+                 movable.high_order.after if movable.high_order else None)
+        failures.append(f"order-{order} allocations after compaction: {after[1]} with "
+                        f"movable pages vs {after[0]} without (no gain)")
     return Verdict(proven=not failures, failures=tuple(failures))

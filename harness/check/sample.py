@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from harness import procfs
 from harness.check.driver import DriverParams, DriverState, SampleDriver
-from harness.check.evidence import ABComparison, HighOrderProbe, MigrationEvidence
 from harness.guest import Guest, GuestError
+from harness.report.model import HighOrder, Side
 
 # Counters the evidence reports as deltas; compact_stall/fail/success count
 # only allocation-driven compaction and stay flat on a manual one (FACTS.md),
@@ -58,9 +58,9 @@ def free_pages(guest: Guest) -> int:
 def quiet_background_compaction(guest: Guest) -> list[str]:
     """Stop the kernel compacting on its own so deltas come from our compaction.
 
-    Returns notes saying what was done, for the result. Dropping the page
-    cache first also removes clean pages that would otherwise migrate and
-    blur ``pgmigrate_success``.
+    Returns notes saying what was done, for the result. Each round also drops
+    the page cache first, removing clean pages that would otherwise migrate
+    and blur ``pgmigrate_success``.
     """
     notes = []
     if guest.run("test -w /proc/sys/vm/compaction_proactiveness").ok:
@@ -69,8 +69,7 @@ def quiet_background_compaction(guest: Guest) -> list[str]:
     else:
         notes.append("no compaction_proactiveness in this kernel (before 5.9): "
                      "only kcompactd wake-ups can compact in the background")
-    _must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
-    notes.append("page cache dropped before the first snapshot")
+    notes.append("page cache dropped before each round")
     return notes
 
 
@@ -98,16 +97,15 @@ def _counter_deltas(before: DriverState, after: DriverState) -> dict[str, int]:
 
 
 def run_sample_round(driver: SampleDriver, movable: bool,
-                     settings: ScenarioSettings = ScenarioSettings()) -> MigrationEvidence:
+                     settings: ScenarioSettings = ScenarioSettings()) -> Side:
     """Load the driver, compact once, collect the evidence, unload.
 
-    The driver is unloaded even when a step fails, so a board is left as found.
+    Call quiet_background_compaction() once before the first round. The
+    driver is unloaded even when a step fails, so a board is left as found.
     """
     guest = driver.guest
-    notes = quiet_background_compaction(guest)
-    params = settings.driver_params(movable, free_pages(guest))
-    notes.append(f"driver: {params.as_insmod_args()}")
-    driver.load(params)
+    _must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
+    driver.load(settings.driver_params(movable, free_pages(guest)))
     try:
         order, attempts = settings.probe_order, settings.probe_attempts
         before = _snapshot(guest)
@@ -122,28 +120,35 @@ def run_sample_round(driver: SampleDriver, movable: bool,
         driver.unload()
     moved = sum(1 for index, pfn in state_after.pfns.items()
                 if state_before.pfns.get(index) != pfn)
-    return MigrationEvidence(
+    vmstat_deltas = procfs.vmstat_delta(before.vmstat, after.vmstat, VMSTAT_KEYS)
+    return Side(
         movable=movable,
+        buddy_before=before.buddyinfo.per_order(),
+        buddy_after=after.buddyinfo.per_order(),
+        migrated_pages=moved,
         total_pages=len(state_before.pfns),
-        pfn_changes=moved,
-        driver_counters=_counter_deltas(state_before, state_after),
-        vmstat_deltas=procfs.vmstat_delta(before.vmstat, after.vmstat, VMSTAT_KEYS),
-        buddy_before=list(before.buddyinfo.per_order()),
-        buddy_after=list(after.buddyinfo.per_order()),
-        high_order=HighOrderProbe(order=order, attempts=attempts,
-                                  before=high_before, after=high_after),
-        verify_checked=checked,
+        pgmigrate_success_delta=vmstat_deltas["pgmigrate_success"],
         verify_mismatches=mismatches,
-        notes=notes,
+        verify_checked=checked,
+        high_order=HighOrder(order=order, attempts=attempts, before=high_before,
+                             after=high_after),
+        vmstat_delta=vmstat_deltas,
+        driver_counters=_counter_deltas(state_before, state_after),
     )
 
 
-def run_ab(driver: SampleDriver, settings: ScenarioSettings = ScenarioSettings()) -> ABComparison:
+def run_ab(driver: SampleDriver,
+           settings: ScenarioSettings = ScenarioSettings()) -> tuple[Side, Side, list[str]]:
     """The seed commit's claim as an experiment: the same fragmentation twice,
     first with pages the kernel cannot move (movable=0), then with movable pages.
 
-    The control runs first so that a leak or a stuck isolated page from the
-    movable round cannot make the control look worse than it is.
+    Returns (control, movable, notes). The control runs first so that a leak
+    or a stuck isolated page from the movable round cannot make the control
+    look worse than it is.
     """
-    control = run_sample_round(driver, movable=False, settings=settings)
-    return ABComparison(control=control, movable=run_sample_round(driver, True, settings))
+    notes = quiet_background_compaction(driver.guest)
+    notes.append(f"driver covers {settings.cover_share:.0%} of free memory, keeps 1 page "
+                 f"in {settings.fragment}; probe: {settings.probe_attempts} x order "
+                 f"{settings.probe_order}")
+    control = run_sample_round(driver, False, settings)
+    return control, run_sample_round(driver, True, settings), notes

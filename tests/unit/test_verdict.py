@@ -2,66 +2,70 @@ from dataclasses import replace
 
 import pytest
 
-from harness.check.evidence import (
-    ABComparison,
-    HighOrderProbe,
-    MigrationEvidence,
-    judge,
-    judge_ab,
-)
+from harness.check.evidence import judge, judge_ab
+from harness.report.model import HighOrder, Side
 
 
-def evidence(**changes: object) -> MigrationEvidence:
-    base = MigrationEvidence(
-        movable=True, total_pages=4096, pfn_changes=1800,
+def side(**changes: object) -> Side:
+    base = Side(
+        movable=True, total_pages=4096, migrated_pages=1800,
         driver_counters={"isolated": 1900, "migrated": 1850, "putback": 50,
                          "eagain": 0, "failed": 0},
-        vmstat_deltas={"pgmigrate_success": 2400, "compact_isolated": 5000},
-        buddy_before=[4030, 10, 2, 0, 0, 0, 0, 0, 0, 0, 0],
-        buddy_after=[430, 200, 120, 60, 30, 20, 10, 8, 6, 5, 2],
-        high_order=HighOrderProbe(order=9, attempts=16, before=0, after=6),
+        pgmigrate_success_delta=2400,
+        vmstat_delta={"pgmigrate_success": 2400, "compact_isolated": 5000},
+        buddy_before=(4030, 10, 2, 0, 0, 0, 0, 0, 0, 0, 0),
+        buddy_after=(430, 200, 120, 60, 30, 20, 10, 8, 6, 5, 2),
+        high_order=HighOrder(order=9, attempts=16, before=0, after=6),
         verify_checked=4096, verify_mismatches=0,
     )
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-def control(**changes: object) -> MigrationEvidence:
+def control(**changes: object) -> Side:
     fields: dict[str, object] = {
-        "movable": False, "pfn_changes": 0,
+        "movable": False, "migrated_pages": 0,
         "driver_counters": {"isolated": 0, "migrated": 0, "putback": 0,
                             "eagain": 0, "failed": 0},
-        "high_order": HighOrderProbe(order=9, attempts=16, before=0, after=0),
+        "high_order": HighOrder(order=9, attempts=16, before=0, after=0),
     }
-    return evidence(**{**fields, **changes})
+    return side(**{**fields, **changes})
 
 
 def test_good_movable_round_is_proven() -> None:
-    verdict = judge(evidence())
+    verdict = judge(side())
     assert verdict.proven, verdict.failures
 
 
 @pytest.mark.parametrize("changes,needle", [
-    ({"pfn_changes": 0}, "no driver page changed PFN"),
+    ({"migrated_pages": 0}, "no driver page changed PFN"),
     ({"verify_mismatches": 3}, "lost their contents"),
     ({"verify_checked": 100}, "verify checked 100"),
-    ({"pfn_changes": 2000}, "migrated only 1850"),
-    ({"vmstat_deltas": {"pgmigrate_success": 10}}, "pgmigrate_success rose by 10"),
+    ({"migrated_pages": 2000}, "migrated only 1850"),
+    ({"pgmigrate_success_delta": 10}, "pgmigrate_success rose by 10"),
+    ({"driver_counters": {"migrated": 0}, "migrated_pages": 0}, "never succeeded"),
 ])
 def test_each_movable_rule_can_fail(changes: dict[str, object], needle: str) -> None:
-    verdict = judge(evidence(**changes))
+    verdict = judge(side(**changes))
     assert not verdict.proven
     assert any(needle in failure for failure in verdict.failures), verdict.failures
 
 
 def test_control_group_must_not_move() -> None:
     assert judge(control()).proven
-    moved = judge(control(pfn_changes=5))
+    moved = judge(control(migrated_pages=5))
     assert not moved.proven and "non-movable pages changed PFN" in str(moved)
+    ran = judge(control(driver_counters={"isolated": 3, "migrated": 0}))
+    assert not ran.proven and "never registered movable" in str(ran)
 
 
 def test_ab_needs_a_high_order_gain() -> None:
-    assert judge_ab(ABComparison(control=control(), movable=evidence())).proven
-    no_gain = ABComparison(control=control(), movable=evidence(
-        high_order=HighOrderProbe(order=9, attempts=16, before=0, after=0)))
-    verdict = judge_ab(no_gain)
-    assert not verdict.proven and "no gain" in str(verdict)
+    assert judge_ab(control(), side()).proven
+    no_gain = judge_ab(control(), side(high_order=HighOrder(order=9, attempts=16,
+                                                            before=0, after=0)))
+    assert not no_gain.proven and "no gain" in str(no_gain)
+
+
+def test_ab_reports_which_side_broke_a_rule() -> None:
+    verdict = judge_ab(control(migrated_pages=2), side(verify_mismatches=1))
+    assert any(f.startswith("movable=0:") for f in verdict.failures)
+    assert any(f.startswith("movable=1:") for f in verdict.failures)
