@@ -65,6 +65,8 @@ _ERROR_LINE = re.compile(
     r"(error:|Error \d|\*\*\*|undefined reference|multiple definition|No space left|"
     r"fatal error|not found|cannot )", re.I)
 _TERMINATE_GRACE_SECONDS = 10
+# A work directory whose log has been idle this long belongs to a dead build.
+ABANDONED_HOURS = 6
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ def build_kernel(
             return found
     require_build_tools(plan.arch)
     _check_free_disk()
-    cache.remove_stale_partials(BUILDS)
+    _remove_abandoned_work()
     with cache.produce(BUILDS, key, force=entry is not None) as work:
         _build(plan, work)
     built = _load(cache.entry_path(BUILDS, key), plan, cached=False, started=started)
@@ -169,6 +171,23 @@ def _load(entry: Path, plan: BuildPlan, cached: bool, started: float) -> KernelB
     needed = (build.image, build.config, build.system_map, build_dir / "Module.symvers",
               plan.source.path / "Makefile")
     return build if all(path.exists() for path in needed) else None
+
+
+def _remove_abandoned_work() -> None:
+    """Delete work directories of builds killed outright (SIGKILL, power loss).
+
+    Only those whose log has not moved for ABANDONED_HOURS: another process
+    may be building a different kernel into its own work directory right now.
+    """
+    cutoff = time.time() - ABANDONED_HOURS * 3600
+    for work in (cache_root() / BUILDS).glob(".*.partial"):
+        log = work / "build.log"
+        try:
+            last = (log if log.exists() else work).stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if last < cutoff:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _check_free_disk() -> None:

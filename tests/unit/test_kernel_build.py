@@ -218,3 +218,15 @@ def test_disk_full_during_make_is_named(
     with pytest.raises(HarnessError, match="disk full while building"):
         build_kernel(str(tree), "x86_64")
     assert list((isolated_cache / BUILDS).iterdir()) == []
+
+
+def test_only_abandoned_work_directories_are_removed(isolated_cache: Path) -> None:
+    builds = isolated_cache / BUILDS
+    live, dead = builds / ".a.x.partial", builds / ".b.y.partial"
+    for work in (live, dead):
+        work.mkdir(parents=True)
+        (work / "build.log").write_text("...")
+    old = time.time() - (build_module.ABANDONED_HOURS + 1) * 3600
+    os.utime(dead / "build.log", (old, old))
+    build_module._remove_abandoned_work()
+    assert live.exists() and not dead.exists()
