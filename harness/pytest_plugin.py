@@ -2,16 +2,48 @@
 
 Options: ``--arch`` and ``--kernel`` (repeatable) choose the matrix, and
 ``--target`` chooses where tests run (``qemu``, or ``ssh://user@host[:port]``
-for a board). With HARNESS_REQUIRE_VM=1 (as .ci/run sets it) a VM test that
-would be skipped fails instead, so CI can never pass without booting.
+for a board or any machine started separately). Any test that uses
+``kernel_build`` (directly or through ``guest``, ``movable_module``,
+``movable_driver``) is parametrized over arch x kernel with ids such as
+``x86_64-debian:5.10``.
+
+Fixtures: ``kernel_build`` and ``movable_module`` (per session and cell),
+``guest`` (one VM per test module and cell, health-watched), ``movable_driver``
+(the sample driver copied onto that guest, not loaded), ``harness_results``
+(add RunResults; the plugin writes the JSON and the picture at the end).
+
+With HARNESS_REQUIRE_VM=1 (as .ci/run sets it) a VM test that would be
+skipped fails instead, so CI can never pass without booting.
 """
 
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from harness.artifacts import KernelBuild, ModuleArtifact
+from harness.errors import HarnessError
+from harness.guest import Guest
+
 DEFAULT_ARCHES = ("x86_64", "arm64")
 DEFAULT_KERNELS = ("debian:5.10", "debian:6.1")
+MATRIX_FIXTURE = "harness_cell"
+RESULTS_KEY = pytest.StashKey[list]()
+RUN_DIR_KEY = pytest.StashKey[Path]()
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the test matrix."""
+
+    arch: str
+    kernel: str
+
+    @property
+    def test_id(self) -> str:
+        return f"{self.arch}-{self.kernel}"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -23,12 +55,134 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="kernel spec: a tree, git:REPO@REF, a tarball path or URL, debian:5.10 "
                          f"(repeatable; default: {' '.join(DEFAULT_KERNELS)})")
     group.addoption("--target", default="qemu", metavar="TARGET",
-                    help="qemu (default) or ssh://user@host[:port] to test a running board")
+                    help="qemu (default) or ssh://user@host[:port] to test a running machine")
+    group.addoption("--transport", default="console", choices=("console", "ssh"),
+                    help="how the guest fixture talks to a QEMU guest (default: console)")
+    group.addoption("--ssh-key", default=None, metavar="FILE",
+                    help="private key for an ssh:// target (default: agent and ~/.ssh)")
 
 
 def vm_required() -> bool:
     """True when skipping a VM test must count as a failure (CI)."""
     return os.environ.get("HARNESS_REQUIRE_VM", "") not in ("", "0")
+
+
+def matrix(config: pytest.Config) -> list[Cell]:
+    """Every arch x kernel the options ask for."""
+    from harness.arch import get_arch
+
+    try:
+        arches = [get_arch(name).name for name in config.getoption("--arch") or DEFAULT_ARCHES]
+    except HarnessError as error:
+        raise pytest.UsageError(str(error)) from None
+    kernels = config.getoption("--kernel") or list(DEFAULT_KERNELS)
+    return [Cell(arch, kernel) for kernel in kernels for arch in arches]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize every test that needs a kernel over the arch x kernel matrix."""
+    if MATRIX_FIXTURE in metafunc.fixturenames:
+        cells = matrix(metafunc.config)
+        metafunc.parametrize(MATRIX_FIXTURE, cells, ids=[c.test_id for c in cells],
+                             scope="session")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that boots or reaches a machine as ``vm``."""
+    for item in items:
+        if "guest" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.vm)
+
+
+def _stage(call, *args, **kwargs):  # type: ignore[no-untyped-def]
+    """Run a stage; a HarnessError fails the test with its one line, no traceback."""
+    try:
+        return call(*args, **kwargs)
+    except HarnessError as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def kernel_build(harness_cell: Cell) -> KernelBuild:
+    """The kernel of this matrix cell, built or taken from the cache."""
+    from harness.kernel.build import build_kernel
+
+    return _stage(build_kernel, harness_cell.kernel, harness_cell.arch)
+
+
+@pytest.fixture(scope="session")
+def movable_module(kernel_build: KernelBuild) -> ModuleArtifact:
+    """The sample driver built against this cell's kernel."""
+    from harness.module import build_module
+
+    return _stage(build_module, kernel_build)
+
+
+@pytest.fixture(scope="module")
+def guest(request: pytest.FixtureRequest, kernel_build: KernelBuild) -> Iterator[Guest]:
+    """A health-watched Guest running this cell's kernel, shared by a test module.
+
+    A kernel problem (panic, Oops, BUG, WARNING, ...) fails the step where it
+    appeared; the VM is torn down after the module's last test.
+    """
+    from harness.check.target import TargetOptions, open_target
+
+    config = request.config
+    key = config.getoption("--ssh-key")
+    options = TargetOptions(target=config.getoption("--target"),
+                            transport=config.getoption("--transport"),
+                            ssh_key=Path(key) if key else None)
+    run_dir = session_run_dir(config) / f"{kernel_build.arch}-{request.node.name}"
+    try:
+        with open_target(kernel_build, options, run_dir=run_dir) as machine:
+            yield machine
+    except HarnessError as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def movable_driver(guest: Guest, movable_module: ModuleArtifact):  # type: ignore[no-untyped-def]
+    """The sample driver copied onto the guest (tests load it with their parameters)."""
+    from harness.check.driver import SampleDriver
+
+    return _stage(SampleDriver.install, guest, movable_module)
+
+
+@pytest.fixture(scope="session")
+def harness_results(pytestconfig: pytest.Config) -> list:
+    """Append RunResults here; the session's JSON and picture are made from them."""
+    return pytestconfig.stash[RESULTS_KEY]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start the session with no results."""
+    config.stash[RESULTS_KEY] = []
+
+
+def session_run_dir(config: pytest.Config) -> Path:
+    """The session's run directory for VM logs and reports, made on first use."""
+    if RUN_DIR_KEY not in config.stash:
+        from harness.vm.qemu import new_run_dir
+
+        config.stash[RUN_DIR_KEY] = new_run_dir("pytest")
+    return config.stash[RUN_DIR_KEY]
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
+    """Write the JSON result and the picture, and say where they are."""
+    results = config.stash.get(RESULTS_KEY, [])
+    run_dir = config.stash.get(RUN_DIR_KEY, None)
+    if run_dir is None:
+        return
+    terminalreporter.write_line(f"harness run directory: {run_dir}")
+    if not results:
+        return
+    from harness.report.chart import write_chart
+    from harness.report.json_report import write_json
+
+    terminalreporter.write_line(f"harness result: {write_json(results, run_dir / 'result.json')}")
+    terminalreporter.write_line(
+        f"harness picture: {write_chart(results, run_dir / 'buddyinfo.png')}")
 
 
 @pytest.hookimpl(hookwrapper=True)

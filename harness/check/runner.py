@@ -12,7 +12,6 @@ from harness.check.driver import SampleDriver
 from harness.check.evidence import judge_ab
 from harness.check.sample import ScenarioSettings, run_ab
 from harness.check.target import TargetOptions, open_target
-from harness.guest import Guest
 from harness.report.model import RunResult, Side
 
 
@@ -34,15 +33,14 @@ def prepare(arch: str, kernel_spec: str, fragments: tuple[str, ...] = (),
     return Prepared(kernel=kernel, module=build_module(kernel, force=force))
 
 
-def check_ab_on(guest: Guest, prepared: Prepared,
+def check_ab_on(driver: SampleDriver, kernel: KernelBuild,
                 settings: ScenarioSettings = ScenarioSettings()) -> RunResult:
-    """Run the A/B on a guest already running ``prepared.kernel``."""
-    driver = SampleDriver.install(guest, prepared.module)
+    """Run the A/B with a driver already installed on a guest running ``kernel``."""
     control, movable, notes = run_ab(driver, settings)
     verdict = judge_ab(control, movable)
-    release = guest.run("uname -r").stdout.strip()
+    release = driver.guest.run("uname -r").stdout.strip()
     return RunResult(
-        arch=prepared.kernel.arch, kernel=prepared.kernel.spec, release=release,
+        arch=kernel.arch, kernel=kernel.spec, release=release,
         proven=verdict.proven, reasons=verdict.failures or (_proof_summary(movable),),
         movable=movable, unmovable=control, notes=tuple(notes))
 
@@ -52,7 +50,8 @@ def check_ab(prepared: Prepared, target: TargetOptions = TargetOptions(),
              run_dir: Path | None = None) -> RunResult:
     """Boot (or connect to) the target and run the A/B there."""
     with open_target(prepared.kernel, target, run_dir=run_dir) as guest:
-        return check_ab_on(guest, prepared, settings)
+        return check_ab_on(SampleDriver.install(guest, prepared.module), prepared.kernel,
+                           settings)
 
 
 def _proof_summary(movable: Side) -> str:
