@@ -1,0 +1,162 @@
+"""The sample driver's own contract on real kernels: API choice, interface, knobs, unload.
+
+tests/integration/test_migration.py proves what the driver is for (pages
+migrate, the A/B, fault injection); this file pins down the driver itself, so
+a change to guest-modules/ that breaks the interface the checks parse, the
+control group, or unload safety fails here first. Every test runs on each
+arch x kernel of the matrix through the plugin's fixtures.
+"""
+
+import re
+
+from harness.artifacts import KernelBuild, ModuleArtifact
+from harness.check.driver import DEBUGFS, MODULE_NAME, DriverParams, SampleDriver
+from harness.check.sample import compact_memory, quiet_background_compaction
+from harness.guest import Guest
+
+STATS_KEYS = {
+    "nr_pages", "movable", "isolated", "migrated", "putback", "eagain", "failed",
+    "isolated_now", "inject_eagain_every", "inject_fail_every",
+}
+
+
+def _run(guest: Guest, command: str, timeout: float = 60.0) -> str:
+    result = guest.run(command, timeout=timeout)
+    assert result.ok, f"`{command}` failed (exit {result.exit_status}): {result.stdout}"
+    return result.stdout
+
+
+def _mem_free_kib(guest: Guest) -> int:
+    _run(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
+    text = _run(guest, "cat /proc/meminfo")
+    match = re.search(r"^MemFree:\s+(\d+) kB", text, re.MULTILINE)
+    assert match, text
+    return int(match.group(1))
+
+
+def test_api_chosen_from_headers_matches_the_kernel_era(
+    movable_module: ModuleArtifact, kernel_build: KernelBuild
+) -> None:
+    """The header probe picks what mainline of that version has (4.8-5.19 a_ops, 6.0+ ops)."""
+    expected = "movable_ops" if kernel_build.version >= (6, 0, 0) else "aops"
+    assert movable_module.movable_api == expected
+    assert movable_module.kernel_release == kernel_build.release
+
+
+def test_interface_files_formats_and_knobs(movable_driver: SampleDriver, guest: Guest) -> None:
+    """Every debugfs file says what guest-modules/README.md says, in that format."""
+    quiet_background_compaction(guest)
+    movable_driver.load(DriverParams(pages=256, fragment=1, seed=3))
+    try:
+        state = movable_driver.state()
+        assert list(state.pfns) == list(range(256)), "pages must list indexes in order"
+        assert len(set(state.pfns.values())) == 256, "two logical pages share a frame"
+        assert set(state.stats) == STATS_KEYS
+        assert state.stats["nr_pages"] == 256 and state.stats["movable"] == 1
+        assert movable_driver.verify() == (256, 0)
+
+        movable_driver.inject_faults(7, 11)
+        assert _run(guest, f"cat {DEBUGFS}/inject_eagain_every").strip() == "7"
+        assert _run(guest, f"cat {DEBUGFS}/inject_fail_every").strip() == "11"
+        stats = movable_driver.state().stats
+        assert (stats["inject_eagain_every"], stats["inject_fail_every"]) == (7, 11)
+        movable_driver.inject_faults(0, 0)
+
+        assert movable_driver.try_alloc(0, 4) == 4
+        assert _run(guest, f"cat {DEBUGFS}/try_alloc").split() == [
+            "order", "0", "requested", "4", "succeeded", "4"]
+        for bad in ("99 1", "3", "3 0", "x y"):
+            assert not guest.run(f"echo {bad} > {DEBUGFS}/try_alloc").ok, bad
+        assert not guest.run(f"echo many > {DEBUGFS}/alloc").ok
+
+        _run(guest, f"echo 100 > {DEBUGFS}/alloc")
+        _run(guest, f"echo 4 > /sys/module/{MODULE_NAME}/parameters/fragment")
+        _run(guest, f"echo 10 > {DEBUGFS}/alloc")
+        state = movable_driver.state()
+        assert state.stats["nr_pages"] == 366 and list(state.pfns) == list(range(366))
+        assert movable_driver.verify() == (366, 0)
+    finally:
+        movable_driver.unload()
+
+
+def test_fragment_zero_is_refused_at_load(movable_driver: SampleDriver, guest: Guest) -> None:
+    result = guest.run(f"insmod {movable_driver.module_path} fragment=0")
+    assert not result.ok
+    assert guest.run(f"test -d /sys/module/{MODULE_NAME}").exit_status != 0
+
+
+def test_control_group_never_migrates(movable_driver: SampleDriver, guest: Guest) -> None:
+    """movable=0: same pages, same fragmentation, never registered, never moved."""
+    quiet_background_compaction(guest)
+    movable_driver.load(DriverParams(pages=2048, movable=False, fragment=4, seed=4))
+    try:
+        first = movable_driver.state()
+        for _ in range(3):
+            compact_memory(guest)
+        last = movable_driver.state()
+        checked, mismatches = movable_driver.verify()
+    finally:
+        movable_driver.unload()
+    assert last.pfns == first.pfns
+    assert first.stats["movable"] == 0
+    for key in ("isolated", "migrated", "putback", "eagain", "failed", "isolated_now"):
+        assert last.stats[key] == 0, key
+    assert (checked, mismatches) == (2048, 0)
+
+
+def test_unload_racing_a_compaction_loop_leaks_nothing(
+    movable_driver: SampleDriver, guest: Guest
+) -> None:
+    """Load, let a compaction loop isolate pages (every other round every migration
+    returns -EAGAIN, so pages stay isolated through the VM's retries), unload.
+
+    Unloading while the VM holds isolated pages must neither warn (the health
+    watch fails the step) nor leak: after the loop the free memory is back.
+    """
+    rounds, pages = 16, 2048
+    quiet_background_compaction(guest)
+    free_before = _mem_free_kib(guest)
+    loop = _run(guest, "(while :; do echo 1 > /proc/sys/vm/compact_memory; done) "
+                       ">/dev/null 2>&1 & echo $!").split()[-1]
+    raced = 0
+    try:
+        for round_no in range(rounds):
+            movable_driver.load(DriverParams(pages=pages, fragment=2, seed=round_no + 1))
+            if round_no % 2:
+                movable_driver.inject_faults(1, 0)
+            guest.run(f"usleep {(round_no * 37) % 300 * 1000} 2>/dev/null || true")
+            movable_driver.unload()
+            line = _run(guest, "dmesg | grep 'movable_sample: released' | tail -n 1")
+            match = re.search(r"released (\d+) pages, (\d+) of them isolated", line)
+            assert match, line
+            raced += int(match.group(2)) > 0
+    finally:
+        guest.run(f"kill {loop}; wait {loop} 2>/dev/null || true")
+    assert guest.run(f"test -d /sys/module/{MODULE_NAME}").exit_status != 0
+    lost_kib = free_before - _mem_free_kib(guest)
+    assert lost_kib < pages * 4 // 4, (
+        f"{lost_kib} KiB less free memory after {rounds} load/unload rounds "
+        f"of {pages * 4} KiB each: the driver leaks pages")
+    assert raced > 0, "no unload found pages isolated: the race was never exercised"
+
+
+def test_every_migration_failing_hard_keeps_every_page(
+    movable_driver: SampleDriver, guest: Guest
+) -> None:
+    """With every migrate failing hard nothing moves, and every isolated page is put back."""
+    quiet_background_compaction(guest)
+    movable_driver.load(DriverParams(pages=1024, fragment=2, seed=6))
+    try:
+        movable_driver.inject_faults(0, 1)
+        first = movable_driver.state()
+        compact_memory(guest)
+        last = movable_driver.state()
+        checked, mismatches = movable_driver.verify()
+    finally:
+        movable_driver.unload()
+    delta = {key: last.stats[key] - first.stats[key]
+             for key in ("isolated", "migrated", "putback", "failed")}
+    assert last.pfns == first.pfns
+    assert delta["migrated"] == 0 and delta["failed"] > 0, delta
+    assert delta["putback"] == delta["isolated"] and last.stats["isolated_now"] == 0, delta
+    assert (checked, mismatches) == (1024, 0)
