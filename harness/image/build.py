@@ -49,6 +49,13 @@ _DIRECTORIES = (
 )
 
 _ETC_FILES = {
+    # Mounted by one `mount -a` in /init; debugfs last, inside sysfs.
+    "etc/fstab": (
+        "proc /proc proc defaults 0 0\n"
+        "sysfs /sys sysfs defaults 0 0\n"
+        "devtmpfs /dev devtmpfs defaults 0 0\n"
+        "debugfs /sys/kernel/debug debugfs defaults 0 0\n"
+    ),
     "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
     "etc/group": "root:x:0:\ntty:x:5:\n",
     "etc/shells": "/bin/sh\n",
@@ -177,6 +184,8 @@ def _pack(arch: Arch, modules: Sequence[Path], names: list[str], out: Path) -> N
                 archive.add_file(name, text.encode())
             for name, path in sorted(userspace.files.items()):
                 archive.add_file(name, path.read_bytes(), 0o755)
+            for applet in userspace.applets:
+                archive.add_symlink(f"bin/{applet}", "busybox")
             for module, name in zip(modules, names, strict=True):
                 archive.add_file(f"lib/modules/harness/{name}", module.read_bytes())
             archive.close()

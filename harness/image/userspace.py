@@ -36,6 +36,7 @@ class Userspace:
 
     files: dict[str, Path] = field(default_factory=dict)
     packages: list[str] = field(default_factory=list)
+    applets: list[str] = field(default_factory=list)  # busybox links to make in /bin
 
 
 def _readelf(path: Path, option: str) -> str:
@@ -56,6 +57,26 @@ def elf_interpreter(path: Path) -> str | None:
     """The dynamic loader an executable asks for, or None for a static one."""
     match = re.search(r"Requesting program interpreter: ([^\]]+)\]", _readelf(path, "-l"))
     return match.group(1) if match else None
+
+
+def busybox_applets(binary: Path) -> list[str]:
+    """The applet names compiled into a busybox binary, read from the binary itself.
+
+    busybox keeps its applet names as one sorted, NUL-separated string table
+    starting with "[" and "[["; reading it works for any architecture, where
+    running ``busybox --list`` would need the guest's CPU.
+    """
+    data = binary.read_bytes()
+    start = data.find(b"\0[\0[[\0")
+    names: list[str] = []
+    if start >= 0:
+        for raw in data[start + 1:].split(b"\0"):
+            if not raw:
+                break
+            names.append(raw.decode("ascii", errors="replace"))
+    if "sh" not in names or names != sorted(names) or len(set(names)) != len(names):
+        raise HarnessError(f"cannot read the applet list of {binary}: not a busybox binary?")
+    return names
 
 
 def _depends(deb: Path) -> list[str]:
@@ -105,6 +126,8 @@ def collect_userspace(arch: Arch, staging: Path, suite: str = GUEST_SUITE) -> Us
         if not program.is_file():
             raise HarnessError(f"Debian {package} for {arch.debian_arch} has no /{package_path}")
         userspace.files[archive_path] = program
+    userspace.applets = [applet for applet in busybox_applets(userspace.files["bin/busybox"])
+                         if f"bin/{applet}" not in userspace.files and applet != "busybox"]
 
     dropbear = userspace.files["usr/sbin/dropbear"]
     interpreter = elf_interpreter(dropbear)

@@ -12,7 +12,7 @@ from harness.artifacts import Initramfs
 from harness.errors import HarnessError
 from harness.image import build
 from harness.image.cpio import CpioWriter
-from harness.image.userspace import elf_interpreter, elf_needed
+from harness.image.userspace import busybox_applets, elf_interpreter, elf_needed
 
 
 def _archive() -> bytes:
@@ -60,13 +60,28 @@ def test_archives_are_reproducible() -> None:
 
 def test_init_script_covers_the_guest_contract() -> None:
     script = build.init_script(get_arch("arm64"), ["sample.ko"])
-    for needle in ("mount -t proc", "mount -t sysfs", "mount -t devtmpfs", "mount -t debugfs",
-                   "mount -t devpts", "ip addr add 10.0.2.15/24 dev eth0",
+    for needle in ("mount -a", "mount -t devpts", "ip addr add 10.0.2.15/24 dev eth0",
                    "ip route add default via 10.0.2.2", "insmod /lib/modules/harness/sample.ko",
                    "dropbear -r /etc/dropbear/host_key -p 22", "/dev/hvc0",
                    f'echo "{build.READY_MARKER}"'):
         assert needle in script, needle
     assert "{{" not in script and "{%" not in script
+    fstab = build._ETC_FILES["etc/fstab"].split()
+    for kind in ("proc", "sysfs", "devtmpfs", "debugfs"):
+        assert kind in fstab
+    assert fstab.index("debugfs") > fstab.index("sysfs")  # mounted inside /sys
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="needs busybox")
+def test_busybox_applets_read_from_the_binary(tmp_path: Path) -> None:
+    binary = Path(shutil.which("busybox") or "")
+    listed = subprocess.run([binary, "--list"], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert busybox_applets(binary) == listed
+    fake = tmp_path / "busybox"
+    fake.write_bytes(b"\x7fELF not busybox")
+    with pytest.raises(HarnessError, match="not a busybox binary"):
+        busybox_applets(fake)
 
 
 def test_missing_template_variable_is_an_error(tmp_path: Path,
