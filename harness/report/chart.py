@@ -101,6 +101,7 @@ def build_figure(results: Sequence[RunResult]) -> Figure:
         else:
             _draw_side(axes_row[0], result.unmovable, result, top)
         _draw_side(axes_row[1], result.movable, result, top)
+        axes_row[1].tick_params(labelleft=True)  # sharey hides them; each side reads alone
     handles, labels = figure.axes[-1].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=10,
                   frameon=False)
