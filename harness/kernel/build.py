@@ -108,8 +108,8 @@ def plan_build(spec: str, arch: str, fragments: Sequence[str] = ()) -> BuildPlan
     quirks = quirk_table.select_quirks(source.version, profile.name, tools.gcc_version,
                                        tools.binutils_version)
     resolved = resolve_fragments(profile.name, fragments)
-    quirk_text = quirk_table.config_lines(quirks)
-    quirk_settings = parse_fragment(quirk_text, "quirks")
+    quirk_settings = parse_fragment(quirk_table.config_lines(quirks), "quirks")
+    _refuse_quirk_conflicts(resolved, quirks, source.version)
     make_args = (f"ARCH={profile.kernel_arch}",)
     if profile.cross_compile:
         make_args += (f"CROSS_COMPILE={profile.cross_compile}",)
@@ -119,6 +119,24 @@ def plan_build(spec: str, arch: str, fragments: Sequence[str] = ()) -> BuildPlan
         quirks=quirks, make_args=make_args,
         requested=merge_settings([*(f.settings for f in resolved), quirk_settings]),
     )
+
+
+def _refuse_quirk_conflicts(fragments: Sequence[Fragment],
+                            quirks: Sequence[quirk_table.Quirk],
+                            version: tuple[int, int, int]) -> None:
+    """A fragment asking for what a toolchain quirk must turn off is an error, not a surprise."""
+    for quirk in quirks:
+        needed = parse_fragment(quirk_table.config_lines([quirk]), quirk.name)
+        for fragment in fragments:
+            for symbol, value in needed.items():
+                wanted = fragment.settings.get(symbol)
+                if wanted is not None and wanted != value:
+                    shown = ".".join(map(str, version))
+                    raise HarnessError(
+                        f"{fragment.name} asks for CONFIG_{symbol}={wanted}, but Linux {shown} "
+                        f"cannot have it with this toolchain (quirk {quirk.name}: "
+                        f"{quirk.reason.split(';')[0]}); remove it from the fragment"
+                    )
 
 
 def build_kernel(

@@ -230,3 +230,15 @@ def test_only_abandoned_work_directories_are_removed(isolated_cache: Path) -> No
     os.utime(dead / "build.log", (old, old))
     build_module._remove_abandoned_work()
     assert live.exists() and not dead.exists()
+
+
+def test_fragment_fighting_a_quirk_is_refused(
+    isolated_cache: Path, tmp_path: Path
+) -> None:
+    tree = make_tree(tmp_path / "linux48", (4, 8, 15))
+    kaslr = tmp_path / "kaslr.config"
+    kaslr.write_text("CONFIG_RANDOMIZE_BASE=y\n")
+    with pytest.raises(HarnessError, match="asks for CONFIG_RANDOMIZE_BASE=y.*"
+                                           "quirk x86_64-plt32-relocations"):
+        plan_build(str(tree), "x86_64", [str(kaslr)])
+    plan_build(str(tree), "arm64", [str(kaslr)])  # no such quirk on arm64
