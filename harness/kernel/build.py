@@ -243,11 +243,11 @@ def _build(plan: BuildPlan, work: Path) -> None:
     # Imported here: only a real build prints, and a cache hit should start fast.
     from rich.console import Console
 
-    console = Console(stderr=True, soft_wrap=True)
+    console = Console(stderr=True, soft_wrap=True, highlight=False)
     label = f"{plan.spec} ({'.'.join(map(str, plan.source.version))}) for {plan.arch.name}"
     console.print(f"building {label}: {len(plan.quirks)} quirk(s), -j{jobs}, log {log_path}")
     try:
-        with log_path.open("w") as log:
+        with log_path.open("w", buffering=1) as log:  # line-buffered: tail -f works
             log.write(f"# harness kernel build\n# key parts: {json.dumps(plan.key_parts())}\n")
             for quirk in plan.quirks:
                 log.write(f"# quirk {quirk.name}: {quirk.reason}\n")
