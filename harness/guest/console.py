@@ -22,6 +22,7 @@ import re
 import secrets
 import shlex
 import socket
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -85,17 +86,25 @@ class ConsoleGuest:
     # -- protocol -----------------------------------------------------------------
 
     def _synchronise(self, timeout: float) -> None:
-        """Turn whatever shell is on the stream into the quiet evaluation loop."""
+        """Turn whatever shell is on the stream into the quiet evaluation loop.
+
+        The shell may not be reading yet (input sent to a console nobody has
+        opened is lost), so the request is repeated with a growing pause;
+        every attempt asks for the same marker, so a late answer still counts.
+        """
         tag = secrets.token_hex(6)
         shell_text, expected = _marker("SYNC", tag)
-        attempts = max(1, int(timeout / 2))
-        for _ in range(attempts):
+        deadline = time.monotonic() + timeout
+        pause = 0.2
+        while True:
             self._send(_SETUP.encode() + f"echo {shell_text}\n".encode())
             try:
-                self._child.expect_exact(expected + b"\n", timeout=2)
+                self._child.expect_exact(expected + b"\n", timeout=pause)
                 return
             except pexpect.TIMEOUT:
-                continue
+                if time.monotonic() >= deadline:
+                    break
+                pause = min(pause * 2, 2.0, max(0.05, deadline - time.monotonic()))
             except pexpect.EOF:
                 raise self._closed("connecting") from None
         self._broken = f"no shell answered on the {self.name} within {timeout:.0f} s"

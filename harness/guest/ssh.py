@@ -11,6 +11,7 @@ unknown key is refused with a hint rather than trusted on first use.
 """
 
 import base64
+import logging
 import shlex
 import shutil
 import time
@@ -24,6 +25,12 @@ from harness.errors import HarnessError
 from harness.guest import CommandResult, GuestError, GuestTimeout
 
 _CHUNK = 65536
+
+# paramiko logs failures of its transport thread (e.g. a connection reset
+# while a guest's SSH server starts) with tracebacks; without a handler of
+# its own they reach stderr through logging's last resort. The errors we act
+# on are raised to the caller instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from harness.image.cpio import CpioWriter
 from harness.image.userspace import GUEST_SUITE, collect_userspace
 from harness.paths import project_root
 
-READY_MARKER = "harness-guest-ready"
+READY_MARKER = "harness-guest-ready"  # the console shell is starting
+SSH_READY_MARKER = "harness-ssh-ready"  # dropbear listens (printed after READY_MARKER)
 MARKER_ONLY_READY = "harness-marker-init"
 IMAGE_NAME = "initramfs.cpio"
 
@@ -111,6 +112,8 @@ def init_script(arch: Arch, modules: Sequence[str] = ()) -> str:
         guest_address=GUEST_ADDRESS,
         gateway=GATEWAY,
         ssh_port=GUEST_SSH_PORT,
+        ssh_port_hex=f"{GUEST_SSH_PORT:04X}",
+        ssh_ready_marker=SSH_READY_MARKER,
         host_key=HOST_KEY_PATH,
         command_console=COMMAND_CONSOLE,
     )

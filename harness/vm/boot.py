@@ -19,7 +19,7 @@ from harness.guest import Guest, GuestError, GuestTimeout
 from harness.guest.console import ConsoleGuest
 from harness.guest.health import ConsoleLogSource, HealthWatch, WatchedGuest
 from harness.guest.ssh import connect_ssh
-from harness.image.build import build_initramfs, combine
+from harness.image.build import SSH_READY_MARKER, build_initramfs, combine
 from harness.image.keys import RunKeys, make_run_keys
 from harness.vm.qemu import DEFAULT_MEMORY_MIB, Vm, launch, new_run_dir
 
@@ -32,12 +32,14 @@ class VmGuest(WatchedGuest):
     """A watched Guest of a QEMU VM, with the VM and this run's keys at hand."""
 
     def __init__(self, guest: Guest, watch: HealthWatch, vm: Vm, keys: RunKeys,
-                 transport: str, ready_seconds: float, connected_seconds: float) -> None:
+                 transport: str, ready_seconds: float, ready_cpu_seconds: float,
+                 connected_seconds: float) -> None:
         super().__init__(guest, watch, explain=self._how_the_vm_died)
         self.vm = vm
         self.keys = keys
         self.transport = transport
-        self.ready_seconds = ready_seconds  # QEMU start -> ready marker
+        self.ready_seconds = ready_seconds  # QEMU start -> ready marker (wall)
+        self.ready_cpu_seconds = ready_cpu_seconds  # QEMU's CPU time at the ready marker
         self.connected_seconds = connected_seconds  # QEMU start -> transport usable
 
     def _how_the_vm_died(self, error: GuestError) -> GuestError | None:
@@ -105,16 +107,18 @@ def boot_guest(
                     extra_devices=extra_devices, cmdline_extra=cmdline_extra,
                     run_dir=run_dir, accelerator=accelerator) as vm:
             watch = HealthWatch(ConsoleLogSource(vm.console_log))
+            timeout = boot_timeout or BOOT_TIMEOUT_SECONDS[vm.accelerator]
             try:
-                vm.wait_for_console(
-                    initrd.ready_marker, boot_timeout or BOOT_TIMEOUT_SECONDS[vm.accelerator])
-                ready = time.monotonic() - started
+                vm.wait_for_console(initrd.ready_marker, timeout)
+                ready, ready_cpu = time.monotonic() - started, vm.cpu_seconds()
+                if transport == "ssh":
+                    vm.wait_for_console(SSH_READY_MARKER, timeout)
             except HarnessError:
                 watch.check()  # a panic during boot is the better message
                 raise
             watch.check()
             inner = connect_transport(vm, keys, transport)
-            guest = VmGuest(inner, watch, vm, keys, transport, ready,
+            guest = VmGuest(inner, watch, vm, keys, transport, ready, ready_cpu,
                             time.monotonic() - started)
             try:
                 yield guest

@@ -13,6 +13,7 @@ to 108 bytes and run directories can be deep.
 """
 
 import ctypes
+import os
 import re
 import secrets
 import shlex
@@ -100,6 +101,15 @@ class Vm:
     def running(self) -> bool:
         """True while QEMU has not exited."""
         return self.process.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """CPU time QEMU has used so far (user + system): a boot cost that host load
+        inflates far less than wall time."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def qmp(self, command: str, **arguments: Any) -> Any:
         """Send one QMP command (e.g. ``query-status``, ``balloon``) and return its result."""
