@@ -9,14 +9,20 @@ dump() {
         echo "@@procfs $1 $f@@"; cat /proc/$f; echo "@@end@@"
     done
 }
+# 5.9+ compacts in the background (proactive compaction): keep it from acting
+# between the "before" and "after" dumps. 4.8 has no such file.
+[ -w /proc/sys/vm/compaction_proactiveness ] && echo 0 > /proc/sys/vm/compaction_proactiveness
 echo "@@uname $(uname -r) $(uname -m)@@"
 dump boot
-# Fragment memory with movable (LRU) pages: fill the rootfs with 4 KiB files,
-# then delete every other one.
-s=0123456789abcdef; for i in 1 2 3 4 5 6 7 8; do s="$s$s"; done
-s="$s$s$s$s"   # 4096 bytes
-n=0; while [ $n -lt 24000 ]; do printf %s "$s" > /tmp/f$n; n=$((n+1)); done
-n=0; while [ $n -lt 24000 ]; do rm /tmp/f$n; n=$((n+2)); done
+# Fragment memory with movable (LRU, shmem) pages: write 20000 one-page files
+# (78 MiB, within the rootfs tmpfs limit of half the RAM), then delete every
+# other one.
+s=0123456789abcdef; for i in 1 2 3 4 5 6 7 8; do s="$s$s"; done   # 4096 bytes
+n=0; while [ $n -lt 20000 ]; do
+    printf %s "$s" > /tmp/f$n || { echo "@@write failed at file $n@@"; break; }
+    n=$((n+1))
+done
+n=0; while [ $n -lt 20000 ]; do rm /tmp/f$n; n=$((n+2)); done
 sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
 dump before
 echo 1 > /proc/sys/vm/compact_memory
