@@ -35,7 +35,7 @@ def test_fast_boot_options_and_local_only_forwarding(tmp_path: Path) -> None:
 def test_arm64_uses_virtio_mmio_cortex_a57_and_the_rseq_tunable(tmp_path: Path) -> None:
     command = _command("arm64", tmp_path)
     assert "cortex-a57" in command and "virtio-net-device,netdev=net0" in command
-    assert "virtio-serial-device" in command
+    assert "virtio-serial-device,max_ports=1" in command
     assert "GLIBC_TUNABLES=glibc.pthread.rseq=0" in _append(command).split()
     assert "console=ttyAMA0" in _append(command).split()
     assert "GLIBC_TUNABLES" not in _append(_command("x86_64", tmp_path))
