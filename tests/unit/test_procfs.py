@@ -135,6 +135,17 @@ def test_recorded_4_8_arm64_has_one_dma_zone_above_1_gib() -> None:
     assert zoneinfo.zone("DMA").start_pfn == (1 << 30) // 4096  # QEMU virt RAM base
 
 
+def test_counters_of_later_eras_are_absent_not_zero_on_4_8() -> None:
+    """compact_daemon_migrate_scanned arrived after 4.8: asking for it must not read 0."""
+    later = ["compact_daemon_migrate_scanned"]
+    old = load(DATA / "4.8.15-x86_64", "before").vmstat
+    assert old.missing(later) == tuple(later)
+    with pytest.raises(HarnessError, match="no compact_daemon_migrate_scanned"):
+        vmstat_delta(old, load(DATA / "4.8.15-x86_64", "after").vmstat, later)
+    newer = [d for d in RECORDED if not d.name.startswith("4.8.")]
+    assert newer and all(load(d, phases(d)[0]).vmstat.missing(later) == () for d in newer)
+
+
 def test_line_endings_of_a_serial_console_are_accepted() -> None:
     directory, phase = SNAPSHOTS[0]
     plain = texts(directory, phase)
