@@ -38,13 +38,14 @@ GUEST_ADDRESS = "10.0.2.15/24"
 GATEWAY = "10.0.2.2"
 GUEST_SSH_PORT = 22
 COMMAND_CONSOLE = "hvc0"
+SSH_SCRIPT_PATH = "/etc/harness/start-ssh"
 
 # Directories every image has, in creation order (parents first).
 _DIRECTORIES = (
     ("bin", 0o755), ("sbin", 0o755), ("usr", 0o755), ("usr/bin", 0o755),
     ("usr/sbin", 0o755), ("lib", 0o755), ("lib64", 0o755), ("lib/modules", 0o755),
     ("lib/modules/harness", 0o755), ("etc", 0o755), ("etc/dropbear", 0o700),
-    ("dev", 0o755), ("proc", 0o555), ("sys", 0o555), ("run", 0o755),
+    ("etc/harness", 0o755), ("dev", 0o755), ("proc", 0o555), ("sys", 0o555), ("run", 0o755),
     ("tmp", 0o1777), ("var", 0o755), ("var/log", 0o755), ("root", 0o700),
     ("root/.ssh", 0o700),
 )
@@ -100,30 +101,40 @@ def _module_names(modules: Sequence[Path]) -> list[str]:
     return names
 
 
+def _context(arch: Arch, modules: Sequence[str]) -> dict[str, object]:
+    return {
+        "arch": arch.name,
+        "hostname": f"harness-{arch.name}",
+        "ready_marker": READY_MARKER,
+        "ssh_ready_marker": SSH_READY_MARKER,
+        "modules": list(modules),
+        "net_device": "eth0",
+        "guest_address": GUEST_ADDRESS,
+        "gateway": GATEWAY,
+        "ssh_port": GUEST_SSH_PORT,
+        "ssh_port_hex": f"{GUEST_SSH_PORT:04X}",
+        "ssh_script": SSH_SCRIPT_PATH,
+        "host_key": HOST_KEY_PATH,
+        "command_console": COMMAND_CONSOLE,
+    }
+
+
 def init_script(arch: Arch, modules: Sequence[str] = ()) -> str:
     """The rendered ``/init`` for ``arch``."""
-    return render_template(
-        "init.sh.j2",
-        arch=arch.name,
-        hostname=f"harness-{arch.name}",
-        ready_marker=READY_MARKER,
-        modules=list(modules),
-        net_device="eth0",
-        guest_address=GUEST_ADDRESS,
-        gateway=GATEWAY,
-        ssh_port=GUEST_SSH_PORT,
-        ssh_port_hex=f"{GUEST_SSH_PORT:04X}",
-        ssh_ready_marker=SSH_READY_MARKER,
-        host_key=HOST_KEY_PATH,
-        command_console=COMMAND_CONSOLE,
-    )
+    return render_template("init.sh.j2", **_context(arch, modules))
+
+
+def ssh_script(arch: Arch) -> str:
+    """The rendered script /init starts in the background for networking and SSH."""
+    return render_template("start-ssh.sh.j2", **_context(arch, ()))
 
 
 def build_initramfs(arch: str, modules: Sequence[Path] = (), force: bool = False) -> Initramfs:
     """The guest initramfs for ``arch`` with ``modules`` loaded at boot (cached)."""
     profile = get_arch(arch)
     names = _module_names(modules)
-    code = sorted(Path(__file__).parent.glob("*.py")) + [images_dir() / "init.sh.j2"]
+    code = sorted(Path(__file__).parent.glob("*.py")) + [
+        images_dir() / "init.sh.j2", images_dir() / "start-ssh.sh.j2"]
     key = cache.cache_key({
         "arch": profile.name,
         "suite": GUEST_SUITE,
@@ -183,6 +194,7 @@ def _pack(arch: Arch, modules: Sequence[Path], names: list[str], out: Path) -> N
                 archive.add_dir(directory, mode)
             archive.add_chardev("dev/console", 5, 1, 0o600)
             archive.add_file("init", init_script(arch, names).encode(), 0o755)
+            archive.add_file(SSH_SCRIPT_PATH, ssh_script(arch).encode(), 0o755)
             for name, text in _ETC_FILES.items():
                 archive.add_file(name, text.encode())
             for name, path in sorted(userspace.files.items()):

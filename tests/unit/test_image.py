@@ -60,12 +60,16 @@ def test_archives_are_reproducible() -> None:
 
 def test_init_script_covers_the_guest_contract() -> None:
     script = build.init_script(get_arch("arm64"), ["sample.ko"])
-    for needle in ("mount -a", "mount -t devpts", "ip addr add 10.0.2.15/24 dev eth0",
-                   "ip route add default via 10.0.2.2", "insmod /lib/modules/harness/sample.ko",
-                   "dropbear -r /etc/dropbear/host_key -p 22", "/dev/hvc0",
-                   f'echo "{build.READY_MARKER}"'):
+    ssh = build.ssh_script(get_arch("arm64"))
+    for needle in ("mount -a", "mount -t devpts", "insmod /lib/modules/harness/sample.ko",
+                   "/dev/hvc0", f'echo "{build.READY_MARKER}"', f"sh {build.SSH_SCRIPT_PATH} &"):
         assert needle in script, needle
-    assert "{{" not in script and "{%" not in script
+    for needle in ("renice 19 -p $$", "ip addr add 10.0.2.15/24 dev eth0",
+                   "ip route add default via 10.0.2.2",
+                   "dropbear -r /etc/dropbear/host_key -p 22", ":0016 ",
+                   f'echo "{build.SSH_READY_MARKER}"'):
+        assert needle in ssh, needle
+    assert "{{" not in script + ssh and "{%" not in script + ssh
     fstab = build._ETC_FILES["etc/fstab"].split()
     for kind in ("proc", "sysfs", "devtmpfs", "debugfs"):
         assert kind in fstab
