@@ -1,7 +1,7 @@
 """Real kernel builds (minutes each when cold, a cache hit afterwards).
 
-The matrix comes from the plugin's --kernel/--arch options (default: Debian
-5.10 and 6.1 for x86_64 and arm64), e.g.
+The matrix is the plugin's arch x kernel cell (--kernel/--arch, default:
+Debian 5.10 and 6.1 for x86_64 and arm64), e.g.
 ``pytest -m build --kernel /path/to/linux-4.8.15 --arch arm64``.
 """
 
@@ -23,7 +23,7 @@ from harness.kernel.config import (
 )
 from harness.kernel.module_fixups import apply_module_fixups
 from harness.kernel.source import tree_fingerprint
-from harness.pytest_plugin import DEFAULT_ARCHES, DEFAULT_KERNELS
+from harness.pytest_plugin import Cell
 
 pytestmark = pytest.mark.build
 
@@ -41,11 +41,14 @@ MODULE_LICENSE("GPL");
 """
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if {"spec", "arch"} <= set(metafunc.fixturenames):
-        kernels = metafunc.config.getoption("--kernel") or list(DEFAULT_KERNELS)
-        arches = metafunc.config.getoption("--arch") or list(DEFAULT_ARCHES)
-        metafunc.parametrize(("spec", "arch"), [(k, a) for k in kernels for a in arches])
+@pytest.fixture
+def spec(harness_cell: Cell) -> str:
+    return harness_cell.kernel
+
+
+@pytest.fixture
+def arch(harness_cell: Cell) -> str:
+    return harness_cell.arch
 
 
 def test_build_keeps_options_and_second_call_is_a_hit(spec: str, arch: str) -> None:
