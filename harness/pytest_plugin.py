@@ -10,14 +10,20 @@ for a board or any machine started separately). Any test that uses
 Fixtures: ``kernel_build`` and ``movable_module`` (per session and cell),
 ``guest`` (one VM per test module and cell, health-watched), ``movable_driver``
 (the sample driver copied onto that guest, not loaded), ``harness_results``
-(add RunResults; the plugin writes the JSON and the picture at the end).
+(add RunResults or InTreeResults; the plugin writes the JSON and the picture
+at the end). For scenarios that need more than the default kernel and machine
+(the in-tree zram and balloon scenarios): ``kernel_build_with(*fragments)``
+builds this cell's kernel with extra config fragments, and
+``guest_with(fragments=..., virtio_devices=...)`` boots it with extra virtio
+devices ("balloon"), one VM per combination and test module.
 
 With HARNESS_REQUIRE_VM=1 (as .ci/run sets it) a VM test that would be
 skipped fails instead, so CI can never pass without booting.
 """
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +96,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that boots or reaches a machine as ``vm``."""
     for item in items:
-        if "guest" in getattr(item, "fixturenames", ()):
+        if {"guest", "guest_with"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.vm)
 
 
@@ -116,6 +122,61 @@ def movable_module(kernel_build: KernelBuild) -> ModuleArtifact:
     from harness.module import build_module
 
     return _stage(build_module, kernel_build)
+
+
+@pytest.fixture(scope="session")
+def kernel_build_with(harness_cell: Cell) -> Callable[..., KernelBuild]:
+    """Factory: this cell's kernel built with extra config fragments (names in
+    kernel-configs/ or paths), once per set of fragments."""
+    from harness.kernel.build import build_kernel
+
+    builds: dict[tuple[str, ...], KernelBuild] = {}
+
+    def build(*fragments: str) -> KernelBuild:
+        if fragments not in builds:
+            builds[fragments] = _stage(build_kernel, harness_cell.kernel, harness_cell.arch,
+                                       fragments)
+        return builds[fragments]
+
+    return build
+
+
+def _target_options(config: pytest.Config, virtio_devices: Sequence[str] = ()):  # type: ignore[no-untyped-def]
+    from harness.check.target import TargetOptions
+
+    key = config.getoption("--ssh-key")
+    return TargetOptions(target=config.getoption("--target"),
+                         transport=config.getoption("--transport"),
+                         ssh_key=Path(key) if key else None,
+                         virtio_devices=tuple(virtio_devices))
+
+
+@pytest.fixture(scope="module")
+def guest_with(request: pytest.FixtureRequest,
+               kernel_build_with: Callable[..., KernelBuild]) -> Iterator[Callable[..., Guest]]:
+    """Factory: a health-watched Guest of this cell's kernel built with ``fragments``,
+    with extra ``virtio_devices`` on a QEMU target; one VM per combination, shared
+    by the test module and torn down after its last test."""
+    from harness.check.target import open_target
+
+    with ExitStack() as stack:
+        guests: dict[tuple[tuple[str, ...], tuple[str, ...]], Guest] = {}
+
+        def boot(fragments: Sequence[str] = (), virtio_devices: Sequence[str] = ()) -> Guest:
+            key = (tuple(fragments), tuple(virtio_devices))
+            if key not in guests:
+                kernel = kernel_build_with(*key[0])
+                name = "-".join((request.node.name, *key[0], *key[1]))
+                run_dir = session_run_dir(request.config) / f"{kernel.arch}-{name}"
+                guests[key] = _stage(stack.enter_context, open_target(
+                    kernel, _target_options(request.config, key[1]), run_dir=run_dir))
+            return guests[key]
+
+        try:
+            yield boot
+            stack.close()  # inside the try: a kernel problem at teardown fails cleanly
+        except HarnessError as error:
+            pytest.fail(str(error), pytrace=False)
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +211,8 @@ def movable_driver(guest: Guest, movable_module: ModuleArtifact):  # type: ignor
 
 @pytest.fixture(scope="session")
 def harness_results(pytestconfig: pytest.Config) -> list:
-    """Append RunResults here; the session's JSON and picture are made from them."""
+    """Append RunResults (and InTreeResults) here; the session's JSON and picture
+    are made from them."""
     return pytestconfig.stash[RESULTS_KEY]
 
 
@@ -178,11 +240,15 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  #
     if not results:
         return
     from harness.report.chart import write_chart
+    from harness.report.in_tree import InTreeResult
     from harness.report.json_report import write_json
 
-    terminalreporter.write_line(f"harness result: {write_json(results, run_dir / 'result.json')}")
+    in_tree = [result for result in results if isinstance(result, InTreeResult)]
+    runs = [result for result in results if not isinstance(result, InTreeResult)]
     terminalreporter.write_line(
-        f"harness picture: {write_chart(results, run_dir / 'buddyinfo.png')}")
+        f"harness result: {write_json(runs, run_dir / 'result.json', in_tree=in_tree)}")
+    terminalreporter.write_line(
+        f"harness picture: {write_chart(runs, run_dir / 'buddyinfo.png', in_tree=in_tree)}")
 
 
 @pytest.hookimpl(hookwrapper=True)

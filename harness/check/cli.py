@@ -4,6 +4,13 @@ With no arguments it runs both arches on the default kernel (the one closest
 to 4.8 that a fresh Debian machine can obtain), prints one table per
 arch x kernel, writes the JSON result and the picture into the run directory,
 and exits 1 when migration was not proven anywhere it was asked for.
+
+``--scenario`` picks what is checked: ``sample`` (the sample driver's A/B, the
+default), ``zram``, ``balloon`` (the kernel's own users of the API), repeatable,
+or ``all``. The in-tree scenarios' config fragments are merged before the
+user's ``--config`` ones, so one kernel per cell serves every scenario asked for
+and a user fragment can still turn an option off (the scenario then refuses
+with the option's name before booting).
 """
 
 import argparse
@@ -18,6 +25,9 @@ from harness.errors import HarnessError
 
 DEFAULT_KERNEL = "debian:5.10"  # 5.10 has the same driver API as 4.8 and is on the mirror
 FALLBACK_KERNEL = "debian:6.1"
+# Spelled out here so --help works without importing the scenarios (and QMP);
+# tests/unit/test_zram_balloon_shared.py checks it against harness.check.runner.SCENARIOS.
+SCENARIO_CHOICES = ("sample", "zram", "balloon", "all")
 
 
 def default_kernel() -> str:
@@ -37,8 +47,16 @@ def default_kernel() -> str:
 def command(args: argparse.Namespace) -> int:
     """Run the A/B for every arch x kernel asked for; exit 1 unless all proven."""
     # Heavy imports (matplotlib, paramiko) only when the command runs.
-    from harness.check.runner import check_ab, prepare
+    from harness.check.runner import (
+        SAMPLE,
+        check_ab,
+        check_in_tree,
+        in_tree_fragments,
+        prepare,
+    )
+    from harness.kernel.build import build_kernel
     from harness.report.chart import write_chart
+    from harness.report.in_tree import in_tree_to_dict
     from harness.report.json_report import result_to_dict, write_json
     from harness.report.table import print_tables
     from harness.vm.qemu import new_run_dir
@@ -47,23 +65,46 @@ def command(args: argparse.Namespace) -> int:
     target = TargetOptions(target=validate_target(args.target), transport=args.transport,
                            memory_mib=args.memory,
                            ssh_key=Path(args.ssh_key) if args.ssh_key else None)
+    scenarios = selected_scenarios(args.scenario)
+    fragments = (*in_tree_fragments(scenarios), *args.config)
     kernels = args.kernel or [default_kernel()]
     settings = ScenarioSettings(fragment=args.fragment)
     run_dir = new_run_dir("run")
     results = []
+    in_tree = []
     for kernel_spec in kernels:
         for arch in arches:
-            prepared = prepare(arch, kernel_spec, tuple(args.config), args.force)
-            results.append(check_ab(prepared, target, settings,
-                                    run_dir=run_dir / f"{arch}-{_slug(kernel_spec)}"))
-    json_path = write_json(results, run_dir / "result.json")
-    chart_path = write_chart(results, run_dir / "buddyinfo.png")
+            cell_dir = run_dir / f"{arch}-{_slug(kernel_spec)}"
+            if SAMPLE in scenarios:
+                prepared = prepare(arch, kernel_spec, fragments, args.force)
+                kernel = prepared.kernel
+                results.append(check_ab(prepared, target, settings, run_dir=cell_dir))
+            else:
+                kernel = build_kernel(kernel_spec, arch, fragments, force=args.force)
+            for name in scenarios:
+                if name != SAMPLE:
+                    in_tree.append(check_in_tree(kernel, name, target,
+                                                 run_dir=cell_dir.with_name(
+                                                     f"{cell_dir.name}-{name}")))
+    json_path = write_json(results, run_dir / "result.json", in_tree=in_tree)
+    chart_path = write_chart(results, run_dir / "buddyinfo.png", in_tree=in_tree)
     if args.json:
-        print(json.dumps([result_to_dict(result) for result in results], indent=2))
+        print(json.dumps([result_to_dict(result) for result in results]
+                         + [in_tree_to_dict(result) for result in in_tree], indent=2))
     else:
-        print_tables(results)
+        print_tables(results, in_tree=in_tree)
         print(f"result: {json_path}\npicture: {chart_path}")
-    return 0 if all(result.proven for result in results) else 1
+    return 0 if all(result.proven for result in (*results, *in_tree)) else 1
+
+
+def selected_scenarios(chosen: list[str] | None) -> tuple[str, ...]:
+    """The --scenario values in order, each once; ``all`` means every scenario."""
+    from harness.check.runner import SAMPLE, SCENARIOS
+
+    names = chosen or [SAMPLE]
+    if "all" in names:
+        return SCENARIOS
+    return tuple(dict.fromkeys(names))
 
 
 def _slug(spec: str) -> str:
@@ -80,6 +121,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kernel", action="append", metavar="SPEC",
                         help=f"kernel spec (repeatable; default: {DEFAULT_KERNEL}, "
                              f"else {FALLBACK_KERNEL})")
+    parser.add_argument("--scenario", action="append", choices=SCENARIO_CHOICES,
+                        help="what to check: sample (the sample driver's A/B, default), "
+                             "zram, balloon, or all (repeatable)")
     parser.add_argument("--config", action="append", default=[], metavar="FRAGMENT",
                         help="extra kernel config fragment (name in kernel-configs/ or path)")
     parser.add_argument("--target", default="qemu",

@@ -1,18 +1,73 @@
 """One arch x kernel, end to end: build, boot (or connect), load, A/B, verdict.
 
 ``harness run`` and the pytest plugin both call ``prepare`` and ``check_ab``
-so the CLI and the tests prove the same thing the same way.
+so the CLI and the tests prove the same thing the same way. The in-tree
+scenarios (zram, balloon) go through ``check_in_tree``: the kernel's .config
+is checked before anything boots, and the guest gets the scenario's devices.
 """
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.artifacts import KernelBuild, ModuleArtifact
+from harness.check import balloon, zram
 from harness.check.driver import SampleDriver
 from harness.check.evidence import judge_ab
 from harness.check.sample import ScenarioSettings, run_ab
 from harness.check.target import TargetOptions, open_target
+from harness.errors import HarnessError
+from harness.guest import Guest
+from harness.report.in_tree import InTreeResult
 from harness.report.model import RunResult, Side
+
+SAMPLE = "sample"
+
+
+@dataclass(frozen=True)
+class InTreeScenario:
+    """What ``check_in_tree`` needs to know about one in-tree scenario."""
+
+    name: str
+    fragments: tuple[str, ...]  # kernel-configs/ fragments that turn its options on
+    virtio_devices: tuple[str, ...]  # extra virtio devices a QEMU guest needs
+    require: Callable[[KernelBuild], None]  # raises HarnessError on a missing option
+    run: Callable[[Guest, KernelBuild], InTreeResult]
+
+
+IN_TREE = {
+    zram.SCENARIO: InTreeScenario(
+        zram.SCENARIO, zram.FRAGMENTS, zram.VIRTIO_DEVICES, zram.require_zram_config,
+        lambda guest, kernel: zram.run_zram(guest, kernel=kernel.spec, arch=kernel.arch)),
+    balloon.SCENARIO: InTreeScenario(
+        balloon.SCENARIO, balloon.FRAGMENTS, balloon.VIRTIO_DEVICES,
+        balloon.require_balloon_config,
+        lambda guest, kernel: balloon.run_balloon(guest, kernel=kernel.spec,
+                                                  arch=kernel.arch)),
+}
+SCENARIOS = (SAMPLE, *IN_TREE)
+
+
+def in_tree_scenario(name: str) -> InTreeScenario:
+    """The in-tree scenario called ``name``, or a HarnessError listing them."""
+    try:
+        return IN_TREE[name]
+    except KeyError:
+        raise HarnessError(f"unknown in-tree scenario {name!r}: "
+                           f"choose from {', '.join(IN_TREE)}") from None
+
+
+def in_tree_fragments(names: Iterable[str] = tuple(IN_TREE)) -> tuple[str, ...]:
+    """The config fragments the named in-tree scenarios need, each once, in order.
+
+    One kernel built with all of them serves every in-tree scenario (and the
+    sample driver), so asking for several scenarios costs one build per cell.
+    """
+    fragments: dict[str, None] = {}
+    for name in names:
+        if name != SAMPLE:
+            fragments.update(dict.fromkeys(in_tree_scenario(name).fragments))
+    return tuple(fragments)
 
 
 @dataclass(frozen=True)
@@ -59,3 +114,14 @@ def _proof_summary(movable: Side) -> str:
     return (f"{movable.migrated_pages} of {movable.total_pages} driver pages changed PFN, "
             f"migratepage succeeded {movable.driver_counters.get('migrated', 0)} times, "
             f"pgmigrate_success +{movable.pgmigrate_success_delta}, contents intact")
+
+
+def check_in_tree(kernel: KernelBuild, name: str, target: TargetOptions = TargetOptions(),
+                  run_dir: Path | None = None) -> InTreeResult:
+    """Check ``kernel``'s .config for the scenario, then boot (or connect) and run it."""
+    scenario = in_tree_scenario(name)
+    scenario.require(kernel)
+    options = replace(target, virtio_devices=(*target.virtio_devices,
+                                              *scenario.virtio_devices))
+    with open_target(kernel, options, run_dir=run_dir) as guest:
+        return scenario.run(guest, kernel)

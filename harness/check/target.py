@@ -27,6 +27,10 @@ class TargetOptions:
     transport: str = "console"  # for qemu: console or ssh
     memory_mib: int = 256
     ssh_key: Path | None = None  # for ssh:// targets; default: agent and ~/.ssh
+    # virtio devices a QEMU guest gets on top of the defaults, by kind ("balloon"):
+    # the arch's machine profile names the QEMU device (virtio-balloon-pci on
+    # x86_64, virtio-balloon-device on arm64). A board has what it has.
+    virtio_devices: tuple[str, ...] = ()
 
 
 def validate_target(target: str) -> str:
@@ -43,9 +47,13 @@ def open_target(kernel: KernelBuild, options: TargetOptions,
     validate_target(options.target)
     if options.target == QEMU:
         from harness.vm.boot import boot_guest  # QEMU only when asked for
+        from harness.vm.machine import get_machine
 
+        machine = get_machine(kernel.arch)
         with boot_guest(kernel, transport=options.transport,
-                        memory_mib=options.memory_mib, run_dir=run_dir) as guest:
+                        memory_mib=options.memory_mib, run_dir=run_dir,
+                        extra_devices=[machine.virtio(kind)
+                                       for kind in options.virtio_devices]) as guest:
             yield guest
         return
     remote = connect_ssh(options.target, key=options.ssh_key)

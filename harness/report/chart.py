@@ -13,11 +13,12 @@ from pathlib import Path
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, SubFigure
 from matplotlib.ticker import FuncFormatter
 
 from harness.errors import HarnessError
-from harness.report.model import RunResult, Side
+from harness.report.in_tree import InTreeResult
+from harness.report.model import COSTLY_ORDER, RunResult, Side
 
 BEFORE_COLOR = "#9ecae1"
 AFTER_COLOR = "#08519c"
@@ -38,12 +39,14 @@ def _count_label(value: float, _position: object) -> str:
     return f"{value:,.0f}" if value >= 1 or value == 0 else ""
 
 
-def _draw_side(axes: Axes, side: Side, result: RunResult, top: float) -> None:
-    orders = range(len(side.buddy_before))
+def _draw_buddy(axes: Axes, before: Sequence[int], after: Sequence[int], page_size: int,
+                top: float) -> None:
+    """Free blocks per order, before and after, as paired bars on a symlog axis."""
+    orders = range(len(before))
     width = 0.4
-    axes.bar([o - width / 2 for o in orders], side.buddy_before, width,
+    axes.bar([o - width / 2 for o in orders], before, width,
              color=BEFORE_COLOR, label="before compaction")
-    axes.bar([o + width / 2 for o in orders], side.buddy_after, width,
+    axes.bar([o + width / 2 for o in orders], after, width,
              color=AFTER_COLOR, label="after compaction")
     # Counts span decades (thousands of order-0 blocks, a handful of order-10):
     # symlog keeps zeros visible, which plain log would drop.
@@ -52,12 +55,22 @@ def _draw_side(axes: Axes, side: Side, result: RunResult, top: float) -> None:
     axes.yaxis.set_major_formatter(FuncFormatter(_count_label))
     axes.set_xticks(list(orders))
     axes.set_xticklabels(
-        [f"{o}\n{_size_label(1 << o, result.page_size)}" for o in orders], fontsize=8
+        [f"{o}\n{_size_label(1 << o, page_size)}" for o in orders], fontsize=8
     )
     axes.set_xlabel("order (block size)")
     axes.set_ylabel("free blocks (symlog)")
     axes.grid(axis="y", alpha=0.3)
     axes.set_axisbelow(True)
+
+
+def _evidence_box(axes: Axes, lines: Sequence[str]) -> None:
+    axes.text(0.98, 0.97, "\n".join(lines), transform=axes.transAxes, ha="right", va="top",
+              fontsize=8.5, bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85,
+                                  "edgecolor": "#bbbbbb"})
+
+
+def _draw_side(axes: Axes, side: Side, result: RunResult, top: float) -> None:
+    _draw_buddy(axes, side.buddy_before, side.buddy_after, result.page_size, top)
     role = "driver pages movable" if side.movable else "control: not movable"
     axes.set_title(
         f"{side.label} ({role})\n"
@@ -74,20 +87,50 @@ def _draw_side(axes: Axes, side: Side, result: RunResult, top: float) -> None:
                      f"{high.before}/{high.attempts} → {high.after}/{high.attempts}")
     lines.append(f"pgmigrate_success Δ {side.pgmigrate_success_delta}, "
                  f"mismatches {side.verify_mismatches}")
-    axes.text(0.98, 0.97, "\n".join(lines), transform=axes.transAxes, ha="right", va="top",
-              fontsize=8.5, bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85,
-                                  "edgecolor": "#bbbbbb"})
+    _evidence_box(axes, lines)
 
 
-def build_figure(results: Sequence[RunResult]) -> Figure:
-    """The whole picture as a matplotlib Figure (no pyplot, no global state)."""
-    if not results:
+def _draw_in_tree(row: SubFigure, result: InTreeResult) -> None:
+    """An in-tree scenario: free blocks per order, and its pages found and moved."""
+    color = PROVEN_COLOR if result.proven else NOT_PROVEN_COLOR
+    row.suptitle(f"{result.label}  —  {result.release}  —  {result.verdict.upper()}",
+                 fontsize=12, fontweight="bold", color=color)
+    buddy, pages = row.subplots(1, 2, width_ratios=(3, 2))
+    peak = max(*result.buddy_before, *result.buddy_after, 1)
+    _draw_buddy(buddy, result.buddy_before, result.buddy_after, result.page_size, peak * 12)
+    tracked = result.tracked
+    buddy.set_title(f"{result.scenario}: {tracked.moved} of {tracked.before} "
+                    f"{tracked.kind} changed PFN ({tracked.moved_share:.0%})", fontsize=10)
+    order = min(COSTLY_ORDER + 1, len(result.buddy_before) - 1)
+    before, after = result.blocks_at_least(order)
+    _evidence_box(buddy, [f"free blocks ≥ order {order}: {before} → {after}",
+                          f"data read back: {result.data_checked} × {result.data_unit}, "
+                          f"{result.data_mismatches} mismatches"])
+    bars = {f"{tracked.kind} found": tracked.before, "… moved to a new PFN": tracked.moved,
+            "pgmigrate_success Δ": result.pgmigrate_success_delta}
+    bars.update({f"{name} Δ": value for name, value in result.vmstat_delta.items()
+                 if name.startswith("balloon_migrate")})
+    names = list(bars)[::-1]
+    pages.barh(names, [bars[name] for name in names], color=AFTER_COLOR)
+    for y, name in enumerate(names):
+        pages.annotate(f" {bars[name]:,}", (bars[name], y), va="center", fontsize=9)
+    pages.set_xlabel("pages")
+    pages.set_xlim(0, max(bars.values(), default=1) * 1.25 or 1)
+    pages.tick_params(axis="y", labelsize=9)
+    pages.set_title("pages of the in-tree user around one compaction", fontsize=10)
+
+
+def build_figure(results: Sequence[RunResult], in_tree: Sequence[InTreeResult] = ()) -> Figure:
+    """The whole picture as a matplotlib Figure (no pyplot, no global state): one row
+    per sample-driver A/B, then one per in-tree scenario run."""
+    if not results and not in_tree:
         raise HarnessError("no results to draw: the run produced no arch x kernel result")
-    figure = Figure(figsize=(13, 0.9 + 4.6 * len(results)), dpi=110, layout="constrained")
+    count = len(results) + len(in_tree)
+    figure = Figure(figsize=(13, 0.9 + 4.6 * count), dpi=110, layout="constrained")
     figure.suptitle("Free blocks per order before and after "
                     "echo 1 > /proc/sys/vm/compact_memory", fontsize=14, fontweight="bold")
-    rows = figure.subfigures(len(results), 1, squeeze=False)[:, 0]
-    for row, result in zip(rows, results, strict=True):
+    rows = figure.subfigures(count, 1, squeeze=False)[:, 0]
+    for row, result in zip(rows[:len(results)], results, strict=True):
         color = PROVEN_COLOR if result.proven else NOT_PROVEN_COLOR
         row.suptitle(f"{result.label}  —  {result.release}  —  {result.verdict.upper()}",
                      fontsize=12, fontweight="bold", color=color)
@@ -102,16 +145,20 @@ def build_figure(results: Sequence[RunResult]) -> Figure:
             _draw_side(axes_row[0], result.unmovable, result, top)
         _draw_side(axes_row[1], result.movable, result, top)
         axes_row[1].tick_params(labelleft=True)  # sharey hides them; each side reads alone
-    handles, labels = figure.axes[-1].get_legend_handles_labels()
+    for row, in_tree_result in zip(rows[len(results):], in_tree, strict=True):
+        _draw_in_tree(row, in_tree_result)
+    handles, labels = next((found for found in map(Axes.get_legend_handles_labels, figure.axes)
+                            if found[0]), ([], []))
     figure.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=10,
                   frameon=False)
     return figure
 
 
-def write_chart(results: Sequence[RunResult], path: Path) -> Path:
+def write_chart(results: Sequence[RunResult], path: Path,
+                in_tree: Sequence[InTreeResult] = ()) -> Path:
     """Render the picture to a PNG file and return its path."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure = build_figure(results)
+    figure = build_figure(results, in_tree)
     FigureCanvasAgg(figure)
     tmp = path.with_name(f".{path.name}.tmp")
     try:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.report.in_tree import InTreeResult, in_tree_from_dict, in_tree_to_dict
 from harness.report.model import HighOrder, RunResult, Side
 
 SCHEMA = "harness.result"
@@ -74,21 +75,26 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
     }
 
 
-def run_document(results: Sequence[RunResult]) -> dict[str, Any]:
-    """The whole run: schema, time, one result object per arch x kernel."""
+def run_document(results: Sequence[RunResult],
+                 in_tree: Sequence[InTreeResult] = ()) -> dict[str, Any]:
+    """The whole run: schema, time, one result object per arch x kernel, and one
+    per in-tree scenario run (zram, balloon) under ``in_tree``."""
+    everything = (*results, *in_tree)
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
-        "proven": all(result.proven for result in results) and bool(results),
+        "proven": all(result.proven for result in everything) and bool(everything),
         "results": [result_to_dict(result) for result in results],
+        "in_tree": [in_tree_to_dict(result) for result in in_tree],
     }
 
 
-def write_json(results: Sequence[RunResult], path: Path) -> Path:
+def write_json(results: Sequence[RunResult], path: Path,
+               in_tree: Sequence[InTreeResult] = ()) -> Path:
     """Write the run's JSON file atomically (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(run_document(results), indent=2) + "\n"
+    text = json.dumps(run_document(results, in_tree), indent=2) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:
@@ -117,8 +123,7 @@ def _side_from_dict(data: dict[str, Any]) -> Side:
     )
 
 
-def read_results(path: Path) -> list[RunResult]:
-    """Rebuild the results from a file ``write_json`` wrote."""
+def _read_document(path: Path) -> dict[str, Any]:
     try:
         document = json.loads(path.read_text())
     except (OSError, ValueError) as error:
@@ -128,6 +133,22 @@ def read_results(path: Path) -> list[RunResult]:
             f"{path} is not a {SCHEMA} v{SCHEMA_VERSION} file "
             f"(schema {document.get('schema')!r} v{document.get('schema_version')!r})"
         )
+    return document
+
+
+def read_in_tree(path: Path) -> list[InTreeResult]:
+    """Rebuild the in-tree scenario results from a file ``write_json`` wrote
+    (none for a file written before they existed)."""
+    document = _read_document(path)
+    try:
+        return [in_tree_from_dict(item) for item in document.get("in_tree", [])]
+    except (KeyError, TypeError, ValueError) as error:
+        raise HarnessError(f"{path} has a malformed in-tree result: {error!r}") from None
+
+
+def read_results(path: Path) -> list[RunResult]:
+    """Rebuild the results from a file ``write_json`` wrote."""
+    document = _read_document(path)
     try:
         return [
             RunResult(

@@ -13,7 +13,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from harness.report.model import HighOrder, RunResult, Side
+from harness.report.in_tree import InTreeResult
+from harness.report.model import COSTLY_ORDER, HighOrder, RunResult, Side
 
 # vmstat counters worth a row when the check recorded their deltas.
 _VMSTAT_ROWS = ("compact_isolated", "compact_migrate_scanned", "compact_free_scanned",
@@ -107,11 +108,47 @@ def build_table(result: RunResult) -> Table:
     return table
 
 
-def render_tables(results: Sequence[RunResult]) -> Group:
+def build_in_tree_table(result: InTreeResult) -> Table:
+    """One in-tree scenario run (zram, balloon) as a rich Table: evidence, then figures."""
+    style = "bold green" if result.proven else "bold red"
+    table = Table(
+        title=f"{result.label}  ({result.release})",
+        caption=Text.assemble(
+            ("verdict: ", "bold"), (result.verdict.upper(), style),
+            *((f"\n{reason}", "") for reason in result.reasons),
+            *((f"\nnote: {note}", "dim") for note in result.notes),
+        ),
+        caption_justify="left",
+    )
+    table.add_column("evidence", style="bold", no_wrap=True)
+    table.add_column("value", justify="right")
+    tracked = result.tracked
+    order = min(COSTLY_ORDER + 1, len(result.buddy_before) - 1)
+    table.add_row(f"{tracked.kind} moved (new PFN)",
+                  f"{tracked.moved} / {tracked.before} ({tracked.moved_share:.0%})")
+    table.add_row("pgmigrate_success Δ", str(result.pgmigrate_success_delta))
+    for name in _VMSTAT_ROWS:
+        if name in result.vmstat_delta:
+            table.add_row(f"{name} Δ", str(result.vmstat_delta[name]))
+    for name, value in result.figures.items():
+        table.add_row(name, f"{value:,}")
+    table.add_row("free order-0 blocks", _change(result.buddy_before[0], result.buddy_after[0]))
+    table.add_row(f"free blocks ≥ order {order}", _change(*result.blocks_at_least(order)))
+    table.add_row("data read back", f"{result.data_checked} × {result.data_unit}, "
+                                    f"{result.data_mismatches} mismatches")
+    table.add_row("seconds", ", ".join(f"{name} {value:.1f}"
+                                       for name, value in result.seconds.items()))
+    return table
+
+
+def render_tables(results: Sequence[RunResult],
+                  in_tree: Sequence[InTreeResult] = ()) -> Group:
     """All tables of a run, in order, as one renderable."""
-    return Group(*(build_table(result) for result in results))
+    return Group(*(build_table(result) for result in results),
+                 *(build_in_tree_table(result) for result in in_tree))
 
 
-def print_tables(results: Sequence[RunResult], console: Console | None = None) -> None:
+def print_tables(results: Sequence[RunResult], console: Console | None = None,
+                 in_tree: Sequence[InTreeResult] = ()) -> None:
     """Print every arch x kernel table to the terminal (or the given console)."""
-    (console or Console()).print(render_tables(results))
+    (console or Console()).print(render_tables(results, in_tree))

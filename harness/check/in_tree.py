@@ -1,0 +1,204 @@
+"""What the in-tree scenarios (zram/zsmalloc, virtio-balloon) share.
+
+The sample driver tells the harness the PFN of each of its pages; the kernel's
+own users of the movable page API do not. Their pages are found instead in
+``/proc/kpageflags`` (CONFIG_PROC_PAGE_MONITOR), one 64-bit flag word per PFN,
+by a flag combination only they carry, in every era from 4.8 to 6.x:
+
+- a zsmalloc zspage's first page has PG_private (KPF_PRIVATE, bit 35) and is
+  neither on an LRU list (buffer heads), nor slab (SLOB marks its partly free
+  pages PG_private too), nor free;
+- a balloon page has bit 23: KPF_BALLOON in 4.8 (PageBalloon), renamed
+  KPF_OFFLINE when balloon pages became PageOffline (4.19+), same bit.
+
+Compaction neither allocates nor frees such pages, so the set of their PFNs
+keeps its size and every PFN that held one before and none after is a page
+that migrated away: ``moved``, a lower bound of the pages migrated (a page
+can move twice, and zsmalloc marks one page per zspage only).
+
+Before anything boots, ``require_config`` checks the kernel's .config for
+every option a scenario needs, so a missing option is one clear line naming
+the fragment to add instead of a confusing failure inside the guest.
+"""
+
+import shlex
+import tempfile
+from array import array
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import procfs
+from harness.artifacts import KernelBuild
+from harness.errors import HarnessError
+from harness.guest import Guest, GuestError
+from harness.kernel.config import parse_dotconfig
+from harness.report.in_tree import TrackedPages
+
+KPAGEFLAGS = "/proc/kpageflags"
+KPF_LRU = 5
+KPF_SLAB = 7
+KPF_BUDDY = 10
+KPF_BALLOON = 23  # KPF_OFFLINE since 4.19: the same bit, set on balloon pages
+KPF_PRIVATE = 35
+_WORD = 8  # bytes per PFN in /proc/kpageflags
+
+
+@dataclass(frozen=True)
+class ConfigNeed:
+    """One kernel option a scenario cannot run without, and where it comes from."""
+
+    symbol: str  # without CONFIG_
+    fragment: str  # the shipped fragment in kernel-configs/ that sets it
+    why: str  # what the scenario uses it for, for the error message
+
+
+# Options every in-tree scenario needs; the compaction fragment is always merged.
+COMPACTION_NEEDS = (
+    ConfigNeed("COMPACTION", "compaction", "compact_memory"),
+    ConfigNeed("MIGRATION", "compaction", "page migration"),
+    ConfigNeed("VM_EVENT_COUNTERS", "compaction", "pgmigrate_* in /proc/vmstat"),
+)
+
+
+def missing_config(config_text: str, needs: Iterable[ConfigNeed]) -> list[ConfigNeed]:
+    """The needs a .config text does not build in (=y); =m counts as missing
+    because the guest image loads no modules of the kernel's own."""
+    values = parse_dotconfig(config_text)
+    return [need for need in needs if values.get(need.symbol) != "y"]
+
+
+def config_error(scenario: str, config: str, missing: list[ConfigNeed]) -> HarnessError:
+    """One line: which options are not set where, and which --config adds them."""
+    names = ", ".join(f"CONFIG_{need.symbol}" for need in missing)
+    verb = "is" if len(missing) == 1 else "are"
+    fragments = " ".join(f"--config {name}"
+                         for name in dict.fromkeys(need.fragment for need in missing))
+    whys = "; ".join(dict.fromkeys(need.why for need in missing))
+    return HarnessError(f"{names} {verb} not set in {config}: the {scenario} scenario needs "
+                        f"it ({whys}); build the kernel with {fragments}")
+
+
+def require_config(kernel: KernelBuild, scenario: str, needs: Iterable[ConfigNeed]) -> None:
+    """Raise HarnessError naming every need ``kernel``'s .config lacks (no VM involved)."""
+    try:
+        text = kernel.config.read_text()
+    except OSError as error:
+        raise HarnessError(f"cannot read {kernel.config}: {error}; rebuild the kernel") from None
+    missing = missing_config(text, needs)
+    if missing:
+        raise config_error(scenario, str(kernel.config), missing)
+
+
+@dataclass(frozen=True)
+class PageKind:
+    """Pages recognised by their kpageflags: all ``required`` bits, no ``excluded`` bit."""
+
+    name: str
+    required: tuple[int, ...]
+    excluded: tuple[int, ...] = (KPF_LRU, KPF_SLAB, KPF_BUDDY)
+
+    def matches(self, flags: int) -> bool:
+        """True when one PFN's flag word marks a page of this kind."""
+        return (all(flags >> bit & 1 for bit in self.required)
+                and not any(flags >> bit & 1 for bit in self.excluded))
+
+
+ZSPAGE_FIRST_PAGE = PageKind("zsmalloc zspage first pages", required=(KPF_PRIVATE,))
+BALLOON_PAGE = PageKind("balloon pages", required=(KPF_BALLOON,))
+
+
+def pfns_of(kind: PageKind, data: bytes, first_pfn: int) -> frozenset[int]:
+    """PFNs of ``kind`` in a slice of /proc/kpageflags starting at ``first_pfn``."""
+    if len(data) % _WORD:
+        raise HarnessError(f"{KPAGEFLAGS} slice of {len(data)} bytes is not whole 8-byte "
+                           "words: the read was cut short; run the scenario again")
+    words = array("Q")
+    words.frombytes(data)  # kpageflags is native-endian; host and guest are little-endian
+    return frozenset(first_pfn + index for index, flags in enumerate(words)
+                     if kind.matches(flags))
+
+
+def pfn_span(zoneinfo: procfs.ZoneInfo) -> tuple[int, int]:
+    """(first PFN, number of PFNs) covering every populated zone."""
+    zones = [zone for zone in zoneinfo.zones.values()
+             if zone.populated and zone.start_pfn is not None]
+    if not zones:
+        raise HarnessError("/proc/zoneinfo shows no populated zone with a start_pfn: "
+                           "cannot tell which PFNs to read from /proc/kpageflags")
+    first = min(zone.start_pfn for zone in zones if zone.start_pfn is not None)
+    end = max(zone.start_pfn + zone.spanned for zone in zones if zone.start_pfn is not None)
+    return first, end - first
+
+
+def read_kpageflags(guest: Guest, first_pfn: int, count: int) -> bytes:
+    """The flag words of ``count`` PFNs from ``first_pfn`` on, copied off the guest.
+
+    dd copies the slice to a file first (the transports copy files, and the
+    whole of /proc/kpageflags would include the PFN hole below arm64's RAM).
+    """
+    remote = "/tmp/harness-kpageflags"
+    copy = (f"dd if={KPAGEFLAGS} of={remote} bs=65536 skip={first_pfn * _WORD} "
+            f"count={count * _WORD} iflag=skip_bytes,count_bytes 2>&1")
+    result = guest.run(copy, timeout=120)
+    if not result.ok:
+        raise GuestError(f"cannot read {KPAGEFLAGS} (exit {result.exit_status}): "
+                         f"{result.stdout.strip()}; the kernel needs CONFIG_PROC_PAGE_MONITOR")
+    with tempfile.TemporaryDirectory(prefix="harness-kpf-") as scratch:
+        local = Path(scratch) / "kpageflags"
+        try:
+            guest.get(remote, local)
+        finally:
+            guest.run(f"rm -f {shlex.quote(remote)}")
+        data = local.read_bytes()
+    if len(data) != count * _WORD:
+        raise GuestError(f"read {len(data)} bytes of {KPAGEFLAGS}, expected {count * _WORD}")
+    return data
+
+
+def find_pages(guest: Guest, kind: PageKind, span: tuple[int, int]) -> frozenset[int]:
+    """The PFNs of ``kind`` on the guest right now."""
+    return pfns_of(kind, read_kpageflags(guest, *span), span[0])
+
+
+def pfn_moves(kind: PageKind, before: frozenset[int], after: frozenset[int]) -> TrackedPages:
+    """Compare two PFN sets of one kind of page."""
+    return TrackedPages(kind=kind.name, before=len(before), after=len(after),
+                        moved=len(before - after), arrived=len(after - before))
+
+
+def must(guest: Guest, command: str, timeout: float = 60.0) -> str:
+    """stdout of ``command``, or a GuestError quoting it and its output."""
+    result = guest.run(command, timeout=timeout)
+    if not result.ok:
+        raise GuestError(f"`{command}` failed (exit {result.exit_status}): "
+                         f"{result.stdout.strip()[-300:]}")
+    return result.stdout
+
+
+def snapshot(guest: Guest) -> procfs.Snapshot:
+    """buddyinfo, vmstat, pagetypeinfo and zoneinfo in one round trip."""
+    return procfs.parse_snapshot(must(guest, procfs.snapshot_command()))
+
+
+def mem_free_pages(guest: Guest) -> int:
+    """MemFree in 4 KiB pages."""
+    return meminfo(guest)["MemFree"] // 4
+
+
+def meminfo(guest: Guest) -> dict[str, int]:
+    """/proc/meminfo in KiB by field name."""
+    values: dict[str, int] = {}
+    for line in must(guest, "cat /proc/meminfo").splitlines():
+        name, _, rest = line.partition(":")
+        words = rest.split()
+        if words and words[0].isdigit():
+            values[name.strip()] = int(words[0])
+    if "MemFree" not in values or "MemTotal" not in values:
+        raise GuestError("/proc/meminfo has no MemFree/MemTotal lines")
+    return values
+
+
+def counters(vmstat: procfs.Vmstat, names: Iterable[str]) -> Mapping[str, int]:
+    """The named vmstat counters that this kernel has (absent ones are left out)."""
+    return {name: vmstat[name] for name in names if name in vmstat}

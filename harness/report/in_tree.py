@@ -1,0 +1,129 @@
+"""The record of an in-tree scenario (zram/zsmalloc, virtio-balloon), and its JSON form.
+
+The sample driver's A/B is a ``RunResult``; the kernel's own users of the
+movable page API have no movable=0 control and no driver counters, but they
+have their own figures (zsmalloc's zspages, the balloon's migration counter)
+and a data check (zram contents, memory usable after deflating). Those fit
+one small record, rendered by the same JSON file, table and picture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from harness.report.model import NOT_PROVEN, PROVEN
+
+
+@dataclass(frozen=True)
+class TrackedPages:
+    """Pages of one in-tree user found by PFN (/proc/kpageflags) around one compaction."""
+
+    kind: str  # e.g. "balloon pages"
+    before: int  # pages of that kind before compaction
+    after: int  # ... and after
+    moved: int  # PFNs that held one before and none after: pages that migrated away
+    arrived: int  # PFNs that hold one now and did not before
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.moved <= self.before and 0 <= self.arrived <= self.after):
+            raise ValueError(f"moved/arrived must be within the page counts: {self}")
+
+    @property
+    def moved_share(self) -> float:
+        """Moved pages as a fraction of the pages found before (0 when none)."""
+        return self.moved / self.before if self.before else 0.0
+
+
+@dataclass(frozen=True)
+class InTreeResult:
+    """Everything the report shows for one in-tree scenario on one arch x kernel."""
+
+    scenario: str  # "zram" or "balloon"
+    arch: str
+    kernel: str  # the kernel spec as the user gave it
+    release: str  # uname -r in the guest
+    proven: bool
+    reasons: tuple[str, ...]  # why the verdict is what it is
+    tracked: TrackedPages
+    pgmigrate_success_delta: int
+    buddy_before: tuple[int, ...]  # free blocks per order, all zones, before compaction
+    buddy_after: tuple[int, ...]
+    data_checked: int  # items compared after the experiment (see data_unit)
+    data_mismatches: int  # items that differed from what was written
+    data_unit: str  # what one item is, e.g. "1 MiB zram chunk"
+    figures: Mapping[str, int] = field(default_factory=dict)  # the user's own numbers
+    vmstat_delta: Mapping[str, int] = field(default_factory=dict)
+    seconds: Mapping[str, float] = field(default_factory=dict)  # wall time per phase
+    notes: tuple[str, ...] = ()
+    page_size: int = 4096
+
+    def __post_init__(self) -> None:
+        if len(self.buddy_before) != len(self.buddy_after) or not self.buddy_before:
+            raise ValueError("buddy_before and buddy_after need the same, non-zero, orders")
+        object.__setattr__(self, "buddy_before", tuple(self.buddy_before))
+        object.__setattr__(self, "buddy_after", tuple(self.buddy_after))
+        object.__setattr__(self, "reasons", tuple(self.reasons))
+        object.__setattr__(self, "notes", tuple(self.notes))
+        for name in ("figures", "vmstat_delta", "seconds"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+    @property
+    def verdict(self) -> str:
+        return PROVEN if self.proven else NOT_PROVEN
+
+    @property
+    def label(self) -> str:
+        return f"{self.scenario} · {self.arch} · {self.kernel}"
+
+    def blocks_at_least(self, order: int) -> tuple[int, int]:
+        """Free blocks of order >= ``order`` before and after compaction."""
+        return sum(self.buddy_before[order:]), sum(self.buddy_after[order:])
+
+
+def in_tree_to_dict(result: InTreeResult) -> dict[str, Any]:
+    """The JSON object of one in-tree result (key names match the sample driver's)."""
+    tracked = result.tracked
+    return {
+        "scenario": result.scenario,
+        "arch": result.arch,
+        "kernel": result.kernel,
+        "release": result.release,
+        "verdict": result.verdict,
+        "proven": result.proven,
+        "reasons": list(result.reasons),
+        "migrated_pages": tracked.moved,
+        "total_pages": tracked.before,
+        "migrated_share": round(tracked.moved_share, 4),
+        "tracked_pages": {"kind": tracked.kind, "before": tracked.before,
+                          "after": tracked.after, "moved": tracked.moved,
+                          "arrived": tracked.arrived},
+        "pgmigrate_success_delta": result.pgmigrate_success_delta,
+        "data": {"unit": result.data_unit, "checked": result.data_checked,
+                 "mismatches": result.data_mismatches},
+        "figures": dict(result.figures),
+        "buddyinfo_before": list(result.buddy_before),
+        "buddyinfo_after": list(result.buddy_after),
+        "vmstat_delta": dict(result.vmstat_delta),
+        "seconds": {name: round(value, 2) for name, value in result.seconds.items()},
+        "notes": list(result.notes),
+        "page_size": result.page_size,
+    }
+
+
+def in_tree_from_dict(data: Mapping[str, Any]) -> InTreeResult:
+    """Rebuild a record ``in_tree_to_dict`` wrote (KeyError/TypeError on a bad one)."""
+    return InTreeResult(
+        scenario=data["scenario"], arch=data["arch"], kernel=data["kernel"],
+        release=data["release"], proven=data["proven"], reasons=tuple(data["reasons"]),
+        tracked=TrackedPages(**data["tracked_pages"]),
+        pgmigrate_success_delta=data["pgmigrate_success_delta"],
+        buddy_before=tuple(data["buddyinfo_before"]),
+        buddy_after=tuple(data["buddyinfo_after"]),
+        data_checked=data["data"]["checked"], data_mismatches=data["data"]["mismatches"],
+        data_unit=data["data"]["unit"], figures=data["figures"],
+        vmstat_delta=data["vmstat_delta"], seconds=data["seconds"],
+        notes=tuple(data["notes"]), page_size=data["page_size"],
+    )

@@ -1,0 +1,105 @@
+"""The balloon scenario's verdict rule, its wait on QEMU, and where it refuses to run."""
+
+from dataclasses import replace
+
+import pytest
+
+from harness.check.balloon import (
+    BalloonEvidence,
+    BalloonSettings,
+    balloon_host,
+    judge_balloon,
+    wait_for_balloon,
+)
+from harness.errors import HarnessError
+from harness.guest import CommandResult, GuestError
+from harness.report.in_tree import TrackedPages
+
+MIB = 1 << 20
+
+
+def evidence(**changes: object) -> BalloonEvidence:
+    base = BalloonEvidence(
+        requested_pages=19000,
+        tracked=TrackedPages(kind="balloon pages", before=19000, after=19000, moved=9000,
+                             arrived=9000),
+        inflated=19000, deflated=19000, balloon_migrate=9100,
+        pgmigrate_success_delta=9300, data_intact=True,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_good_evidence_is_proven() -> None:
+    verdict = judge_balloon(evidence())
+    assert verdict.proven, verdict.failures
+
+
+@pytest.mark.parametrize("changes,needle", [
+    ({"inflated": 18000}, "balloon_inflate rose by 18000, 19000 pages were asked for"),
+    ({"tracked": TrackedPages("b", 18990, 19000, 9000, 9010)}, "found 18990/19000"),
+    ({"tracked": TrackedPages("b", 19000, 19000, 0, 0), "balloon_migrate": 0},
+     "no balloon page changed PFN"),
+    ({"balloon_migrate": 8999}, "balloon_migrate rose by 8999, but 9000"),
+    ({"pgmigrate_success_delta": 9099}, "less than balloon_migrate's 9100"),
+    ({"deflated": 18000}, "pages were not all returned"),
+    ({"data_intact": False}, "did not read back intact"),
+])
+def test_each_rule_can_fail(changes: dict[str, object], needle: str) -> None:
+    verdict = judge_balloon(evidence(**changes))
+    assert not verdict.proven
+    assert any(needle in failure for failure in verdict.failures), verdict.failures
+
+
+class FakeHost:
+    """A balloon that moves toward its target by ``step`` bytes per query, up to ``stop``."""
+
+    def __init__(self, actual: int, step: int, stop: int | None = None) -> None:
+        self.value = actual
+        self.target = actual
+        self.step = step
+        self.stop = stop
+
+    def set_target(self, guest_bytes: int) -> None:
+        self.target = guest_bytes
+
+    def actual(self) -> int:
+        goal = self.target if self.stop is None else max(self.target, self.stop)
+        if self.value > goal:
+            self.value = max(goal, self.value - self.step)
+        return self.value
+
+
+def test_wait_returns_once_qemu_reports_the_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("harness.check.balloon.time.sleep", lambda _s: None)
+    host = FakeHost(256 * MIB, step=16 * MIB)
+    host.set_target(128 * MIB)
+    wait_for_balloon(host, 128 * MIB, BalloonSettings())
+    assert host.actual() == 128 * MIB
+
+
+def test_wait_gives_up_when_the_balloon_stalls(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter(range(0, 10_000, 5))
+    monkeypatch.setattr("harness.check.balloon.time.sleep", lambda _s: None)
+    monkeypatch.setattr("harness.check.balloon.time.monotonic", lambda: float(next(clock)))
+    host = FakeHost(256 * MIB, step=16 * MIB, stop=200 * MIB)
+    host.set_target(128 * MIB)
+    with pytest.raises(GuestError, match="stopped at 20[0-9] MiB of guest memory, target 128"):
+        wait_for_balloon(host, 128 * MIB, BalloonSettings(stall_timeout=30))
+
+
+class PlainGuest:
+    """A guest with no QEMU behind it (a board over SSH)."""
+
+    def run(self, command: str, timeout: float = 60.0) -> CommandResult:
+        return CommandResult(command=command, stdout="", exit_status=0)
+
+
+def test_a_board_has_no_balloon_to_drive() -> None:
+    with pytest.raises(HarnessError, match="run it on a qemu target"):
+        balloon_host(PlainGuest())  # type: ignore[arg-type]
+
+
+def test_balloon_size_from_free_memory() -> None:
+    assert BalloonSettings(cover_share=0.7).balloon_pages(55_000) == 19_250
+    with pytest.raises(GuestError, match="too little"):
+        BalloonSettings().balloon_pages(500)

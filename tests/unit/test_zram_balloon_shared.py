@@ -1,0 +1,198 @@
+"""What the in-tree scenarios share: the config check before booting, finding their
+pages in /proc/kpageflags, the report record, and how ``harness run`` selects them."""
+
+import struct
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from harness.artifacts import KernelBuild
+from harness.check import balloon, zram
+from harness.check.cli import SCENARIO_CHOICES, selected_scenarios
+from harness.check.in_tree import (
+    BALLOON_PAGE,
+    KPF_BUDDY,
+    KPF_LRU,
+    KPF_PRIVATE,
+    KPF_SLAB,
+    ZSPAGE_FIRST_PAGE,
+    missing_config,
+    pfn_moves,
+    pfn_span,
+    pfns_of,
+    require_config,
+)
+from harness.check.runner import SCENARIOS, in_tree_fragments
+from harness.errors import HarnessError
+from harness.procfs import parse_zoneinfo
+from harness.report import build_figure, print_tables, write_chart, write_json
+from harness.report.in_tree import InTreeResult, TrackedPages, in_tree_to_dict
+from harness.report.json_report import read_in_tree, read_results, run_document
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+CONFIGS = DATA / "in_tree"
+
+
+def recorded_configs(kind: str) -> list[Path]:
+    return sorted(CONFIGS.glob(f"config.*.{kind}.txt"))
+
+
+def kernel_with_config(tmp_path: Path, text: str) -> KernelBuild:
+    config = tmp_path / ".config"
+    config.write_text(text)
+    return KernelBuild(arch="x86_64", spec="/src/linux", release="4.8.15", version=(4, 8, 15),
+                       image=tmp_path / "bzImage", build_dir=tmp_path, config=config,
+                       system_map=tmp_path / "System.map", make_args=(), module_fixups=(),
+                       cached=True, seconds=0.0)
+
+
+def test_recordings_exist_for_default_and_in_tree_kernels() -> None:
+    assert recorded_configs("base") and recorded_configs("in-tree")
+
+
+@pytest.mark.parametrize("path", recorded_configs("base"), ids=lambda p: p.name)
+@pytest.mark.parametrize("scenario", [zram, balloon], ids=["zram", "balloon"])
+def test_a_default_kernel_is_refused_by_name(path: Path, scenario, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Recorded .config lines of kernels built without the fragments: the error names
+    the missing options, the file, and the --config that adds them."""
+    kernel = kernel_with_config(tmp_path, path.read_text())
+    with pytest.raises(HarnessError) as raised:
+        require_config(kernel, scenario.SCENARIO, scenario.CONFIG_NEEDS)
+    message = str(raised.value)
+    first = next(need for need in scenario.CONFIG_NEEDS if need.fragment == scenario.SCENARIO)
+    assert f"CONFIG_{first.symbol}" in message
+    assert str(kernel.config) in message
+    assert message.endswith(f"build the kernel with --config {scenario.SCENARIO}")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("path", recorded_configs("in-tree"), ids=lambda p: p.name)
+def test_a_kernel_built_with_the_fragments_passes(path: Path, tmp_path: Path) -> None:
+    kernel = kernel_with_config(tmp_path, path.read_text())
+    zram.require_zram_config(kernel)
+    balloon.require_balloon_config(kernel)
+
+
+def test_a_module_is_not_enough_and_one_option_is_named_alone() -> None:
+    text = "\n".join(f"CONFIG_{need.symbol}=y" for need in zram.CONFIG_NEEDS)
+    missing = missing_config(text.replace("CONFIG_ZRAM=y", "CONFIG_ZRAM=m"), zram.CONFIG_NEEDS)
+    assert [need.symbol for need in missing] == ["ZRAM"]
+
+
+def test_an_unreadable_config_says_rebuild(tmp_path: Path) -> None:
+    kernel = kernel_with_config(tmp_path, "")
+    kernel.config.unlink()
+    with pytest.raises(HarnessError, match="rebuild the kernel"):
+        zram.require_zram_config(kernel)
+
+
+def test_compaction_options_point_at_the_compaction_fragment(tmp_path: Path) -> None:
+    text = "\n".join(f"CONFIG_{need.symbol}=y" for need in zram.CONFIG_NEEDS
+                     if need.symbol != "VM_EVENT_COUNTERS")
+    with pytest.raises(HarnessError, match=r"CONFIG_VM_EVENT_COUNTERS is not set .*"
+                                           r"--config compaction$"):
+        zram.require_zram_config(kernel_with_config(tmp_path, text))
+
+
+def words(*flags: int) -> bytes:
+    return struct.pack(f"<{len(flags)}Q", *flags)
+
+
+def bit(*bits: int) -> int:
+    return sum(1 << b for b in bits)
+
+
+def test_zspage_first_pages_are_private_and_nothing_else() -> None:
+    data = words(
+        bit(KPF_PRIVATE),  # zspage first page (4.8 also PRIVATE_2 on its last page)
+        bit(KPF_PRIVATE, 36),  # one-page zspage in 4.8: first and last
+        bit(KPF_PRIVATE, KPF_LRU),  # page cache page with buffer heads
+        bit(KPF_PRIVATE, KPF_SLAB),  # SLOB page with free space (PG_slob_free)
+        bit(KPF_BUDDY),
+        0,  # a zspage's middle page: no marker at all
+    )
+    assert pfns_of(ZSPAGE_FIRST_PAGE, data, first_pfn=0x40000) == {0x40000, 0x40001}
+
+
+def test_balloon_pages_are_bit_23_in_every_era() -> None:
+    data = words(bit(23), bit(23, KPF_PRIVATE), bit(KPF_LRU), bit(23, KPF_BUDDY))
+    assert pfns_of(BALLOON_PAGE, data, first_pfn=1) == {1, 2}
+
+
+def test_a_cut_short_read_is_refused() -> None:
+    with pytest.raises(HarnessError, match="not whole 8-byte words"):
+        pfns_of(BALLOON_PAGE, b"\0" * 12, 0)
+
+
+def test_pfn_span_of_a_recorded_4_8_guest() -> None:
+    zoneinfo = parse_zoneinfo((DATA / "procfs" / "4.8.15-x86_64" / "zoneinfo.boot.txt")
+                              .read_text())
+    assert pfn_span(zoneinfo) == (1, 65503)
+
+
+def test_moved_pages_are_the_vacated_pfns() -> None:
+    moves = pfn_moves(BALLOON_PAGE, frozenset({1, 2, 3, 4}), frozenset({3, 4, 90, 91}))
+    assert (moves.before, moves.after, moves.moved, moves.arrived) == (4, 4, 2, 2)
+    assert moves.moved_share == 0.5
+
+
+def in_tree_result(**changes: object) -> InTreeResult:
+    base = InTreeResult(
+        scenario="zram", arch="arm64", kernel="debian:6.1", release="6.1.0-99-arm64",
+        proven=True, reasons=("700 of 1200 zspages moved",),
+        tracked=TrackedPages("zsmalloc zspage first pages", 1200, 1200, 700, 700),
+        pgmigrate_success_delta=2900,
+        buddy_before=(3000, 900, 300, 40, 5, 1, 0, 0, 0, 0, 0),
+        buddy_after=(400, 200, 120, 80, 60, 40, 22, 12, 7, 3, 1),
+        data_checked=48, data_mismatches=0, data_unit="1 MiB zram chunk",
+        figures={"zspages": 1200, "zram_compact_pages_compacted": 12},
+        vmstat_delta={"pgmigrate_success": 2900, "compact_isolated": 3100},
+        seconds={"fill": 20.5, "compact_memory": 1.2}, notes=("lzo",),
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_json_round_trip_and_old_files(tmp_path: Path) -> None:
+    results = [in_tree_result(), in_tree_result(scenario="balloon", proven=False)]
+    path = write_json([], tmp_path / "result.json", in_tree=results)
+    assert read_in_tree(path) == results
+    assert read_results(path) == []
+    document = run_document([], results)
+    assert document["proven"] is False and document["results"] == []
+    item = document["in_tree"][0]
+    assert (item["migrated_pages"], item["total_pages"], item["verdict"]) == (700, 1200,
+                                                                             "proven")
+    assert in_tree_to_dict(results[0])["data"] == {"unit": "1 MiB zram chunk", "checked": 48,
+                                                   "mismatches": 0}
+
+
+def test_picture_has_a_row_per_in_tree_result_alone_or_after_the_sample(tmp_path: Path) -> None:
+    figure = build_figure([], [in_tree_result(), in_tree_result(scenario="balloon")])
+    assert len(figure.subfigs) == 2
+    path = write_chart([], tmp_path / "pic.png", in_tree=[in_tree_result()])
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table_shows_moved_pages_figures_and_verdict() -> None:
+    console = Console(width=140, record=True)
+    print_tables([], console=console, in_tree=[in_tree_result()])
+    text = console.export_text()
+    assert "700 / 1200 (58%)" in text and "zram_compact_pages_compacted" in text
+    assert "PROVEN" in text and "48 × 1 MiB zram chunk, 0 mismatches" in text
+
+
+def test_scenario_choices_match_the_runner() -> None:
+    assert (*SCENARIOS, "all") == SCENARIO_CHOICES
+    assert selected_scenarios(None) == ("sample",)
+    assert selected_scenarios(["balloon", "zram", "balloon"]) == ("balloon", "zram")
+    assert selected_scenarios(["zram", "all"]) == SCENARIOS
+
+
+def test_one_kernel_serves_every_in_tree_scenario() -> None:
+    assert in_tree_fragments() == ("zram", "balloon")
+    assert in_tree_fragments(["sample"]) == ()
+    assert in_tree_fragments(["balloon"]) == ("balloon",)
+    with pytest.raises(HarnessError, match="unknown in-tree scenario 'zswap'"):
+        in_tree_fragments(["zswap"])
