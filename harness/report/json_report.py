@@ -79,7 +79,7 @@ def run_document(results: Sequence[RunResult],
                  in_tree: Sequence[InTreeResult] = ()) -> dict[str, Any]:
     """The whole run: schema, time, one result object per arch x kernel, and one
     per in-tree scenario run (zram, balloon) under ``in_tree``."""
-    everything = (*results, *in_tree)
+    everything: tuple[RunResult | InTreeResult, ...] = (*results, *in_tree)
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
