@@ -18,10 +18,13 @@ This module knows nothing about QEMU: any stream reaching a Linux shell works.
 """
 
 import base64
+import contextlib
+import fcntl
+import os
 import re
 import secrets
+import select
 import shlex
-import socket
 import time
 from pathlib import Path
 from typing import Protocol
@@ -33,6 +36,8 @@ from harness.guest import CommandResult, GuestError, GuestTimeout
 
 # Longest encoded command sent as a single line; longer ones are staged in a file.
 _MAX_INLINE = 3000
+# Most file bytes one get() command sends (base64 adds a third, plus newlines).
+_MAX_CHUNK = 384 * 1024
 _REPL = 'set -o pipefail; while IFS= read -r line; do eval "$line"; done'
 _SETUP = f"stty -echo -onlcr 2>/dev/null; exec sh -c '{_REPL}'\n"
 
@@ -47,13 +52,82 @@ def _marker(kind: str, tag: str) -> tuple[str, bytes]:
 
 
 class Stream(Protocol):
-    """A connected byte stream: a socket, or an adapter over a pty or serial device."""
+    """A connected byte stream: FIFOs (PipeStream), a socket, or a pty or serial adapter."""
 
     def fileno(self) -> int: ...
 
     def sendall(self, data: bytes) -> None: ...
 
     def close(self) -> None: ...
+
+
+class PipeStream:
+    """A console reached through two FIFOs: ``base``.in is written, ``base``.out is read.
+
+    This is QEMU's ``pipe`` chardev. QEMU writes virtio *console* output
+    without waiting and drops whatever does not fit (see QEMU's
+    hw/char/virtio-console.c), so the buffer between QEMU and the host decides
+    how far the host may fall behind. A FIFO's buffer can be raised to 1 MiB
+    here (a socket's is QEMU's to set); ConsoleGuest keeps each command's
+    output within it where it can (get() chunks) and detects any loss. A
+    stalled guest cannot hang the host: writes give up after
+    ``stall_seconds`` without progress.
+    """
+
+    def __init__(self, base: Path, stall_seconds: float = 60.0) -> None:
+        self.stall_seconds = stall_seconds
+        try:
+            # The other end (QEMU) holds both FIFOs open, so neither open waits;
+            # O_NONBLOCK only makes a missing peer an error instead of a hang.
+            self._read = os.open(f"{base}.out", os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as error:
+            raise GuestError(f"cannot open the guest console {base}.out: {error}") from None
+        try:
+            self._write = os.open(f"{base}.in", os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as error:
+            os.close(self._read)
+            raise GuestError(f"cannot open the guest console {base}.in: {error} "
+                             "(is the VM running?)") from None
+        os.set_blocking(self._read, True)
+        self.buffer_bytes = _grow_pipe(self._read)
+
+    def fileno(self) -> int:
+        """The descriptor to read (and poll) the console from."""
+        return self._read
+
+    def recv(self, size: int) -> bytes:
+        """Up to ``size`` bytes the guest wrote; b"" once the VM is gone."""
+        return os.read(self._read, size)
+
+    def sendall(self, data: bytes) -> None:
+        """Write all of ``data``, waiting while the guest has not read the previous bytes."""
+        view = memoryview(data)
+        while view:
+            _, writable, _ = select.select([], [self._write], [], self.stall_seconds)
+            if not writable:
+                raise TimeoutError(f"the guest read nothing for {self.stall_seconds:g} s")
+            view = view[os.write(self._write, view):]
+
+    def close(self) -> None:
+        """Close both FIFOs (the guest and QEMU keep running)."""
+        for descriptor in (self._read, self._write):
+            with contextlib.suppress(OSError):
+                os.close(descriptor)
+
+
+def _grow_pipe(descriptor: int) -> int:
+    """Make a FIFO's buffer as large as allowed (1 MiB by default); return its size.
+
+    QEMU drops what does not fit while the host is not reading, so the buffer
+    bounds how much output may arrive between two reads; get() sizes its
+    chunks from it.
+    """
+    try:
+        limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        fcntl.fcntl(descriptor, fcntl.F_SETPIPE_SZ, limit)
+    except (OSError, ValueError):
+        pass
+    return int(fcntl.fcntl(descriptor, fcntl.F_GETPIPE_SZ))
 
 
 class ConsoleGuest:
@@ -69,16 +143,11 @@ class ConsoleGuest:
         self._synchronise(connect_timeout)
 
     @classmethod
-    def connect_unix(cls, path: Path, connect_timeout: float = 30.0) -> "ConsoleGuest":
-        """Connect to a console exposed as a unix socket (QEMU's ``socket`` chardev)."""
-        stream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def connect_pipes(cls, base: Path, connect_timeout: float = 30.0) -> "ConsoleGuest":
+        """Connect to a console exposed as the FIFO pair ``base``.in/``base``.out."""
+        stream = PipeStream(base)
         try:
-            stream.connect(str(path))
-        except OSError as error:
-            stream.close()
-            raise GuestError(f"cannot connect to the guest console at {path}: {error}") from None
-        try:
-            return cls(stream, name=f"console {path.name}", connect_timeout=connect_timeout)
+            return cls(stream, name=f"console {base.name}", connect_timeout=connect_timeout)
         except BaseException:
             stream.close()
             raise
@@ -113,6 +182,9 @@ class ConsoleGuest:
     def _send(self, data: bytes) -> None:
         try:
             self._stream.sendall(data)
+        except TimeoutError as error:
+            self._broken = f"the {self.name} stopped reading input"
+            raise GuestError(f"{self._broken} ({error}): is the guest hung?") from None
         except OSError as error:
             raise GuestError(f"the {self.name} is gone ({error}): did the guest die?") from None
 
@@ -124,14 +196,24 @@ class ConsoleGuest:
         if self._broken:
             raise GuestError(f"{self._broken}; the transport cannot be used any more")
 
-    def _framed(self, body: str, timeout: float, what: str) -> tuple[bytes, int]:
-        """Run shell text ``body`` framed by markers; return (raw output, exit status)."""
+    def _framed(self, producer: str, timeout: float, what: str) -> tuple[bytes, int]:
+        """Run shell text ``producer`` framed by markers; return (its output, exit status).
+
+        The guest counts the bytes it wrote (tee to a file, then wc) and the
+        end marker carries the count, so output lost on the way is an error,
+        never a silently shorter result.
+        """
         self._check_usable()
         tag = secrets.token_hex(8)
         start_text, start = _marker("S", tag)
         end_text, end = _marker("E", tag)
-        self._send(f"echo {start_text}; {body}; echo {end_text}_$?\n".encode())
-        end_pattern = re.compile(re.escape(end) + rb"_(\d+)\r?\n")
+        copy = f"/tmp/.harness-output-{tag}"
+        # tee also turns the command's many small writes into few large ones:
+        # each write to a virtio console is a slow round trip to the host.
+        self._send(f"echo {start_text}; {{ {producer}; }} 2>&1 | tee {copy}; status=$?; "
+                   f"echo {end_text}_${{status}}_$(($(wc -c < {copy}))); rm -f {copy}\n"
+                   .encode())
+        end_pattern = re.compile(re.escape(end) + rb"_(\d+)_(\d+)\r?\n")
         try:
             self._child.expect_exact(start, timeout=timeout)
             self._child.expect(end_pattern, timeout=timeout, searchwindowsize=256)
@@ -143,12 +225,17 @@ class ConsoleGuest:
         except pexpect.EOF:
             raise self._closed(f"running {what}") from None
         output = bytes(self._child.before)
-        status = int(self._child.match.group(1))
+        status, written = int(self._child.match.group(1)), int(self._child.match.group(2))
         # The start marker's own newline; \r\n means the terminal still translates.
         if output.startswith(b"\r\n"):
             output = output[2:].replace(b"\r\n", b"\n")
         elif output.startswith(b"\n"):
             output = output[1:]
+        if len(output) != written:
+            raise GuestError(
+                f"the {self.name} delivered {len(output)} of the {written} bytes {what} "
+                "printed (the host read too slowly); use the SSH transport for large outputs"
+            )
         return output, status
 
     def _interrupt(self) -> None:
@@ -172,10 +259,7 @@ class ConsoleGuest:
                 self._send(f"printf %s {encoded[offset:offset + _MAX_INLINE]} >> {staged}\n"
                            .encode())
             source = f"base64 -d {staged}; rm -f {staged}"
-        # "| cat": a terminal gets one write per line from most programs, and
-        # each write to a virtio console is a slow round trip to the host;
-        # through a pipe, cat forwards kilobytes per write (pipefail keeps $?).
-        body = f'sh -c "$({source})" </dev/null 2>&1 | cat'
+        body = f'sh -c "$({source})" </dev/null 2>&1'
         output, status = self._framed(body, timeout, repr(command))
         return CommandResult(command=command, stdout=output.decode(errors="replace"),
                              exit_status=status)
@@ -207,18 +291,41 @@ class ConsoleGuest:
             raise GuestError(f"cannot write {remote} on the guest: {message or status}")
 
     def get(self, remote: str, local: Path, timeout: float = 300.0) -> None:
-        """Copy ``remote`` to ``local`` as base64 printed by the guest."""
+        """Copy ``remote`` to ``local`` as base64 printed by the guest, in chunks.
+
+        Each chunk is a separate command whose output fits in the stream's
+        buffer, so even a host that reads slowly never makes QEMU drop any.
+        """
         _check_remote(remote)
-        output, status = self._framed(f"base64 {shlex.quote(remote)} 2>&1 | cat", timeout,
-                                      f"reading {remote}")
-        if status != 0:
+        deadline = time.monotonic() + timeout
+        quoted = shlex.quote(remote)
+        answer, status = self._framed(f"wc -c < {quoted} 2>&1", timeout, f"reading {remote}")
+        if status != 0 or not answer.strip().isdigit():
             raise GuestError(f"cannot read {remote} on the guest: "
-                             f"{output.decode(errors='replace').strip()}")
-        try:
-            data = base64.b64decode(output, validate=False)
-        except ValueError as error:
-            raise GuestError(f"{remote} arrived damaged over the {self.name}: {error}") from None
-        local.write_bytes(data)
+                             f"{answer.decode(errors='replace').strip()}")
+        size = int(answer)
+        chunk = self._chunk_bytes()
+        with local.open("wb") as copy:
+            for index in range(-(-size // chunk)):
+                left = max(1.0, deadline - time.monotonic())
+                text, status = self._framed(
+                    f"dd if={quoted} bs={chunk} skip={index} count=1 2>/dev/null | base64",
+                    left, f"reading {remote}")
+                if status != 0:
+                    raise GuestError(f"cannot read {remote} on the guest (status {status})")
+                try:
+                    copy.write(base64.b64decode(text, validate=False))
+                except ValueError as error:
+                    raise GuestError(f"{remote} arrived damaged over the {self.name}: "
+                                     f"{error}") from None
+        if local.stat().st_size != size:
+            raise GuestError(f"{remote} changed while it was copied "
+                             f"({local.stat().st_size} of {size} bytes)")
+
+    def _chunk_bytes(self) -> int:
+        """File bytes per get() command: their base64 must fit in the stream's buffer."""
+        buffer = getattr(self._stream, "buffer_bytes", None) or 1 << 20
+        return max(4096, min(_MAX_CHUNK, int(buffer * 0.5 / 1.37)) // 4096 * 4096)
 
     def close(self) -> None:
         """Close the stream (the guest keeps running)."""

@@ -60,7 +60,7 @@ def connect_transport(vm: Vm, keys: RunKeys, transport: str,
                       timeout: float = CONNECT_TIMEOUT_SECONDS) -> Guest:
     """Open ``transport`` (console or ssh) to a VM that printed its ready marker."""
     if transport == "console":
-        return ConsoleGuest.connect_unix(vm.command_socket, connect_timeout=timeout)
+        return ConsoleGuest.connect_pipes(vm.command_pipe, connect_timeout=timeout)
     if vm.ssh_port is None:
         raise HarnessError("this VM has no network: SSH is not available")
     return connect_ssh(f"ssh://root@127.0.0.1:{vm.ssh_port}", key=keys.client_key,

@@ -48,12 +48,14 @@ def command(args: argparse.Namespace) -> int:
             attach(guest.guest.open_shell())
         else:
             guest.guest.close()  # the interactive shell needs the raw console, not the loop
-            import socket
+            from harness.guest.console import PipeStream
 
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as console:
-                console.connect(str(vm.command_socket))
+            console = PipeStream(vm.command_pipe)
+            try:
                 console.sendall(b"stty sane; exec sh -i\n")
                 attach(console)
+            finally:
+                console.close()
         guest.watch.check()
     return 0
 

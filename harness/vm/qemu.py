@@ -7,9 +7,10 @@ SIGKILL from the kernel if this Python process dies outright
 (PR_SET_PDEATHSIG), so no orphan survives even ``kill -9`` of the harness.
 
 Each VM has a run directory (kept): the UART console log the health watch
-reads, the exact QEMU command line, QEMU's own stderr. Sockets live in a
-short private temp directory instead, because unix socket paths are limited
-to 108 bytes and run directories can be deep.
+reads, the exact QEMU command line, QEMU's own stderr. The QMP socket and the
+command console's FIFOs live in a short private temp directory instead,
+because unix socket paths are limited to 108 bytes and run directories can
+be deep.
 """
 
 import ctypes
@@ -87,7 +88,7 @@ class Vm:
     accelerator: str
     run_dir: Path
     console_log: Path  # UART: kernel messages and the ready marker
-    command_socket: Path  # unix socket of the virtio console (hvc0) shell
+    command_pipe: Path  # FIFO pair <path>.in/.out of the virtio console (hvc0) shell
     ssh_port: int | None  # host port forwarded to the guest's SSH, on 127.0.0.1
     command_line: list[str]
     process: subprocess.Popen[bytes]
@@ -207,7 +208,10 @@ def qemu_command(machine: Machine, image: Path, initrd: Path, accelerator: str,
         # One port: the default 31 make the guest set up 64 virtqueues, which
         # costs as much boot time under TCG as all other devices together.
         "-device", f"{machine.virtio('serial')},max_ports=1",
-        "-chardev", f"socket,id=hvc,path={sockets / 'hvc0.sock'},server=on,wait=off",
+        # FIFOs, not a socket: QEMU drops virtio console output the host has
+        # no room for, and a FIFO's room can be raised to 1 MiB by the reader
+        # (harness.guest.console.PipeStream).
+        "-chardev", f"pipe,id=hvc,path={sockets / 'hvc0'}",
         "-device", "virtconsole,chardev=hvc,name=harness.command",
         "-device", machine.virtio("rng"),
     ]
@@ -261,6 +265,8 @@ def launch(
     process: subprocess.Popen[bytes] | None = None
     vm: Vm | None = None
     try:
+        for direction in ("in", "out"):
+            os.mkfifo(sockets / f"hvc0.{direction}", 0o600)
         for _attempt in range(3):
             ssh_port = free_local_port() if network else None
             console_log = run_dir / CONSOLE_LOG
@@ -274,7 +280,7 @@ def launch(
                                            start_new_session=True,
                                            preexec_fn=_die_with_parent)
             vm = Vm(arch=machine.arch.name, accelerator=accel, run_dir=run_dir,
-                    console_log=console_log, command_socket=sockets / "hvc0.sock",
+                    console_log=console_log, command_pipe=sockets / "hvc0",
                     ssh_port=ssh_port, command_line=command, process=process)
             vm._qmp = _connect_qmp(vm, sockets / "qmp.sock")
             if vm._qmp is not None:

@@ -70,8 +70,8 @@ def booted_vms() -> Iterator[list[VmGuest]]:
     yield booted
     alive = [guest.vm.pid for guest in booted if Path(f"/proc/{guest.vm.pid}").exists()]
     assert not alive, f"QEMU processes left running: {alive}"
-    sockets = [guest.vm.command_socket.parent for guest in booted
-               if guest.vm.command_socket.parent.exists()]
+    sockets = [guest.vm.command_pipe.parent for guest in booted
+               if guest.vm.command_pipe.parent.exists()]
     assert not sockets, f"socket directories left behind: {sockets}"
 
 

@@ -11,6 +11,7 @@ import os
 import pty
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,3 +125,73 @@ def test_shell_dying_mid_command_is_reported(
     guest, process = shell
     with pytest.raises(GuestError, match="closed while running"):
         guest.run(f"kill -9 {process.pid}; sleep 5", timeout=20)
+
+
+def test_get_in_several_chunks(shell: tuple[ConsoleGuest, subprocess.Popen[bytes]],
+                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.guest import console
+
+    guest, _ = shell
+    monkeypatch.setattr(console, "_MAX_CHUNK", 4096)
+    data = os.urandom(4096 * 4 + 123)
+    (tmp_path / "remote.bin").write_bytes(data)
+    guest.get(str(tmp_path / "remote.bin"), tmp_path / "out.bin")
+    assert (tmp_path / "out.bin").read_bytes() == data
+    guest.get(str(tmp_path / "out.bin"), tmp_path / "again.bin")  # not a chunk multiple
+    (tmp_path / "empty").write_bytes(b"")
+    guest.get(str(tmp_path / "empty"), tmp_path / "empty.out")
+    assert (tmp_path / "empty.out").read_bytes() == b""
+
+
+class DroppingStream(PtyStream):
+    """Reads through a relay that drops bytes once, as QEMU does when the host is slow."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(fd)
+        self.skip, self.drop = 0, 0  # pass `skip` more bytes on, then drop `drop` bytes
+        self._read, self._write = os.pipe()
+        threading.Thread(target=self._relay, daemon=True).start()
+
+    def _relay(self) -> None:
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except OSError:
+                data = b""
+            if not data:
+                os.close(self._write)
+                return
+            kept = bytearray()
+            for byte in data:
+                if self.skip:
+                    self.skip -= 1
+                elif self.drop:
+                    self.drop -= 1
+                    continue
+                kept.append(byte)
+            os.write(self._write, bytes(kept))
+
+    def fileno(self) -> int:
+        return self._read
+
+
+def test_lost_output_is_an_error_not_a_short_result(tmp_path: Path) -> None:
+    applets = tmp_path / "bin"
+    applets.mkdir()
+    subprocess.run([BUSYBOX or "busybox", "--install", "-s", str(applets)], check=True)
+    master, slave = pty.openpty()
+    process = subprocess.Popen([str(applets / "setsid"), "-c", str(applets / "sh")],
+                               stdin=slave, stdout=slave, stderr=slave,
+                               env={"PATH": str(applets)}, cwd=tmp_path)
+    os.close(slave)
+    stream = DroppingStream(master)
+    guest = ConsoleGuest(stream, name="lossy pty", connect_timeout=10)
+    try:
+        stream.skip, stream.drop = 5000, 1000
+        with pytest.raises(GuestError, match=r"delivered 47894 of the 48894 bytes"):
+            guest.run("seq 10000")
+        assert guest.run("echo fine").stdout == "fine\n"  # the transport is still usable
+    finally:
+        process.kill()
+        process.wait()
+        guest.close()
