@@ -21,6 +21,7 @@ every option a scenario needs, so a missing option is one clear line naming
 the fragment to add instead of a confusing failure inside the guest.
 """
 
+import gzip
 import shlex
 import tempfile
 from array import array
@@ -134,23 +135,27 @@ def pfn_span(zoneinfo: procfs.ZoneInfo) -> tuple[int, int]:
 def read_kpageflags(guest: Guest, first_pfn: int, count: int) -> bytes:
     """The flag words of ``count`` PFNs from ``first_pfn`` on, copied off the guest.
 
-    dd copies the slice to a file first (the transports copy files, and the
-    whole of /proc/kpageflags would include the PFN hole below arm64's RAM).
+    dd cuts the slice (the whole file would include the PFN hole below arm64's
+    RAM) and gzip shrinks it about twentyfold (most words repeat), because a
+    console transport moves every byte as base64 text.
     """
-    remote = "/tmp/harness-kpageflags"
-    copy = (f"dd if={KPAGEFLAGS} of={remote} bs=65536 skip={first_pfn * _WORD} "
-            f"count={count * _WORD} iflag=skip_bytes,count_bytes 2>&1")
+    remote = "/tmp/harness-kpageflags.gz"
+    copy = (f"dd if={KPAGEFLAGS} bs=65536 skip={first_pfn * _WORD} count={count * _WORD} "
+            f"iflag=skip_bytes,count_bytes 2>/dev/null | gzip -1 > {remote}")
     result = guest.run(copy, timeout=120)
     if not result.ok:
         raise GuestError(f"cannot read {KPAGEFLAGS} (exit {result.exit_status}): "
                          f"{result.stdout.strip()}; the kernel needs CONFIG_PROC_PAGE_MONITOR")
     with tempfile.TemporaryDirectory(prefix="harness-kpf-") as scratch:
-        local = Path(scratch) / "kpageflags"
+        local = Path(scratch) / "kpageflags.gz"
         try:
             guest.get(remote, local)
         finally:
             guest.run(f"rm -f {shlex.quote(remote)}")
-        data = local.read_bytes()
+        try:
+            data = gzip.decompress(local.read_bytes())
+        except (OSError, EOFError) as error:
+            raise GuestError(f"{KPAGEFLAGS} arrived damaged: {error}") from None
     if len(data) != count * _WORD:
         raise GuestError(f"read {len(data)} bytes of {KPAGEFLAGS}, expected {count * _WORD}")
     return data

@@ -17,8 +17,8 @@ from matplotlib.figure import Figure, SubFigure
 from matplotlib.ticker import FuncFormatter
 
 from harness.errors import HarnessError
-from harness.report.in_tree import InTreeResult
-from harness.report.model import COSTLY_ORDER, RunResult, Side
+from harness.report.in_tree import HUGE_ORDER, InTreeResult
+from harness.report.model import RunResult, Side
 
 BEFORE_COLOR = "#9ecae1"
 AFTER_COLOR = "#08519c"
@@ -90,6 +90,11 @@ def _draw_side(axes: Axes, side: Side, result: RunResult, top: float) -> None:
     _evidence_box(axes, lines)
 
 
+# The in-tree users' own numbers worth a bar next to the migration counters.
+_PANEL_FIGURES = {"zsmalloc_pages": "zsmalloc pages in all (debugfs)",
+                  "zram_compact_pages_compacted": "zram compact: pages freed"}
+
+
 def _draw_in_tree(row: SubFigure, result: InTreeResult) -> None:
     """An in-tree scenario: free blocks per order, and its pages found and moved."""
     color = PROVEN_COLOR if result.proven else NOT_PROVEN_COLOR
@@ -101,15 +106,19 @@ def _draw_in_tree(row: SubFigure, result: InTreeResult) -> None:
     tracked = result.tracked
     buddy.set_title(f"{result.scenario}: {tracked.moved} of {tracked.before} "
                     f"{tracked.kind} changed PFN ({tracked.moved_share:.0%})", fontsize=10)
-    order = min(COSTLY_ORDER + 1, len(result.buddy_before) - 1)
-    before, after = result.blocks_at_least(order)
-    _evidence_box(buddy, [f"free blocks ≥ order {order}: {before} → {after}",
+    order = min(HUGE_ORDER, len(result.buddy_before) - 1)
+    before, after = (pages * result.page_size >> 20
+                     for pages in result.free_pages_at_least(order))
+    _evidence_box(buddy, [f"free memory in blocks ≥ {_size_label(1 << order, result.page_size)}"
+                          f": {before} → {after} MiB",
                           f"data read back: {result.data_checked} × {result.data_unit}, "
                           f"{result.data_mismatches} mismatches"])
     bars = {f"{tracked.kind} found": tracked.before, "… moved to a new PFN": tracked.moved,
             "pgmigrate_success Δ": result.pgmigrate_success_delta}
     bars.update({f"{name} Δ": value for name, value in result.vmstat_delta.items()
-                 if name.startswith("balloon_migrate")})
+                 if name == "balloon_migrate"})
+    bars.update({label: result.figures[name] for name, label in _PANEL_FIGURES.items()
+                 if name in result.figures})
     names = list(bars)[::-1]
     pages.barh(names, [bars[name] for name in names], color=AFTER_COLOR)
     for y, name in enumerate(names):

@@ -16,6 +16,8 @@ from typing import Any
 
 from harness.report.model import NOT_PROVEN, PROVEN
 
+HUGE_ORDER = 9  # 2 MiB with 4 KiB pages: a huge page, the allocation compaction is for
+
 
 @dataclass(frozen=True)
 class TrackedPages:
@@ -78,9 +80,13 @@ class InTreeResult:
     def label(self) -> str:
         return f"{self.scenario} · {self.arch} · {self.kernel}"
 
-    def blocks_at_least(self, order: int) -> tuple[int, int]:
-        """Free blocks of order >= ``order`` before and after compaction."""
-        return sum(self.buddy_before[order:]), sum(self.buddy_after[order:])
+    def free_pages_at_least(self, order: int) -> tuple[int, int]:
+        """Free pages held in blocks of order >= ``order``, before and after compaction:
+        what an allocation of that order can use (compaction merges blocks, so
+        their count can fall while the memory in them grows)."""
+        def pages(counts: tuple[int, ...]) -> int:
+            return sum(count << index for index, count in enumerate(counts) if index >= order)
+        return pages(self.buddy_before), pages(self.buddy_after)
 
 
 def in_tree_to_dict(result: InTreeResult) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from harness.report.in_tree import InTreeResult
-from harness.report.model import COSTLY_ORDER, HighOrder, RunResult, Side
+from harness.report.in_tree import HUGE_ORDER, InTreeResult
+from harness.report.model import HighOrder, RunResult, Side
 
 # vmstat counters worth a row when the check recorded their deltas.
 _VMSTAT_ROWS = ("compact_isolated", "compact_migrate_scanned", "compact_free_scanned",
@@ -123,7 +123,7 @@ def build_in_tree_table(result: InTreeResult) -> Table:
     table.add_column("evidence", style="bold", no_wrap=True)
     table.add_column("value", justify="right")
     tracked = result.tracked
-    order = min(COSTLY_ORDER + 1, len(result.buddy_before) - 1)
+    order = min(HUGE_ORDER, len(result.buddy_before) - 1)
     table.add_row(f"{tracked.kind} moved (new PFN)",
                   f"{tracked.moved} / {tracked.before} ({tracked.moved_share:.0%})")
     table.add_row("pgmigrate_success Δ", str(result.pgmigrate_success_delta))
@@ -133,7 +133,9 @@ def build_in_tree_table(result: InTreeResult) -> Table:
     for name, value in result.figures.items():
         table.add_row(name, f"{value:,}")
     table.add_row("free order-0 blocks", _change(result.buddy_before[0], result.buddy_after[0]))
-    table.add_row(f"free blocks ≥ order {order}", _change(*result.blocks_at_least(order)))
+    before, after = result.free_pages_at_least(order)
+    table.add_row(f"free MiB in blocks ≥ order {order}",
+                  _change(before * result.page_size >> 20, after * result.page_size >> 20))
     table.add_row("data read back", f"{result.data_checked} × {result.data_unit}, "
                                     f"{result.data_mismatches} mismatches")
     table.add_row("seconds", ", ".join(f"{name} {value:.1f}"

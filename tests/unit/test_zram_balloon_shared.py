@@ -154,6 +154,13 @@ def in_tree_result(**changes: object) -> InTreeResult:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
+def test_free_memory_counts_pages_in_large_blocks() -> None:
+    """Compaction merges blocks: fewer of them, more memory in them."""
+    assert in_tree_result().free_pages_at_least(9) == (0, 3 * 512 + 1 * 1024)
+    assert in_tree_result().free_pages_at_least(0)[0] == sum(
+        count << order for order, count in enumerate(in_tree_result().buddy_before))
+
+
 def test_json_round_trip_and_old_files(tmp_path: Path) -> None:
     results = [in_tree_result(), in_tree_result(scenario="balloon", proven=False)]
     path = write_json([], tmp_path / "result.json", in_tree=results)
@@ -181,6 +188,7 @@ def test_table_shows_moved_pages_figures_and_verdict() -> None:
     text = console.export_text()
     assert "700 / 1200 (58%)" in text and "zram_compact_pages_compacted" in text
     assert "PROVEN" in text and "48 × 1 MiB zram chunk, 0 mismatches" in text
+    assert "free MiB in blocks ≥ order 9" in text and "0 → 10 (+10)" in text
 
 
 def test_scenario_choices_match_the_runner() -> None:
