@@ -10,7 +10,8 @@ kernel messages mixed into a command's output. Both are designed out here:
   so the bytes between two markers are exactly what the command printed.
 * Each command travels base64-encoded and runs as ``sh -c`` (what sshd
   does too), framed by markers with a random id that the encoded command
-  cannot contain; the end marker carries ``$?``.
+  cannot contain; the end marker carries ``$?`` and the number of bytes the
+  guest wrote, so output lost on the way is an error, never a short result.
 
 Files travel base64-encoded in 76-character lines, because a terminal in
 canonical mode limits a line to 4095 bytes and interprets control bytes.
@@ -331,10 +332,6 @@ class ConsoleGuest:
         """Close the stream (the guest keeps running)."""
         self._broken = self._broken or f"the {self.name} was closed"
         self._stream.close()
-
-    def fileno(self) -> int:
-        """The stream's descriptor, for an interactive terminal bridge."""
-        return self._stream.fileno()
 
 
 def _check_remote(remote: str) -> None:
