@@ -1,9 +1,4 @@
-"""Real guests, both arches, both transports: commands, files, crashes, dead VMs.
-
-Run: ``.venv/bin/pytest -m vm tests/integration/test_guest.py`` (scratch 4.8
-kernels), or with ``--kernel debian:6.1 --kernel debian:5.10 --kernel
-/path/to/linux-4.8.15`` for built kernels.
-"""
+"""Real guests, both arches, both transports: commands, files, crashes, dead VMs."""
 
 import hashlib
 import os
@@ -22,40 +17,41 @@ from .conftest import BootFactory
 pytestmark = pytest.mark.vm
 
 
-def test_uname_matches_the_built_release(guest: VmGuest, kernel: KernelBuild) -> None:
-    result = guest.run("uname -r")
-    assert result.ok and result.stdout == kernel.release + "\n"
+def test_uname_matches_the_built_release(vm_guest: VmGuest, kernel_build: KernelBuild) -> None:
+    result = vm_guest.run("uname -r")
+    assert result.ok and result.stdout == kernel_build.release + "\n"
 
 
-def test_exit_statuses_are_exact(guest: VmGuest) -> None:
-    statuses = [guest.run(command).exit_status for command in ("true", "false", "sh -c 'exit 3'")]
+def test_exit_statuses_are_exact(vm_guest: VmGuest) -> None:
+    commands = ("true", "false", "sh -c 'exit 3'")
+    statuses = [vm_guest.run(command).exit_status for command in commands]
     assert statuses == [0, 1, 3]
 
 
-def test_one_mebibyte_goes_in_and_out_unchanged(guest: VmGuest, tmp_path: Path) -> None:
+def test_one_mebibyte_goes_in_and_out_unchanged(vm_guest: VmGuest, tmp_path: Path) -> None:
     data = os.urandom(1 << 20)
     sent, received = tmp_path / "sent.bin", tmp_path / "received.bin"
     sent.write_bytes(data)
-    guest.put(sent, "/tmp/random.bin")
+    vm_guest.put(sent, "/tmp/random.bin")
     digest = hashlib.sha256(data).hexdigest()
-    assert guest.run("sha256sum /tmp/random.bin").stdout.split()[0] == digest
-    guest.get("/tmp/random.bin", received)
+    assert vm_guest.run("sha256sum /tmp/random.bin").stdout.split()[0] == digest
+    vm_guest.get("/tmp/random.bin", received)
     assert hashlib.sha256(received.read_bytes()).hexdigest() == digest
 
 
-def test_ten_thousand_lines_arrive_whole(guest: VmGuest) -> None:
-    result = guest.run("seq 10000")
+def test_ten_thousand_lines_arrive_whole(vm_guest: VmGuest) -> None:
+    result = vm_guest.run("seq 10000")
     assert result.ok and result.stdout.splitlines() == [str(n) for n in range(1, 10001)]
 
 
-def test_kernel_messages_stay_out_of_command_output(guest: VmGuest) -> None:
+def test_kernel_messages_stay_out_of_command_output(vm_guest: VmGuest) -> None:
     marker = f"harness-kmsg-{time.monotonic_ns()}"
-    result = guest.run(f"echo {marker} > /dev/kmsg; echo done")
+    result = vm_guest.run(f"echo {marker} > /dev/kmsg; echo done")
     assert result.stdout == "done\n"
     deadline = time.monotonic() + 5
-    while marker not in guest.vm.console_text() and time.monotonic() < deadline:
+    while marker not in vm_guest.vm.console_text() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert marker in guest.vm.console_text()
+    assert marker in vm_guest.vm.console_text()
 
 
 def test_a_kernel_panic_fails_the_step_with_the_panic_text(boot: BootFactory) -> None:

@@ -5,8 +5,6 @@ against a real guest (``--target``), using only the plugin's public fixtures,
 the way a user would write their own.
 """
 
-import re
-
 from harness.artifacts import KernelBuild
 from harness.check.driver import DriverParams, SampleDriver
 from harness.check.runner import check_ab_on
@@ -51,26 +49,6 @@ def test_fault_injection_counts_and_putback(movable_driver: SampleDriver) -> Non
     assert delta["putback"] >= delta["failed"], "hard failures must come back via putback"
     assert after["isolated_now"] == 0
     assert (checked, mismatches) == (2048, 0)
-
-
-def test_unload_while_pages_are_isolated(movable_driver: SampleDriver, guest: Guest) -> None:
-    """rmmod racing a running compaction, in a loop: no warning, no leak, no crash.
-
-    The health watch fails the step on any Oops/BUG/WARNING; the driver logs
-    how many of its pages the VM had isolated at unload.
-    """
-    raced = 0
-    for round_no in range(8):
-        movable_driver.load(DriverParams(pages=4096, fragment=4, seed=round_no + 2))
-        guest.run("(echo 1 > /proc/sys/vm/compact_memory) >/dev/null 2>&1 &")
-        guest.run(f"usleep {1000 * round_no} 2>/dev/null || true")
-        movable_driver.unload()
-        guest.run("wait")
-        log = guest.run("dmesg | grep 'movable_sample: released' | tail -n 1").stdout
-        match = re.search(r"(\d+) of them isolated", log)
-        raced += int(match.group(1)) if match and int(match.group(1)) > 0 else 0
-    assert guest.run("test -d /sys/module/movable_sample").exit_status == 1
-    print(f"pages isolated by the VM at unload, over 8 rounds: {raced}")
 
 
 def test_repeated_compaction_under_allocation_churn(
