@@ -11,12 +11,14 @@ directory to the entry does not break it.
 """
 
 import errno
+import fcntl
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -155,10 +157,17 @@ def build_kernel(
         if found is not None:
             return found
     require_build_tools(plan.arch)
-    _check_free_disk()
-    _remove_abandoned_work()
-    with cache.produce(BUILDS, key, force=entry is not None) as work:
-        _build(plan, work)
+    with _building(key, plan.spec):
+        # Another process may have built it while this one waited for the lock.
+        entry = cache.lookup(BUILDS, key)
+        if entry is not None and not force:
+            found = _load(entry, plan, cached=True, started=started)
+            if found is not None:
+                return found
+        _check_free_disk()
+        _remove_abandoned_work()
+        with cache.produce(BUILDS, key, force=entry is not None) as work:
+            _build(plan, work)
     built = _load(cache.entry_path(BUILDS, key), plan, cached=False, started=started)
     if built is None:  # the entry we just renamed into place must be complete
         raise HarnessError(f"kernel build entry {cache.entry_path(BUILDS, key)} is incomplete")
@@ -189,6 +198,25 @@ def _load(entry: Path, plan: BuildPlan, cached: bool, started: float) -> KernelB
     needed = (build.image, build.config, build.system_map, build_dir / "Module.symvers",
               plan.source.path / "Makefile")
     return build if all(path.exists() for path in needed) else None
+
+
+@contextmanager
+def _building(key: str, spec: str) -> Iterator[None]:
+    """Hold the per-key build lock, so two processes never build the same kernel at once.
+
+    The second one waits, then finds the first one's entry. flock is released
+    by the kernel when the holder dies, so a killed build never blocks anyone.
+    """
+    lock_path = cache_root() / BUILDS / f".{key}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"harness: waiting for another process building {spec} ({key})",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _remove_abandoned_work() -> None:

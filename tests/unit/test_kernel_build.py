@@ -52,6 +52,11 @@ def running(pid: int, wait: float = 5.0) -> bool:
     return True
 
 
+def leftovers(cache_dir: Path) -> list[str]:
+    """Entries and work directories of the build cache (per-key lock files do not count)."""
+    return [p.name for p in (cache_dir / BUILDS).iterdir() if not p.name.endswith(".lock")]
+
+
 def fake_entry(tree: Path, arch: str = "x86_64") -> Path:
     """A finished cache entry for the plan of ``tree``, as a real build leaves it."""
     plan = plan_build(str(tree), arch)
@@ -142,7 +147,7 @@ def test_failed_build_leaves_no_entry_and_keeps_the_log(
     assert log.is_file() and log.parent.parent == runs
     assert "multiple definition of yylloc" in log.read_text()
     assert "multiple definition of yylloc" in capsys.readouterr().err
-    assert list((isolated_cache / BUILDS).iterdir()) == []
+    assert leftovers(isolated_cache) == []
 
 
 @pytest.mark.parametrize("when", ["while-starting", "while-running"])
@@ -162,7 +167,7 @@ def test_interrupt_stops_make_and_leaves_nothing(
     # make may have been stopped before it even started its child: then no pid.
     child = pidfile.read_text().strip() if pidfile.exists() else ""
     assert not (child and running(int(child))), "make's children must be stopped"
-    assert list((isolated_cache / BUILDS).iterdir()) == []
+    assert leftovers(isolated_cache) == []
 
 
 def test_missing_tool_names_the_package(
@@ -217,7 +222,7 @@ def test_disk_full_during_make_is_named(
               "echo 'cc1: error: write error: No space left on device'; exit 2\n")
     with pytest.raises(HarnessError, match="disk full while building"):
         build_kernel(str(tree), "x86_64")
-    assert list((isolated_cache / BUILDS).iterdir()) == []
+    assert leftovers(isolated_cache) == []
 
 
 def test_only_abandoned_work_directories_are_removed(isolated_cache: Path) -> None:
@@ -242,3 +247,28 @@ def test_fragment_fighting_a_quirk_is_refused(
                                            "quirk x86_64-plt32-relocations"):
         plan_build(str(tree), "x86_64", [str(kaslr)])
     plan_build(str(tree), "arm64", [str(kaslr)])  # no such quirk on arm64
+
+
+def test_second_process_waits_and_takes_the_first_ones_entry(
+    isolated_cache: Path, tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import fcntl
+    import threading
+
+    fake_make(tmp_path, monkeypatch, "echo make must not run; exit 99\n")
+    key = plan_build(str(tree), "x86_64").key()
+    lock_path = isolated_cache / BUILDS / f".{key}.lock"
+    lock_path.parent.mkdir(parents=True)
+    results: list[object] = []
+    with lock_path.open("a") as held:  # "another process" is building this key
+        fcntl.flock(held, fcntl.LOCK_EX)
+        waiter = threading.Thread(target=lambda: results.append(
+            build_kernel(str(tree), "x86_64")))
+        waiter.start()
+        time.sleep(1.0)
+        assert waiter.is_alive() and not results  # blocked on the lock
+        fake_entry(tree)  # the other process finishes its entry, then unlocks
+    waiter.join(timeout=30)
+    assert len(results) == 1 and results[0].cached  # type: ignore[attr-defined]
+    assert "waiting for another process" in capsys.readouterr().err
