@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -159,7 +160,8 @@ def bench_one(kernel: KernelBuild | Path, arch: str, accelerator: str,
     }
     for name, samples in times.items():
         result[name] = summary(samples)
-    pick = {"min": min, "median": statistics.median}
+    pick: dict[str, Callable[[list[float]], float]] = {"min": min,
+                                                        "median": statistics.median}
     for name, statistic in pick.items():
         ratio = statistic(times["harness_ready"]) / statistic(times["floor"])
         result[f"ready_over_floor_{name}"] = round(ratio, 3)
@@ -218,7 +220,7 @@ def main() -> int:
     if not kernels:
         parser.error("give --image ARCH=PATH or --kernel SPEC")
 
-    results = []
+    results: list[dict[str, object]] = []
     for arch, kernel in kernels:
         machine = get_machine(arch)
         image = kernel.image if isinstance(kernel, KernelBuild) else kernel

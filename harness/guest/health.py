@@ -108,7 +108,7 @@ class DmesgSource:
 
     def read_new(self) -> str:
         """dmesg lines stamped after the newest line seen before."""
-        fresh = []
+        fresh: list[str] = []
         for line in self._dmesg().splitlines():
             stamp = self._stamp_of([line])
             if stamp > self._last_stamp or (stamp < 0 and fresh):

@@ -168,10 +168,10 @@ class SshGuest:
             raise GuestError(f"{what} failed: {error}") from None
         data = bytearray()
         status = self._finish(channel, what, deadline, timeout, data)
-        error = channel.recv_stderr(_CHUNK).decode(errors="replace").strip() if status else ""
+        message = channel.recv_stderr(_CHUNK).decode(errors="replace").strip() if status else ""
         channel.close()
         if status != 0:
-            raise GuestError(f"cannot read {remote} on {self.target}: {error or status}")
+            raise GuestError(f"cannot read {remote} on {self.target}: {message or status}")
         local.write_bytes(bytes(data))
 
     def open_shell(self) -> paramiko.Channel:
