@@ -22,7 +22,9 @@ The experiment, and why each step is there:
 3. Free part of it with ``blkdiscard`` (zram frees the objects: zs_free):
    every other bulk chunk, so whole zspages go back to the buddy allocator and
    leave holes between the zspages that stay (what compaction can fix; dropping
-   the page cache the writes went through leaves more holes); and every other
+   the page cache the writes went through leaves more holes; the page cache
+   only, since dropping slab objects too runs zsmalloc's shrinker, which
+   compacts the pool on its own); and every other
    page of the fine chunk, so its zspages stay allocated half empty (what
    zram's own compaction can fix). Freeing single pages costs one process
    each, which is why only one chunk is freed that finely.
