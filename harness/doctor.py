@@ -6,10 +6,12 @@ check passes, so scripts can gate on it.
 """
 
 import argparse
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from harness.errors import HarnessError
 from harness.hostdeps import HOST_DEPS, HOST_FILES, missing
 from harness.paths import cache_root
 
@@ -57,9 +59,39 @@ def check_free_disk() -> Finding:
     )
 
 
-def run_checks() -> list[Finding]:
+def check_kvm() -> Finding:
+    """Whether KVM could be tried; whether it works is learnt by a test boot.
+
+    /dev/kvm can exist and still not boot a kernel (nested paravirtual KVM),
+    so the VM stage tries a real boot once per host boot and falls back to
+    TCG with a notice. Not required: TCG works everywhere.
+    """
+    present = os.access("/dev/kvm", os.R_OK | os.W_OK)
+    return Finding(
+        name="kvm",
+        ok=present,
+        detail=("/dev/kvm usable by this user; a test boot at the first VM decides KVM or TCG"
+                if present else "no usable /dev/kvm: guests run under TCG (slower)"),
+        required=False,
+    )
+
+
+def check_kernel_source(spec: str) -> Finding:
+    """Whether the kernel source a user asks for can be obtained (and fetch it once)."""
+    from harness.kernel.source import obtain_source
+    from harness.kernel.spec import parse_spec
+
+    try:
+        source = obtain_source(parse_spec(spec))
+    except HarnessError as error:
+        return Finding(name=f"kernel {spec}", ok=False, detail=str(error))
+    return Finding(name=f"kernel {spec}", ok=True, detail=f"source at {source.path}")
+
+
+def run_checks(kernels: list[str] | None = None) -> list[Finding]:
     """Every check, in the order they are printed."""
-    return [*check_host_programs(), check_free_disk()]
+    return [*check_host_programs(), check_free_disk(), check_kvm(),
+            *(check_kernel_source(spec) for spec in kernels or ())]
 
 
 def print_findings(findings: list[Finding]) -> None:
@@ -74,7 +106,7 @@ def print_findings(findings: list[Finding]) -> None:
 
 def command(args: argparse.Namespace) -> int:
     """Run every check; exit 1 when a required one failed."""
-    findings = run_checks()
+    findings = run_checks(args.kernel)
     print_findings(findings)
     failed = [f for f in findings if f.required and not f.ok]
     if failed:
@@ -89,4 +121,6 @@ def command(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``doctor`` subcommand."""
     parser = subparsers.add_parser("doctor", help="check this host and say how to fix it")
+    parser.add_argument("--kernel", action="append", default=[], metavar="SPEC",
+                        help="also check that this kernel source can be obtained (repeatable)")
     parser.set_defaults(func=command)

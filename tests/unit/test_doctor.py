@@ -22,3 +22,12 @@ def test_doctor_names_the_package_of_a_missing_qemu(
 def test_setup_package_list_covers_every_dependency() -> None:
     packages = set(hostdeps.all_packages())
     assert {d.package for d in hostdeps.HOST_DEPS + hostdeps.HOST_FILES} <= packages
+
+
+def test_doctor_reports_an_unobtainable_kernel_source(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = cli.main(["doctor", "--kernel", str(tmp_path / "no-such-tree")])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "[FAIL] kernel" in out and "no-such-tree" in out
