@@ -52,14 +52,18 @@ from harness.check.in_tree import (
     COMPACTION_NEEDS,
     ConfigNeed,
     find_pages,
-    mem_free_pages,
-    must,
     pfn_moves,
     pfn_span,
     require_config,
+)
+from harness.check.sample import VMSTAT_KEYS
+from harness.check.steps import (
+    compact_memory,
+    mem_free_pages,
+    must,
+    quiet_background_compaction,
     snapshot,
 )
-from harness.check.sample import VMSTAT_KEYS, compact_memory, quiet_background_compaction
 from harness.errors import HarnessError
 from harness.guest import Guest, GuestError
 from harness.report.in_tree import InTreeResult, TrackedPages

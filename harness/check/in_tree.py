@@ -172,38 +172,6 @@ def pfn_moves(kind: PageKind, before: frozenset[int], after: frozenset[int]) -> 
                         moved=len(before - after), arrived=len(after - before))
 
 
-def must(guest: Guest, command: str, timeout: float = 60.0) -> str:
-    """stdout of ``command``, or a GuestError quoting it and its output."""
-    result = guest.run(command, timeout=timeout)
-    if not result.ok:
-        raise GuestError(f"`{command}` failed (exit {result.exit_status}): "
-                         f"{result.stdout.strip()[-300:]}")
-    return result.stdout
-
-
-def snapshot(guest: Guest) -> procfs.Snapshot:
-    """buddyinfo, vmstat, pagetypeinfo and zoneinfo in one round trip."""
-    return procfs.parse_snapshot(must(guest, procfs.snapshot_command()))
-
-
-def mem_free_pages(guest: Guest) -> int:
-    """MemFree in 4 KiB pages."""
-    return meminfo(guest)["MemFree"] // 4
-
-
-def meminfo(guest: Guest) -> dict[str, int]:
-    """/proc/meminfo in KiB by field name."""
-    values: dict[str, int] = {}
-    for line in must(guest, "cat /proc/meminfo").splitlines():
-        name, _, rest = line.partition(":")
-        words = rest.split()
-        if words and words[0].isdigit():
-            values[name.strip()] = int(words[0])
-    if "MemFree" not in values or "MemTotal" not in values:
-        raise GuestError("/proc/meminfo has no MemFree/MemTotal lines")
-    return values
-
-
 def counters(vmstat: procfs.Vmstat, names: Iterable[str]) -> Mapping[str, int]:
     """The named vmstat counters that this kernel has (absent ones are left out)."""
     return {name: vmstat[name] for name in names if name in vmstat}

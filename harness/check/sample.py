@@ -8,7 +8,13 @@ from dataclasses import dataclass
 
 from harness import procfs
 from harness.check.driver import DriverParams, DriverState, SampleDriver
-from harness.guest import Guest, GuestError
+from harness.check.steps import (
+    compact_memory,
+    mem_free_pages,
+    must,
+    quiet_background_compaction,
+    snapshot,
+)
 from harness.report.model import HighOrder, Side
 
 # Counters the evidence reports as deltas; compact_stall/fail/success count
@@ -47,50 +53,6 @@ class ScenarioSettings:
                             seed=self.seed)
 
 
-def free_pages(guest: Guest) -> int:
-    """MemFree of the guest in pages (4 KiB pages: both arches' defaults)."""
-    for line in _must(guest, "cat /proc/meminfo").splitlines():
-        if line.startswith("MemFree:"):
-            return int(line.split()[1]) // 4
-    raise GuestError("/proc/meminfo has no MemFree line")
-
-
-def quiet_background_compaction(guest: Guest) -> list[str]:
-    """Stop the kernel compacting on its own so deltas come from our compaction.
-
-    Returns notes saying what was done, for the result. Each round also drops
-    the page cache first, removing clean pages that would otherwise migrate
-    and blur ``pgmigrate_success``.
-    """
-    notes = []
-    if guest.run("test -w /proc/sys/vm/compaction_proactiveness").ok:
-        _must(guest, "echo 0 > /proc/sys/vm/compaction_proactiveness")
-        notes.append("compaction_proactiveness set to 0")
-    else:
-        notes.append("no compaction_proactiveness in this kernel (before 5.9): "
-                     "only kcompactd wake-ups can compact in the background")
-    notes.append("page cache dropped before each round")
-    return notes
-
-
-def compact_memory(guest: Guest) -> None:
-    """Ask the kernel to compact every zone, as a user would."""
-    _must(guest, "echo 1 > /proc/sys/vm/compact_memory", timeout=300)
-
-
-def _must(guest: Guest, command: str, timeout: float = 60.0) -> str:
-    result = guest.run(command, timeout=timeout)
-    if not result.ok:
-        raise GuestError(f"`{command}` failed (exit {result.exit_status}): "
-                         f"{result.stdout.strip()}")
-    return result.stdout
-
-
-def _snapshot(guest: Guest) -> procfs.Snapshot:
-    """buddyinfo, vmstat, pagetypeinfo and zoneinfo read in one round trip."""
-    return procfs.parse_snapshot(_must(guest, procfs.snapshot_command()))
-
-
 def _counter_deltas(before: DriverState, after: DriverState) -> dict[str, int]:
     keys = ("isolated", "migrated", "putback", "eagain", "failed")
     return {key: after.stats.get(key, 0) - before.stats.get(key, 0) for key in keys}
@@ -104,15 +66,15 @@ def run_sample_round(driver: SampleDriver, movable: bool,
     driver is unloaded even when a step fails, so a board is left as found.
     """
     guest = driver.guest
-    _must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
-    driver.load(settings.driver_params(movable, free_pages(guest)))
+    must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
+    driver.load(settings.driver_params(movable, mem_free_pages(guest)))
     try:
         order, attempts = settings.probe_order, settings.probe_attempts
-        before = _snapshot(guest)
+        before = snapshot(guest)
         state_before = driver.state()
         high_before = driver.try_alloc(order, attempts)
         compact_memory(guest)
-        after = _snapshot(guest)
+        after = snapshot(guest)
         state_after = driver.state()
         high_after = driver.try_alloc(order, attempts)
         checked, mismatches = driver.verify()

@@ -64,14 +64,18 @@ from harness.check.in_tree import (
     ZSPAGE_FIRST_PAGE,
     ConfigNeed,
     find_pages,
-    mem_free_pages,
-    must,
     pfn_moves,
     pfn_span,
     require_config,
+)
+from harness.check.sample import VMSTAT_KEYS
+from harness.check.steps import (
+    compact_memory,
+    mem_free_pages,
+    must,
+    quiet_background_compaction,
     snapshot,
 )
-from harness.check.sample import VMSTAT_KEYS, compact_memory, quiet_background_compaction
 from harness.guest import Guest, GuestError
 from harness.report.in_tree import InTreeResult, TrackedPages
 

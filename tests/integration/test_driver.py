@@ -11,7 +11,7 @@ import re
 
 from harness.artifacts import KernelBuild, ModuleArtifact
 from harness.check.driver import DEBUGFS, MODULE_NAME, DriverParams, SampleDriver
-from harness.check.sample import compact_memory, quiet_background_compaction
+from harness.check.steps import compact_memory, quiet_background_compaction
 from harness.guest import Guest
 
 STATS_KEYS = {

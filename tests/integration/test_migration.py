@@ -8,7 +8,7 @@ the way a user would write their own.
 from harness.artifacts import KernelBuild
 from harness.check.driver import DriverParams, SampleDriver
 from harness.check.runner import check_ab_on
-from harness.check.sample import compact_memory, quiet_background_compaction
+from harness.check.steps import compact_memory, quiet_background_compaction
 from harness.guest import Guest
 
 

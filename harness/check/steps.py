@@ -1,0 +1,60 @@
+"""Guest steps every scenario shares: run-or-fail, procfs snapshots, memory figures,
+and the compaction itself. Written against the Guest protocol only."""
+
+from harness import procfs
+from harness.guest import Guest, GuestError
+
+
+def must(guest: Guest, command: str, timeout: float = 60.0) -> str:
+    """stdout of ``command``, or a GuestError quoting it and its output."""
+    result = guest.run(command, timeout=timeout)
+    if not result.ok:
+        raise GuestError(f"`{command}` failed (exit {result.exit_status}): "
+                         f"{result.stdout.strip()[-300:]}")
+    return result.stdout
+
+
+def snapshot(guest: Guest) -> procfs.Snapshot:
+    """buddyinfo, vmstat, pagetypeinfo and zoneinfo in one round trip."""
+    return procfs.parse_snapshot(must(guest, procfs.snapshot_command()))
+
+
+def meminfo(guest: Guest) -> dict[str, int]:
+    """/proc/meminfo in KiB by field name."""
+    values: dict[str, int] = {}
+    for line in must(guest, "cat /proc/meminfo").splitlines():
+        name, _, rest = line.partition(":")
+        words = rest.split()
+        if words and words[0].isdigit():
+            values[name.strip()] = int(words[0])
+    if "MemFree" not in values or "MemTotal" not in values:
+        raise GuestError("/proc/meminfo has no MemFree/MemTotal lines")
+    return values
+
+
+def mem_free_pages(guest: Guest) -> int:
+    """MemFree in 4 KiB pages."""
+    return meminfo(guest)["MemFree"] // 4
+
+
+def compact_memory(guest: Guest) -> None:
+    """Ask the kernel to compact every zone, as a user would."""
+    must(guest, "echo 1 > /proc/sys/vm/compact_memory", timeout=300)
+
+
+def quiet_background_compaction(guest: Guest) -> list[str]:
+    """Stop the kernel compacting on its own so deltas come from our compaction.
+
+    Returns notes saying what was done, for the result. Each round also drops
+    the page cache first, removing clean pages that would otherwise migrate
+    and blur ``pgmigrate_success``.
+    """
+    notes = []
+    if guest.run("test -w /proc/sys/vm/compaction_proactiveness").ok:
+        must(guest, "echo 0 > /proc/sys/vm/compaction_proactiveness")
+        notes.append("compaction_proactiveness set to 0")
+    else:
+        notes.append("no compaction_proactiveness in this kernel (before 5.9): "
+                     "only kcompactd wake-ups can compact in the background")
+    notes.append("page cache dropped before each round")
+    return notes
