@@ -26,12 +26,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from harness.artifacts import KernelBuild, ModuleArtifact
 from harness.errors import HarnessError
 from harness.guest import Guest
+
+if TYPE_CHECKING:
+    from harness.check.target import TargetOptions
 
 DEFAULT_ARCHES = ("x86_64", "arm64")
 DEFAULT_KERNELS = ("debian:5.10", "debian:6.1")
@@ -141,7 +145,9 @@ def kernel_build_with(harness_cell: Cell) -> Callable[..., KernelBuild]:
     return build
 
 
-def _target_options(config: pytest.Config, virtio_devices: Sequence[str] = ()):  # type: ignore[no-untyped-def]
+def _target_options(config: pytest.Config,
+                    virtio_devices: Sequence[str] = ()) -> "TargetOptions":
+    """The --target/--transport/--ssh-key options, with extra virtio devices."""
     from harness.check.target import TargetOptions
 
     key = config.getoption("--ssh-key")
