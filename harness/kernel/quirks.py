@@ -67,14 +67,23 @@ QUIRKS: tuple[Quirk, ...] = (
     ),
     Quirk(
         name="x86_64-old-objtool",
-        reason="objtool before v4.16 predates the PLT32 relocations and the instructions "
-               "gcc 12 emits; with stack validation on the build fails or floods warnings, "
-               "so it stays off (tinyconfig leaves it off; this stops a fragment enabling it).",
-        arches=("x86_64",),
+        reason="objtool's build (tools/build) writes `\\#` into its .cmd files, which GNU make "
+               ">= 4.3 (Debian 12) reads literally: `.fixdep.o.cmd:1: *** missing separator`; "
+               "upstream switched to `$(pound)` in v5.0. Stack validation stays off.",
+        arches=("x86_64",),  # objtool is x86-only in this era
         since=(4, 8, 0),
-        until=(4, 16, 0),
-        min_binutils=(2, 31),
+        until=(5, 0, 0),
         config=("# CONFIG_STACK_VALIDATION is not set",),
+    ),
+    Quirk(
+        name="x86_64-orc-needs-objtool",
+        reason="from 4.14 the default ORC unwinder selects stack validation, i.e. objtool, "
+               "which cannot be built before v5.0 (see x86_64-old-objtool); the guess unwinder "
+               "needs no objtool.",
+        arches=("x86_64",),
+        since=(4, 14, 0),
+        until=(5, 0, 0),
+        config=("# CONFIG_UNWINDER_ORC is not set", "CONFIG_UNWINDER_GUESS=y"),
     ),
 )
 
