@@ -7,15 +7,20 @@ for a board or any machine started separately). Any test that uses
 ``movable_driver``) is parametrized over arch x kernel with ids such as
 ``x86_64-debian:5.10``.
 
+Every cell's kernel is built with the in-tree scenarios' fragments (zram,
+balloon) plus any ``--kernel-config FRAGMENT``: one kernel per cell then serves
+every test, the sample driver's and the in-tree scenarios' alike, so a cold CI
+run builds one kernel per cell instead of two.
+
 Fixtures: ``kernel_build`` and ``movable_module`` (per session and cell),
 ``guest`` (one VM per test module and cell, health-watched), ``movable_driver``
 (the sample driver copied onto that guest, not loaded), ``harness_results``
 (add RunResults or InTreeResults; the plugin writes the JSON and the picture
 at the end). For scenarios that need more than the default kernel and machine
-(the in-tree zram and balloon scenarios): ``kernel_build_with(*fragments)``
-builds this cell's kernel with extra config fragments, and
-``guest_with(fragments=..., virtio_devices=...)`` boots it with extra virtio
-devices ("balloon"), one VM per combination and test module.
+(the balloon scenario's virtio-balloon device, a debug kernel):
+``kernel_build_with(*fragments)`` builds this cell's kernel with extra config
+fragments, and ``guest_with(fragments=..., virtio_devices=...)`` boots it with
+extra virtio devices, one VM per combination and test module.
 
 With HARNESS_REQUIRE_VM=1 (as .ci/run sets it) a VM test that would be
 skipped fails instead, so CI can never pass without booting.
@@ -64,6 +69,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--kernel", action="append", default=[], metavar="SPEC",
                     help="kernel spec: a tree, git:REPO@REF, a tarball path or URL, debian:5.10 "
                          f"(repeatable; default: {' '.join(DEFAULT_KERNELS)})")
+    group.addoption("--kernel-config", action="append", default=[], metavar="FRAGMENT",
+                    help="extra config fragment for every cell's kernel (name in "
+                         "kernel-configs/ or path; repeatable)")
     group.addoption("--target", default="qemu", metavar="TARGET",
                     help="qemu (default) or ssh://user@host[:port] to test a running machine")
     group.addoption("--transport", default="console", choices=("console", "ssh"),
@@ -112,12 +120,20 @@ def _stage(call, *args, **kwargs):  # type: ignore[no-untyped-def]
         pytest.fail(str(error), pytrace=False)
 
 
+def cell_fragments(config: pytest.Config) -> tuple[str, ...]:
+    """The fragments every cell's kernel gets: the in-tree scenarios', then the user's."""
+    from harness.check.runner import in_tree_fragments
+
+    return tuple(dict.fromkeys((*in_tree_fragments(), *config.getoption("--kernel-config"))))
+
+
 @pytest.fixture(scope="session")
-def kernel_build(harness_cell: Cell) -> KernelBuild:
+def kernel_build(harness_cell: Cell, pytestconfig: pytest.Config) -> KernelBuild:
     """The kernel of this matrix cell, built or taken from the cache."""
     from harness.kernel.build import build_kernel
 
-    return _stage(build_kernel, harness_cell.kernel, harness_cell.arch)
+    return _stage(build_kernel, harness_cell.kernel, harness_cell.arch,
+                  cell_fragments(pytestconfig))
 
 
 @pytest.fixture(scope="session")
@@ -129,14 +145,17 @@ def movable_module(kernel_build: KernelBuild) -> ModuleArtifact:
 
 
 @pytest.fixture(scope="session")
-def kernel_build_with(harness_cell: Cell) -> Callable[..., KernelBuild]:
+def kernel_build_with(harness_cell: Cell,
+                      pytestconfig: pytest.Config) -> Callable[..., KernelBuild]:
     """Factory: this cell's kernel built with extra config fragments (names in
-    kernel-configs/ or paths), once per set of fragments."""
+    kernel-configs/ or paths) on top of the cell's own, once per set of fragments;
+    with none (or only the cell's), it is ``kernel_build``'s kernel."""
     from harness.kernel.build import build_kernel
 
     builds: dict[tuple[str, ...], KernelBuild] = {}
 
-    def build(*fragments: str) -> KernelBuild:
+    def build(*extra: str) -> KernelBuild:
+        fragments = tuple(dict.fromkeys((*cell_fragments(pytestconfig), *extra)))
         if fragments not in builds:
             builds[fragments] = _stage(build_kernel, harness_cell.kernel, harness_cell.arch,
                                        fragments)

@@ -7,8 +7,10 @@ we started may still exist and no socket directory may be left behind.
 """
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,23 @@ def vm_guest(kernel_build: KernelBuild, transport: str, runs_dir: Path,
     with boot_guest(kernel_build, transport=transport) as booted:
         booted_vms.append(booted)
         yield booted
+
+
+@pytest.fixture
+def kernel_without(kernel_build: KernelBuild, tmp_path: Path) -> Callable[[str], KernelBuild]:
+    """Factory: this cell's build as a user's kernel lacking CONFIG_<symbol> looks.
+
+    The real .config is copied with that option turned off (the line olddefconfig
+    writes for an unset option), so a scenario's pre-boot check meets the exact
+    text a kernel built without the option has, without a second kernel build.
+    """
+    def without(symbol: str) -> KernelBuild:
+        text, found = re.subn(rf"^CONFIG_{symbol}=.*$", f"# CONFIG_{symbol} is not set",
+                              kernel_build.config.read_text(), flags=re.M)
+        assert found == 1, f"CONFIG_{symbol} is not set in {kernel_build.config} to begin with"
+        config = tmp_path / f"without-{symbol}" / ".config"
+        config.parent.mkdir()
+        config.write_text(text)
+        return replace(kernel_build, config=config)
+
+    return without

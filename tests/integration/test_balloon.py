@@ -2,7 +2,8 @@
 page API: balloon pages migrate under compaction, and the guest works after the
 balloon deflates.
 
-Written with the plugin's public fixtures only, like a user's own test; the
+Written with the plugin's public fixtures, like a user's own test: the cell's
+kernel carries the in-tree scenarios' fragments (the plugin adds them); the
 guest gets a virtio-balloon device (``virtio_devices``), which only a QEMU
 target has: the balloon is driven through QEMU's monitor.
 """
@@ -10,18 +11,15 @@ target has: the balloon is driven through QEMU's monitor.
 import pytest
 
 from harness.check import balloon
-from harness.check.runner import in_tree_fragments
 from harness.errors import HarnessError
 
-FRAGMENTS = in_tree_fragments()
 
-
-def test_balloon_pages_migrate_and_guest_survives_deflate(kernel_build_with, guest_with,  # type: ignore[no-untyped-def]
+def test_balloon_pages_migrate_and_guest_survives_deflate(kernel_build, guest_with,  # type: ignore[no-untyped-def]
                                                           harness_results: list) -> None:
     """Inflate into interleaved holes, compact: balloon pages move; deflate, memory usable."""
-    kernel = kernel_build_with(*FRAGMENTS)
+    kernel = kernel_build
     balloon.require_balloon_config(kernel)  # before booting
-    guest = guest_with(fragments=FRAGMENTS, virtio_devices=balloon.VIRTIO_DEVICES)
+    guest = guest_with(virtio_devices=balloon.VIRTIO_DEVICES)
     result = balloon.run_balloon(guest, kernel=kernel.spec, arch=kernel.arch)
     harness_results.append(result)
     print(f"{result.label}: {result.reasons[0]}; seconds {dict(result.seconds)}")
@@ -31,9 +29,10 @@ def test_balloon_pages_migrate_and_guest_survives_deflate(kernel_build_with, gue
     assert result.proven, "; ".join(result.reasons)
 
 
-def test_balloon_scenario_refuses_a_kernel_built_without_balloon(kernel_build) -> None:  # type: ignore[no-untyped-def]
-    """The default kernel (no balloon fragment) is refused before any VM boots, by name."""
-    with pytest.raises(HarnessError, match=r"CONFIG_VIRTIO_BALLOON, .* not set in "
+def test_balloon_scenario_refuses_a_kernel_built_without_balloon(kernel_without) -> None:  # type: ignore[no-untyped-def]
+    """A kernel whose .config lacks CONFIG_BALLOON_COMPACTION is refused before any VM
+    boots, by name."""
+    with pytest.raises(HarnessError, match=r"CONFIG_BALLOON_COMPACTION .*not set in "
                                            r"\S+/\.config: the balloon scenario needs "
                                            r".*--config balloon$"):
-        balloon.require_balloon_config(kernel_build)
+        balloon.require_balloon_config(kernel_without("BALLOON_COMPACTION"))

@@ -23,7 +23,7 @@ from harness.kernel.config import (
 )
 from harness.kernel.module_fixups import apply_module_fixups
 from harness.kernel.source import tree_fingerprint
-from harness.pytest_plugin import Cell
+from harness.pytest_plugin import Cell, cell_fragments
 
 pytestmark = pytest.mark.build
 
@@ -51,10 +51,17 @@ def arch(harness_cell: Cell) -> str:
     return harness_cell.arch
 
 
-def test_build_keeps_options_and_second_call_is_a_hit(spec: str, arch: str) -> None:
-    plan = plan_build(spec, arch)
+@pytest.fixture
+def fragments(pytestconfig: pytest.Config) -> tuple[str, ...]:
+    """The cell kernel's fragments, so these tests build (or hit) the suite's kernel."""
+    return cell_fragments(pytestconfig)
+
+
+def test_build_keeps_options_and_second_call_is_a_hit(spec: str, arch: str,
+                                                      fragments: tuple[str, ...]) -> None:
+    plan = plan_build(spec, arch, fragments)
     before = tree_fingerprint(plan.source.path)
-    build = build_kernel(spec, arch)
+    build = build_kernel(spec, arch, fragments)
     assert tree_fingerprint(plan.source.path) == before, "the build wrote into the source"
     config = parse_dotconfig(build.config.read_text())
     for symbol in REQUIRED:
@@ -63,13 +70,14 @@ def test_build_keeps_options_and_second_call_is_a_hit(spec: str, arch: str) -> N
     assert build.release.startswith(".".join(map(str, build.version[:2])))
 
     started = time.monotonic()
-    again = build_kernel(spec, arch)
+    again = build_kernel(spec, arch, fragments)
     assert again.cached and time.monotonic() - started < 2.0
     assert (again.image, again.release) == (build.image, build.release)
 
 
-def test_module_builds_against_the_cached_tree(spec: str, arch: str, tmp_path: Path) -> None:
-    build = build_kernel(spec, arch)
+def test_module_builds_against_the_cached_tree(spec: str, arch: str,
+                                              fragments: tuple[str, ...], tmp_path: Path) -> None:
+    build = build_kernel(spec, arch, fragments)
     (tmp_path / "hello.c").write_text(HELLO)
     (tmp_path / "Kbuild").write_text("obj-m := hello.o\n")
     done = subprocess.run(["make", "-C", str(build.build_dir), f"M={tmp_path}",
@@ -117,7 +125,7 @@ def test_dropped_option_is_named_by_the_real_kconfig(
 
 
 @pytest.mark.skipif(shutil.which("ccache") is None, reason="exercises the ccache path")
-def test_ccache_is_used(spec: str, arch: str) -> None:
-    build = build_kernel(spec, arch)
+def test_ccache_is_used(spec: str, arch: str, fragments: tuple[str, ...]) -> None:
+    build = build_kernel(spec, arch, fragments)
     log = (build.build_dir.parent / "build.log").read_text()
     assert "CC=ccache " in log

@@ -1,26 +1,23 @@
 """zsmalloc, behind zram, is the kernel's own user of the movable page API that
 motivated it: its pages migrate under compaction and zram's data stays intact.
 
-Written with the plugin's public fixtures only, like a user's own test: one
-kernel per arch x kernel cell built with the in-tree scenarios' fragments
-(``in_tree_fragments()``, shared with test_balloon.py), one VM for the module.
+Written with the plugin's public fixtures, like a user's own test: the cell's
+kernel carries the in-tree scenarios' fragments (the plugin adds them), one VM
+for the module.
 """
 
 import pytest
 
-from harness.check.runner import in_tree_fragments
 from harness.check.zram import require_zram_config, run_zram
 from harness.errors import HarnessError
 
-FRAGMENTS = in_tree_fragments()
 
-
-def test_zsmalloc_pages_migrate_and_data_survives(kernel_build_with, guest_with,  # type: ignore[no-untyped-def]
+def test_zsmalloc_pages_migrate_and_data_survives(kernel_build, guest,  # type: ignore[no-untyped-def]
                                                   harness_results: list) -> None:
     """Fill zram, discard every other chunk, compact: zspages move, every chunk reads back."""
-    kernel = kernel_build_with(*FRAGMENTS)
+    kernel = kernel_build
     require_zram_config(kernel)  # before booting: a clear line if an option is missing
-    result = run_zram(guest_with(fragments=FRAGMENTS), kernel=kernel.spec, arch=kernel.arch)
+    result = run_zram(guest, kernel=kernel.spec, arch=kernel.arch)
     harness_results.append(result)
     print(f"{result.label}: {result.reasons[0]}; seconds {dict(result.seconds)}")
     assert result.tracked.moved > 0
@@ -28,8 +25,8 @@ def test_zsmalloc_pages_migrate_and_data_survives(kernel_build_with, guest_with,
     assert result.proven, "; ".join(result.reasons)
 
 
-def test_zram_scenario_refuses_a_kernel_built_without_zram(kernel_build) -> None:  # type: ignore[no-untyped-def]
-    """The default kernel (no zram fragment) is refused before any VM boots, by name."""
-    with pytest.raises(HarnessError, match=r"CONFIG_ZRAM, .* not set in \S+/\.config: "
+def test_zram_scenario_refuses_a_kernel_built_without_zram(kernel_without) -> None:  # type: ignore[no-untyped-def]
+    """A kernel whose .config lacks CONFIG_ZRAM is refused before any VM boots, by name."""
+    with pytest.raises(HarnessError, match=r"CONFIG_ZRAM .*not set in \S+/\.config: "
                                            r"the zram scenario needs .*--config zram$"):
-        require_zram_config(kernel_build)
+        require_zram_config(kernel_without("ZRAM"))
