@@ -9,9 +9,11 @@ Per architecture and accelerator it records, over ``--runs`` interleaved rounds:
 - ``naive``: the same without ``-nodefaults``/firmware choice, i.e. what
   ``qemu-system-* -M ... -kernel -initrd -append`` gives (default NIC with its
   option ROM, default firmware), for scale.
-- ``harness_ready``: ``boot_guest()``'s launch -> the guest image's ready
-  marker (every device, the full /init, dropbear started).
-- ``harness_ssh``: launch -> an SSH session that has run ``true``.
+- ``harness_ready``: a console guest's ``boot_guest()`` launch -> the guest
+  image's ready marker (every device, the full /init; a console guest starts
+  no network and no SSH server).
+- ``harness_ssh``: an SSH guest's launch -> an SSH session that has run ``true``
+  (a boot of its own: network, keys, dropbear).
 
 Rounds interleave the variants so load from other jobs hits them alike; the
 summary gives min and median, and ratios to the floor of both. Next to wall
@@ -26,7 +28,6 @@ bench/results/boot.json with the date, the machine and the load average.
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+
+from common import load, machine_info
 
 from harness.artifacts import KernelBuild
 from harness.image.build import build_initramfs, build_marker_initramfs
@@ -46,26 +49,6 @@ from harness.vm.qemu import DEFAULT_MEMORY_MIB, kernel_command_line
 RESULTS = Path(__file__).resolve().parent / "results" / "boot.json"
 TARGET_RATIO = 1.3
 TIMEOUT = 180.0
-
-
-def load() -> list[float]:
-    return [round(value, 2) for value in os.getloadavg()]
-
-
-def machine_info() -> dict[str, object]:
-    """What the numbers were measured on."""
-    cpu = next((line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.machine())
-    qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
-                          text=True).stdout.splitlines()
-    return {
-        "hostname": platform.node(),
-        "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)),
-        "host_kernel": platform.release(),
-        "qemu": qemu[0] if qemu else "unknown",
-    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -106,16 +89,22 @@ def floor_command(machine: Machine, image: Path, initrd: Path, accelerator: str,
     ]
 
 
-def harness_boot(kernel: KernelBuild | Path, arch: str,
-                 accelerator: str) -> tuple[float, float, float]:
-    """boot_guest's (launch -> ready marker, QEMU CPU seconds then, launch -> SSH ran true)."""
+def harness_ready(kernel: KernelBuild | Path, arch: str,
+                  accelerator: str) -> tuple[float, float]:
+    """A console guest's (launch -> ready marker, QEMU CPU seconds then)."""
+    with boot_guest(kernel, arch=arch, transport="console", accelerator=accelerator,
+                    boot_timeout=TIMEOUT) as guest:
+        return guest.ready_seconds, guest.ready_cpu_seconds
+
+
+def harness_ssh(kernel: KernelBuild | Path, arch: str, accelerator: str) -> float:
+    """An SSH guest's launch -> an SSH session that has run ``true``."""
     with boot_guest(kernel, arch=arch, transport="ssh", accelerator=accelerator,
                     boot_timeout=TIMEOUT) as guest:
         before_true = time.monotonic()
         if not guest.run("true").ok:
             raise RuntimeError("`true` failed over SSH")
-        ssh = guest.connected_seconds + time.monotonic() - before_true
-        return guest.ready_seconds, guest.ready_cpu_seconds, ssh
+        return guest.connected_seconds + time.monotonic() - before_true
 
 
 def summary(samples: list[float]) -> dict[str, object]:
@@ -134,7 +123,7 @@ def bench_one(kernel: KernelBuild | Path, arch: str, accelerator: str,
     load_before = load()
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as scratch:
         log = Path(scratch) / "console.log"
-        harness_boot(kernel, arch, accelerator)  # warm-up: page cache, probe cache
+        harness_ssh(kernel, arch, accelerator)  # warm-up: page cache, probe cache
         for round_number in range(runs):
             for naive in (False, True):
                 command = floor_command(machine, image, marker_image.path, accelerator, log,
@@ -145,7 +134,8 @@ def bench_one(kernel: KernelBuild | Path, arch: str, accelerator: str,
                 else:
                     times["floor"].append(wall)
                     times["floor_cpu"].append(cpu)
-            ready, ready_cpu, ssh = harness_boot(kernel, arch, accelerator)
+            ready, ready_cpu = harness_ready(kernel, arch, accelerator)
+            ssh = harness_ssh(kernel, arch, accelerator)
             times["harness_ready"].append(ready)
             times["harness_ready_cpu"].append(ready_cpu)
             times["harness_ssh"].append(ssh)

@@ -17,14 +17,15 @@ and once, for one tree on x86_64, a cold defconfig build of the same tree
         [--cold-from-metadata debian:6.1 ...]
 
 Results go to bench/results/kernel-build.json with the date and the machine.
-Machines shared with other jobs give noisy numbers: the load average before
-and after each measurement is recorded next to it.
+Entries for (kernel, arch) pairs not measured this time are kept from the file
+(each entry carries its own ``measured_at``), so the matrix can be measured a
+few kernels at a time. Machines shared with other jobs give noisy numbers: the
+load average before and after each measurement is recorded next to it.
 """
 
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -35,6 +36,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from common import load, machine_info, now, write
+
 from harness.kernel.build import BUILDS, BuildPlan, plan_build, srcarch
 from harness.kernel.config import Fragment, configure, parse_fragment
 from harness.kernel.quirks import config_lines
@@ -43,28 +46,6 @@ from harness.pytest_plugin import DEFAULT_ARCHES, DEFAULT_KERNELS
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kernel-build.json"
 HARNESS = [sys.executable, "-m", "harness.cli"]
-
-
-def load() -> list[float]:
-    return [round(value, 2) for value in os.getloadavg()]
-
-
-def machine() -> dict[str, object]:
-    """What the numbers were measured on."""
-    cpu = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    return {
-        "hostname": platform.node(),
-        "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)),
-        "memory_gib": round(memory_kib / 2**20, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-    }
 
 
 def harness_build(spec: str, arch: str, *extra: str, env: dict[str, str] | None = None
@@ -182,18 +163,15 @@ def main() -> int:
     kernels = args.kernel or list(DEFAULT_KERNELS)
     arches = args.arch or list(DEFAULT_ARCHES)
 
-    results: dict[str, object] = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine(),
-        "builds": [],
-    }
+    results = earlier(args.output, [(spec, arch) for spec in kernels for arch in arches],
+                      replace_defconfig=args.defconfig_kernel is not None)
     for spec in kernels:
         for arch in arches:
             recorded = spec in args.cold_from_metadata
             print(f"{spec} {arch}: {'recorded' if recorded else 'measuring'} cold, "
                   f"{args.warm_runs} warm", file=sys.stderr, flush=True)
             measured = (from_metadata if recorded else measure)(spec, arch, args.warm_runs)
-            entry = {"kernel": spec, "arch": arch, **measured}
+            entry = {"kernel": spec, "arch": arch, "measured_at": now(), **measured}
             results["builds"].append(entry)  # type: ignore[attr-defined]
             write(args.output, results)
     if args.defconfig_kernel:
@@ -205,16 +183,27 @@ def main() -> int:
         if minimal is not None:
             compared["minimal_cold_seconds"] = minimal["seconds"]
             compared["minimal_over_defconfig"] = round(minimal["seconds"] / compared["seconds"], 3)
-        results["defconfig"] = {"kernel": args.defconfig_kernel, "arch": "x86_64", **compared}
+        results["defconfig"] = {"kernel": args.defconfig_kernel, "arch": "x86_64",
+                                "measured_at": now(), **compared}
         write(args.output, results)
     print(json.dumps(results, indent=2))
     return 0
 
 
-def write(path: Path, results: dict[str, object]) -> None:
-    """Rewrite the results after each measurement, so a long run keeps what it has."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
+def earlier(path: Path, remeasured: list[tuple[str, str]],
+            replace_defconfig: bool) -> dict[str, object]:
+    """The results file as it stands, minus what this run measures again."""
+    kept: dict[str, object] = {}
+    if path.exists():
+        kept = json.loads(path.read_text())
+    builds = [entry for entry in kept.get("builds", [])  # type: ignore[attr-defined]
+              if (entry["kernel"], entry["arch"]) not in remeasured]
+    for entry in builds:
+        entry.setdefault("measured_at", kept.get("date"))
+    results: dict[str, object] = {"date": now(), "machine": machine_info(), "builds": builds}
+    if "defconfig" in kept and not replace_defconfig:
+        results["defconfig"] = kept["defconfig"]
+    return results
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ This is the one place that knows both QEMU and the transports. Everything a
 boot needs that is specific to this run (SSH keys, the initrd with the keys
 appended) lives in the run directory or in a temporary directory removed on
 exit; the VM is always torn down when the block exits.
+
+Only an SSH-transport guest gets keys and a network: without a host key the
+guest's /init starts no SSH server, so a console guest spends its single slow
+TCG vCPU on nothing but reaching its shell (the boot-to-ready figure in bench/).
 """
 
 import subprocess
@@ -29,9 +33,9 @@ CONNECT_TIMEOUT_SECONDS = 60.0
 
 
 class VmGuest(WatchedGuest):
-    """A watched Guest of a QEMU VM, with the VM and this run's keys at hand."""
+    """A watched Guest of a QEMU VM, with the VM and this run's SSH keys (if any) at hand."""
 
-    def __init__(self, guest: Guest, watch: HealthWatch, vm: Vm, keys: RunKeys,
+    def __init__(self, guest: Guest, watch: HealthWatch, vm: Vm, keys: RunKeys | None,
                  transport: str, ready_seconds: float, ready_cpu_seconds: float,
                  connected_seconds: float) -> None:
         super().__init__(guest, watch, explain=self._how_the_vm_died)
@@ -56,13 +60,14 @@ class VmGuest(WatchedGuest):
                           f"last console lines: {self.vm.console_tail(5)!r}")
 
 
-def connect_transport(vm: Vm, keys: RunKeys, transport: str,
+def connect_transport(vm: Vm, keys: RunKeys | None, transport: str,
                       timeout: float = CONNECT_TIMEOUT_SECONDS) -> Guest:
     """Open ``transport`` (console or ssh) to a VM that printed its ready marker."""
     if transport == "console":
         return ConsoleGuest.connect_pipes(vm.command_pipe, connect_timeout=timeout)
-    if vm.ssh_port is None:
-        raise HarnessError("this VM has no network: SSH is not available")
+    if vm.ssh_port is None or keys is None:
+        raise HarnessError("this VM was booted without network and SSH keys: "
+                           "SSH is not available (boot it with transport='ssh')")
     return connect_ssh(f"ssh://root@127.0.0.1:{vm.ssh_port}", key=keys.client_key,
                        host_key=keys.host_public_key, timeout=timeout,
                        retry_until_ready=True)
@@ -99,19 +104,21 @@ def boot_guest(
         raise HarnessError(f"kernel {kernel.spec} is built for {kernel.arch}, not {arch}")
     initramfs = build_initramfs(arch, modules)
     run_dir = run_dir or new_run_dir(arch)
-    keys = make_run_keys(run_dir / "keys")
+    ssh = transport == "ssh"
+    keys = make_run_keys(run_dir / "keys") if ssh else None
     with tempfile.TemporaryDirectory(prefix="harness-boot-") as scratch:
-        initrd = combine(initramfs, [keys.overlay], Path(scratch) / "initrd.cpio")
+        initrd = (combine(initramfs, [keys.overlay], Path(scratch) / "initrd.cpio")
+                  if keys is not None else initramfs)
         started = time.monotonic()
         with launch(kernel, initrd, arch, memory_mib=memory_mib, cpus=cpus,
                     extra_devices=extra_devices, cmdline_extra=cmdline_extra,
-                    run_dir=run_dir, accelerator=accelerator) as vm:
+                    run_dir=run_dir, accelerator=accelerator, network=ssh) as vm:
             watch = HealthWatch(ConsoleLogSource(vm.console_log))
             timeout = boot_timeout or BOOT_TIMEOUT_SECONDS[vm.accelerator]
             try:
                 vm.wait_for_console(initrd.ready_marker, timeout)
                 ready, ready_cpu = time.monotonic() - started, vm.cpu_seconds()
-                if transport == "ssh":
+                if ssh:
                     vm.wait_for_console(SSH_READY_MARKER, timeout)
             except HarnessError:
                 watch.check()  # a panic during boot is the better message
