@@ -7,6 +7,9 @@ unless HARNESS_RUNS_DIR says otherwise.
 """
 
 import os
+import secrets
+import time
+from contextlib import suppress
 from pathlib import Path
 
 
@@ -28,6 +31,20 @@ def runs_root() -> Path:
     xdg = os.environ.get("XDG_STATE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "state"
     return base / "harness" / "runs"
+
+
+def new_run_dir(label: str) -> Path:
+    """A fresh run directory under runs_root(), and a ``latest`` link to it."""
+    root = runs_root()
+    root.mkdir(parents=True, exist_ok=True)
+    run_dir = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{label}-{secrets.token_hex(3)}"
+    run_dir.mkdir()
+    latest = root / "latest"
+    with suppress(OSError):
+        tmp = root / f".latest-{secrets.token_hex(4)}"
+        tmp.symlink_to(run_dir.name)
+        tmp.replace(latest)
+    return run_dir
 
 
 def project_root() -> Path:

@@ -249,7 +249,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def session_run_dir(config: pytest.Config) -> Path:
     """The session's run directory for VM logs and reports, made on first use."""
     if RUN_DIR_KEY not in config.stash:
-        from harness.vm.qemu import new_run_dir
+        from harness.paths import new_run_dir
 
         config.stash[RUN_DIR_KEY] = new_run_dir("pytest")
     return config.stash[RUN_DIR_KEY]

@@ -55,11 +55,11 @@ def command(args: argparse.Namespace) -> int:
         prepare,
     )
     from harness.kernel.build import build_kernel
+    from harness.paths import new_run_dir
     from harness.report.chart import write_chart
     from harness.report.in_tree import in_tree_to_dict
     from harness.report.json_report import result_to_dict, write_json
     from harness.report.table import print_tables
-    from harness.vm.qemu import new_run_dir
 
     arches = [get_arch(name).name for name in (args.arch or list(ARCHES))]
     target = TargetOptions(target=validate_target(args.target), transport=args.transport,

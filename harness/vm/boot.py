@@ -25,7 +25,8 @@ from harness.guest.health import ConsoleLogSource, HealthWatch, WatchedGuest
 from harness.guest.ssh import connect_ssh
 from harness.image.build import SSH_READY_MARKER, build_initramfs, combine
 from harness.image.keys import RunKeys, make_run_keys
-from harness.vm.qemu import DEFAULT_MEMORY_MIB, Vm, launch, new_run_dir
+from harness.paths import new_run_dir
+from harness.vm.qemu import DEFAULT_MEMORY_MIB, Vm, launch
 
 TRANSPORTS = ("console", "ssh")
 BOOT_TIMEOUT_SECONDS = {"kvm": 60.0, "tcg": 180.0}

@@ -16,7 +16,6 @@ be deep.
 import ctypes
 import os
 import re
-import secrets
 import shlex
 import shutil
 import signal
@@ -34,7 +33,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from harness.artifacts import Initramfs, KernelBuild
 from harness.errors import HarnessError, MissingTool
-from harness.paths import runs_root
+from harness.paths import new_run_dir
 from harness.vm.accel import choose_accelerator
 from harness.vm.machine import Machine, get_machine
 
@@ -46,20 +45,6 @@ COMMAND_LINE = "qemu-cmdline.txt"
 QEMU_STDERR = "qemu-stderr.log"
 
 _PR_SET_PDEATHSIG = 1
-
-
-def new_run_dir(label: str) -> Path:
-    """A fresh run directory under runs_root(), and a ``latest`` link to it."""
-    root = runs_root()
-    root.mkdir(parents=True, exist_ok=True)
-    run_dir = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{label}-{secrets.token_hex(3)}"
-    run_dir.mkdir()
-    latest = root / "latest"
-    with suppress(OSError):
-        tmp = root / f".latest-{secrets.token_hex(4)}"
-        tmp.symlink_to(run_dir.name)
-        tmp.replace(latest)
-    return run_dir
 
 
 def free_local_port() -> int:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError, MissingTool
+from harness.paths import new_run_dir
 from harness.vm import accel, qemu
 from harness.vm.machine import get_machine
 
@@ -64,7 +65,7 @@ def test_no_free_port_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> No
 def test_run_dirs_are_unique_with_a_latest_link(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path))
-    first, second = qemu.new_run_dir("x86_64"), qemu.new_run_dir("x86_64")
+    first, second = new_run_dir("x86_64"), new_run_dir("x86_64")
     assert first != second and first.is_dir()
     assert (tmp_path / "latest").resolve() == second.resolve()
 
