@@ -8,11 +8,15 @@ arch x kernel of the matrix through the plugin's fixtures.
 """
 
 import re
+import subprocess
+from pathlib import Path
 
 from harness.artifacts import KernelBuild, ModuleArtifact
 from harness.check.driver import DEBUGFS, MODULE_NAME, DriverParams, SampleDriver
 from harness.check.steps import compact_memory, quiet_background_compaction
 from harness.guest import Guest
+from harness.kernel.build import plan_build
+from harness.paths import project_root
 
 STATS_KEYS = {
     "nr_pages", "movable", "isolated", "migrated", "putback", "eagain", "failed",
@@ -32,6 +36,35 @@ def _mem_free_kib(guest: Guest) -> int:
     match = re.search(r"^MemFree:\s+(\d+) kB", text, re.MULTILINE)
     assert match, text
     return int(match.group(1))
+
+
+# What checkpatch may say about the driver, each justified in its source:
+# the kernel's own names, and kmap_atomic() in the branch built only for
+# kernels without kmap_local_page() (before 5.11).
+CHECKPATCH_ACCEPTED = {
+    ("CHECK:CAMELCASE", "<__SetPageMovable>"),
+    ("CHECK:CAMELCASE", "<__ClearPageMovable>"),
+    ("WARNING:DEPRECATED_API", "'kmap_atomic'"),
+}
+
+
+def test_driver_source_passes_this_kernels_checkpatch(kernel_build: KernelBuild,
+                                                      tmp_path: Path) -> None:
+    """scripts/checkpatch.pl --strict of the cell's own tree: nothing but the accepted notes.
+
+    Run from an empty directory: inside a git work tree checkpatch leaves a
+    camel-case cache file behind."""
+    source = plan_build(kernel_build.spec, kernel_build.arch).source.path
+    driver = project_root() / "guest-modules" / "movable_sample.c"
+    done = subprocess.run(["perl", str(source / "scripts" / "checkpatch.pl"), "--strict",
+                           "--no-tree", "--terse", "--show-types", "-f", str(driver)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    findings = re.findall(r"^\S+:\d+: (\w+:\w+): (.*)$", done.stdout, re.MULTILINE)
+    unexpected = [(kind, text) for kind, text in findings
+                  if not any(kind == accepted_kind and accepted in text
+                             for accepted_kind, accepted in CHECKPATCH_ACCEPTED)]
+    assert re.search(r"^total: 0 errors, \d+ warnings, \d+ checks", done.stdout, re.M), done.stdout
+    assert not unexpected, done.stdout
 
 
 def test_api_chosen_from_headers_matches_the_kernel_era(
