@@ -41,6 +41,8 @@ def test_fault_injection_counts_and_putback(movable_driver: SampleDriver) -> Non
     delta = {key: after[key] - before[key]
              for key in ("migrated", "eagain", "failed", "putback", "isolated")}
     calls = delta["migrated"] + delta["eagain"] + delta["failed"]
+    print(f"fault injection (-EAGAIN every {every_eagain}, failure every {every_fail}): "
+          f"{delta}, verified {checked} pages, {mismatches} mismatches")
     assert calls > 0, f"compaction never called migratepage: {delta}"
     assert delta["eagain"] == calls // every_eagain, delta
     expected_failed = sum(1 for i in range(1, calls + 1)
