@@ -14,7 +14,6 @@ from harness.artifacts import KernelBuild
 from harness.errors import HarnessError
 from harness.guest import Guest
 from harness.guest.health import DmesgSource, HealthWatch, WatchedGuest
-from harness.guest.ssh import connect_ssh
 
 QEMU = "qemu"
 
@@ -56,6 +55,8 @@ def open_target(kernel: KernelBuild, options: TargetOptions,
                                        for kind in options.virtio_devices]) as guest:
             yield guest
         return
+    from harness.guest.ssh import connect_ssh  # paramiko only when a board is asked for
+
     remote = connect_ssh(options.target, key=options.ssh_key)
     try:
         guest = WatchedGuest(remote, HealthWatch(DmesgSource(remote)))

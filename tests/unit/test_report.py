@@ -9,18 +9,10 @@ import pytest
 from rich.console import Console
 
 from harness.errors import HarnessError
-from harness.report import (
-    SCHEMA_VERSION,
-    HighOrder,
-    RunResult,
-    Side,
-    build_figure,
-    print_tables,
-    read_results,
-    result_to_dict,
-    write_chart,
-    write_json,
-)
+from harness.report.chart import build_figure, write_chart
+from harness.report.json_report import SCHEMA_VERSION, read_results, result_to_dict, write_json
+from harness.report.model import HighOrder, RunResult, Side
+from harness.report.table import print_tables
 
 BEFORE = (4031, 812, 160, 40, 12, 6, 3, 2, 1, 1, 20)
 

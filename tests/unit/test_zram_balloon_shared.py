@@ -27,9 +27,10 @@ from harness.check.in_tree import (
 from harness.check.runner import SCENARIOS, in_tree_fragments
 from harness.errors import HarnessError
 from harness.procfs import parse_zoneinfo
-from harness.report import build_figure, print_tables, write_chart, write_json
+from harness.report.chart import build_figure, write_chart
 from harness.report.in_tree import InTreeResult, TrackedPages, in_tree_to_dict
-from harness.report.json_report import read_in_tree, read_results, run_document
+from harness.report.json_report import read_in_tree, read_results, run_document, write_json
+from harness.report.table import print_tables
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CONFIGS = DATA / "in_tree"
