@@ -25,6 +25,8 @@ PROBLEMS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("hung task", re.compile(r"INFO: task .+ blocked for more than \d+ seconds")),
     ("RCU stall", re.compile(r"rcu_\w+ (self-)?detected stall|rcu: INFO: \w+ detected stall")),
     ("BUG", re.compile(r"\bBUG: ")),
+    # Page poisoning (debug kernels) found a freed page written to: pr_err, no BUG.
+    ("page poison corruption", re.compile(r"pagealloc: (memory corruption|single bit error)")),
     ("WARNING", re.compile(r"\bWARNING: ")),
 )
 

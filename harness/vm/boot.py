@@ -29,6 +29,8 @@ from harness.paths import new_run_dir
 from harness.vm.qemu import DEFAULT_MEMORY_MIB, Vm, launch
 
 TRANSPORTS = ("console", "ssh")
+# Options that are built in but stay off unless the command line turns them on.
+RUNTIME_SWITCHES = {"PAGE_POISONING": "page_poison=1"}
 BOOT_TIMEOUT_SECONDS = {"kvm": 60.0, "tcg": 180.0}
 CONNECT_TIMEOUT_SECONDS = 60.0
 
@@ -59,6 +61,22 @@ class VmGuest(WatchedGuest):
         how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
         return GuestError(f"QEMU {how} during the step ({error}); "
                           f"last console lines: {self.vm.console_tail(5)!r}")
+
+
+def runtime_parameters(kernel: KernelBuild | Path) -> tuple[str, ...]:
+    """Kernel parameters that switch on what the build's .config compiled in.
+
+    Page poisoning (the debug fragment) is built in but off by default on every
+    era, so a debug kernel booted without ``page_poison=1`` would not poison a
+    page. A bare image has no .config to read: nothing is added.
+    """
+    if not isinstance(kernel, KernelBuild):
+        return ()
+    from harness.kernel.config import parse_dotconfig
+
+    config = parse_dotconfig(kernel.config.read_text())
+    return tuple(parameter for symbol, parameter in RUNTIME_SWITCHES.items()
+                 if config.get(symbol) == "y")
 
 
 def connect_transport(vm: Vm, keys: RunKeys | None, transport: str,
@@ -112,7 +130,8 @@ def boot_guest(
                   if keys is not None else initramfs)
         started = time.monotonic()
         with launch(kernel, initrd, arch, memory_mib=memory_mib, cpus=cpus,
-                    extra_devices=extra_devices, cmdline_extra=cmdline_extra,
+                    extra_devices=extra_devices,
+                    cmdline_extra=(*runtime_parameters(kernel), *cmdline_extra),
                     run_dir=run_dir, accelerator=accelerator, network=ssh) as vm:
             watch = HealthWatch(ConsoleLogSource(vm.console_log))
             timeout = boot_timeout or BOOT_TIMEOUT_SECONDS[vm.accelerator]

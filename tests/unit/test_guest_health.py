@@ -61,6 +61,8 @@ def test_warning_excerpt_stops_at_the_end_of_trace() -> None:
     ("[ 5.0] general protection fault: 0000 [#1] SMP", "Oops"),
     ("[ 5.0] WARNING: possible circular locking dependency detected", "WARNING"),
     ("[ 40.0] INFO: rcu_sched self-detected stall on CPU", "RCU stall"),
+    ("[ 7.0] pagealloc: memory corruption", "page poison corruption"),
+    ("[ 7.0] pagealloc: single bit error", "page poison corruption"),
 ])
 def test_problem_kinds(line: str, kind: str) -> None:
     problem = find_problem(line + "\n")
