@@ -57,8 +57,9 @@ def command(args: argparse.Namespace) -> int:
     from harness.kernel.build import build_kernel
     from harness.paths import new_run_dir
     from harness.report.chart import write_chart
-    from harness.report.in_tree import in_tree_to_dict
+    from harness.report.in_tree import InTreeResult, in_tree_to_dict
     from harness.report.json_report import result_to_dict, write_json
+    from harness.report.model import RunResult
     from harness.report.table import print_tables
 
     arches = [get_arch(name).name for name in (args.arch or list(ARCHES))]
@@ -70,8 +71,8 @@ def command(args: argparse.Namespace) -> int:
     kernels = args.kernel or [default_kernel()]
     settings = ScenarioSettings(fragment=args.fragment)
     run_dir = new_run_dir("run")
-    results = []
-    in_tree = []
+    results: list[RunResult] = []
+    in_tree: list[InTreeResult] = []
     for kernel_spec in kernels:
         for arch in arches:
             cell_dir = run_dir / f"{arch}-{_slug(kernel_spec)}"
@@ -94,7 +95,8 @@ def command(args: argparse.Namespace) -> int:
     else:
         print_tables(results, in_tree=in_tree)
         print(f"result: {json_path}\npicture: {chart_path}")
-    return 0 if all(result.proven for result in (*results, *in_tree)) else 1
+    proven = [result.proven for result in results] + [result.proven for result in in_tree]
+    return 0 if all(proven) else 1
 
 
 def selected_scenarios(chosen: list[str] | None) -> tuple[str, ...]:

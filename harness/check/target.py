@@ -52,8 +52,8 @@ def open_target(kernel: KernelBuild, options: TargetOptions,
         with boot_guest(kernel, transport=options.transport,
                         memory_mib=options.memory_mib, run_dir=run_dir,
                         extra_devices=[machine.virtio(kind)
-                                       for kind in options.virtio_devices]) as guest:
-            yield guest
+                                       for kind in options.virtio_devices]) as vm_guest:
+            yield vm_guest
         return
     from harness.guest.ssh import connect_ssh  # paramiko only when a board is asked for
 

@@ -112,7 +112,7 @@ def plan_build(spec: str, arch: str, fragments: Sequence[str] = ()) -> BuildPlan
     resolved = resolve_fragments(profile.name, fragments)
     quirk_settings = parse_fragment(quirk_table.config_lines(quirks), "quirks")
     _refuse_quirk_conflicts(resolved, quirks, source.version)
-    make_args = (f"ARCH={profile.kernel_arch}",)
+    make_args: tuple[str, ...] = (f"ARCH={profile.kernel_arch}",)
     if profile.cross_compile:
         make_args += (f"CROSS_COMPILE={profile.cross_compile}",)
     make_args += quirk_table.make_vars(quirks)
