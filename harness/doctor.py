@@ -66,14 +66,24 @@ def check_kvm() -> Finding:
     so the VM stage tries a real boot once per host boot and falls back to
     TCG with a notice. Not required: TCG works everywhere.
     """
+    from harness.arch import ARCHES
+    from harness.vm.accel import known_kvm_result
+    from harness.vm.machine import get_machine
+
     present = os.access("/dev/kvm", os.R_OK | os.W_OK)
-    return Finding(
-        name="kvm",
-        ok=present,
-        detail=("/dev/kvm usable by this user; a test boot at the first VM decides KVM or TCG"
-                if present else "no usable /dev/kvm: guests run under TCG (slower)"),
-        required=False,
-    )
+    if not present:
+        return Finding(name="kvm", ok=False, required=False,
+                       detail="no usable /dev/kvm: guests run under TCG (slower)")
+    machines = [get_machine(name) for name in ARCHES]
+    known = next((result for machine in machines if machine.kvm_possible()
+                  for result in [known_kvm_result(machine)] if result is not None), None)
+    if known is None:
+        detail = "/dev/kvm usable by this user; a test boot at the first VM decides KVM or TCG"
+    elif known[0]:
+        detail = f"KVM works: {known[1]}"
+    else:
+        detail = f"/dev/kvm exists but {known[1]}: guests run under TCG (slower)"
+    return Finding(name="kvm", ok=known is None or known[0], detail=detail, required=False)
 
 
 def check_kernel_source(spec: str) -> Finding:

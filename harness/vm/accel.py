@@ -81,17 +81,32 @@ def kvm_probe(machine: Machine, kernel: Path) -> tuple[bool, str]:
     qemu = shutil.which(machine.arch.qemu_binary)
     if qemu is None:
         return False, f"{machine.arch.qemu_binary} not installed"
-    stat = Path(qemu).stat()
-    key = cache.cache_key({"boot_id": _host_boot_id(), "qemu": qemu, "size": stat.st_size,
-                           "mtime": stat.st_mtime_ns, "arch": machine.arch.name})
-    entry = cache.lookup("kvm-probe", key)
-    if entry is None:
+    key = _probe_key(machine, Path(qemu))
+    if cache.lookup("kvm-probe", key) is None:
         usable, reason = _probe(machine, kernel)
         with cache.produce("kvm-probe", key) as work:
             (work / "result.json").write_text(json.dumps({"usable": usable, "reason": reason}))
-        entry = cache.entry_path("kvm-probe", key)
+    known = known_kvm_result(machine)
+    assert known is not None
+    return known
+
+
+def known_kvm_result(machine: Machine) -> tuple[bool, str] | None:
+    """The KVM test boot's answer for ``machine`` since the host booted, if one ran."""
+    qemu = shutil.which(machine.arch.qemu_binary)
+    entry = cache.lookup("kvm-probe", _probe_key(machine, Path(qemu))) if qemu else None
+    if entry is None:
+        return None
     result = json.loads((entry / "result.json").read_text())
     return bool(result["usable"]), str(result["reason"])
+
+
+def _probe_key(machine: Machine, qemu: Path) -> str:
+    """Same host boot, same QEMU binary, same arch: the same answer."""
+    stat = qemu.stat()
+    return cache.cache_key({"boot_id": _host_boot_id(), "qemu": str(qemu),
+                            "size": stat.st_size, "mtime": stat.st_mtime_ns,
+                            "arch": machine.arch.name})
 
 
 def _probe(machine: Machine, kernel: Path) -> tuple[bool, str]:
