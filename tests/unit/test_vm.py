@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.artifacts import KernelBuild
 from harness.errors import HarnessError, MissingTool
 from harness.paths import new_run_dir
 from harness.vm import accel, qemu
 from harness.vm.boot import runtime_parameters
 from harness.vm.machine import get_machine
+from tests.unit.kernels import kernel_with_config
 
 
 def _command(arch: str, tmp_path: Path, ssh_port: int | None = 2222) -> list[str]:
@@ -127,19 +127,10 @@ def test_failed_kvm_probe_falls_back_once_with_a_notice(
         accel.choose_accelerator(machine, tmp_path / "k3", "kvm")
 
 
-def _build_with_config(tmp_path: Path, text: str) -> KernelBuild:
-    config = tmp_path / ".config"
-    config.write_text(text)
-    return KernelBuild(arch="x86_64", spec="t", release="5.10.0", version=(5, 10, 0),
-                       image=tmp_path / "bzImage", build_dir=tmp_path, config=config,
-                       system_map=tmp_path / "System.map", make_args=(), module_fixups=(),
-                       cached=True, seconds=0.0)
-
-
 def test_page_poisoning_built_in_is_switched_on_at_boot(tmp_path: Path) -> None:
     """Built-in page poisoning stays off without page_poison=1: the boot adds it."""
-    poisoned = _build_with_config(tmp_path, "CONFIG_PAGE_POISONING=y\nCONFIG_DEBUG_VM=y\n")
+    poisoned = kernel_with_config(tmp_path, "CONFIG_PAGE_POISONING=y\nCONFIG_DEBUG_VM=y\n")
     assert runtime_parameters(poisoned) == ("page_poison=1",)
-    plain = _build_with_config(tmp_path, "# CONFIG_PAGE_POISONING is not set\n")
+    plain = kernel_with_config(tmp_path, "# CONFIG_PAGE_POISONING is not set\n")
     assert runtime_parameters(plain) == ()
     assert runtime_parameters(tmp_path / "bzImage") == ()

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from harness.artifacts import KernelBuild
 from harness.check import balloon, zram
 from harness.check.cli import SCENARIO_CHOICES, selected_scenarios
 from harness.check.in_tree import (
@@ -31,6 +30,7 @@ from harness.report.chart import build_figure, write_chart
 from harness.report.in_tree import InTreeResult, TrackedPages, in_tree_to_dict
 from harness.report.json_report import read_in_tree, read_results, run_document, write_json
 from harness.report.table import print_tables
+from tests.unit.kernels import kernel_with_config
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CONFIGS = DATA / "in_tree"
@@ -38,15 +38,6 @@ CONFIGS = DATA / "in_tree"
 
 def recorded_configs(kind: str) -> list[Path]:
     return sorted(CONFIGS.glob(f"config.*.{kind}.txt"))
-
-
-def kernel_with_config(tmp_path: Path, text: str) -> KernelBuild:
-    config = tmp_path / ".config"
-    config.write_text(text)
-    return KernelBuild(arch="x86_64", spec="/src/linux", release="4.8.15", version=(4, 8, 15),
-                       image=tmp_path / "bzImage", build_dir=tmp_path, config=config,
-                       system_map=tmp_path / "System.map", make_args=(), module_fixups=(),
-                       cached=True, seconds=0.0)
 
 
 def test_recordings_exist_for_default_and_in_tree_kernels() -> None:
