@@ -9,8 +9,9 @@ Per (kernel, arch) it records
   hits: the entry's flag and date are copied along);
 - the warm time of a cache hit: ``harness build --json`` run as a user would
   (a new process each time), wall clock and the command's own ``seconds``;
-and once, for one tree on x86_64, a cold defconfig build of the same tree
-(same toolchain quirks, ccache disabled) to show what the minimal config saves.
+and, for the trees named by ``--defconfig-kernel``, a cold x86_64 defconfig
+build of the same tree (same toolchain quirks, ccache disabled) to show what
+the minimal config saves (``defconfigs``, one entry per tree).
 
     python bench/kernel_build.py --kernel debian:5.10 --kernel debian:6.1 \\
         --kernel /path/to/linux-4.8.15 --defconfig-kernel /path/to/linux-4.8.15 \\
@@ -156,15 +157,16 @@ def main() -> int:
     parser.add_argument("--cold-from-metadata", action="append", default=[], metavar="SPEC",
                         help="take this kernel's cold time from its cache entry (repeatable)")
     parser.add_argument("--warm-runs", type=int, default=5)
-    parser.add_argument("--defconfig-kernel", metavar="SPEC",
-                        help="also build defconfig of this kernel for x86_64 (once)")
+    parser.add_argument("--defconfig-kernel", action="append", default=[], metavar="SPEC",
+                        help="also build defconfig of this kernel for x86_64 (repeatable)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
-    kernels = args.kernel or list(DEFAULT_KERNELS)
+    # Only defconfig builds when only they are asked for.
+    kernels = args.kernel or ([] if args.defconfig_kernel else list(DEFAULT_KERNELS))
     arches = args.arch or list(DEFAULT_ARCHES)
 
     results = earlier(args.output, [(spec, arch) for spec in kernels for arch in arches],
-                      replace_defconfig=args.defconfig_kernel is not None)
+                      args.defconfig_kernel)
     for spec in kernels:
         for arch in arches:
             recorded = spec in args.cold_from_metadata
@@ -174,11 +176,12 @@ def main() -> int:
             entry = {"kernel": spec, "arch": arch, "measured_at": now(), **measured}
             results["builds"].append(entry)  # type: ignore[attr-defined]
             write(args.output, results)
-    if args.defconfig_kernel:
-        print(f"{args.defconfig_kernel} x86_64: defconfig", file=sys.stderr, flush=True)
-        plan = plan_build(args.defconfig_kernel, "x86_64")
-        results["defconfig"] = {"kernel": args.defconfig_kernel, "arch": "x86_64",
-                                "measured_at": now(), **defconfig(plan)}
+    for spec in args.defconfig_kernel:
+        print(f"{spec} x86_64: defconfig", file=sys.stderr, flush=True)
+        results["defconfigs"].append({  # type: ignore[attr-defined]
+            "kernel": spec, "arch": "x86_64", "measured_at": now(),
+            **defconfig(plan_build(spec, "x86_64"))})
+        write(args.output, results)
     compare_with_defconfig(results)
     write(args.output, results)
     print(json.dumps(results, indent=2))
@@ -186,19 +189,18 @@ def main() -> int:
 
 
 def compare_with_defconfig(results: dict[str, object]) -> None:
-    """Set the defconfig entry's ratio from its tree's latest minimal x86_64 cold build."""
-    compared = results.get("defconfig")
-    if not isinstance(compared, dict):
-        return
-    minimal = next((b["cold"] for b in results["builds"]  # type: ignore[attr-defined]
-                    if b["kernel"] == compared["kernel"] and b["arch"] == "x86_64"), None)
-    if minimal is not None:
-        compared["minimal_cold_seconds"] = minimal["seconds"]
-        compared["minimal_over_defconfig"] = round(minimal["seconds"] / compared["seconds"], 3)
+    """Set each defconfig entry's ratio from its tree's latest minimal x86_64 cold build."""
+    for compared in results["defconfigs"]:  # type: ignore[attr-defined]
+        minimal = next((b["cold"] for b in results["builds"]  # type: ignore[attr-defined]
+                        if b["kernel"] == compared["kernel"] and b["arch"] == "x86_64"), None)
+        if minimal is not None:
+            compared["minimal_cold_seconds"] = minimal["seconds"]
+            compared["minimal_over_defconfig"] = round(minimal["seconds"] / compared["seconds"],
+                                                       3)
 
 
 def earlier(path: Path, remeasured: list[tuple[str, str]],
-            replace_defconfig: bool) -> dict[str, object]:
+            redone_defconfigs: list[str]) -> dict[str, object]:
     """The results file as it stands, minus what this run measures again."""
     kept: dict[str, object] = {}
     if path.exists():
@@ -208,8 +210,9 @@ def earlier(path: Path, remeasured: list[tuple[str, str]],
     for entry in builds:
         entry.setdefault("measured_at", kept.get("date"))
     results: dict[str, object] = {"date": now(), "machine": machine_info(), "builds": builds}
-    if "defconfig" in kept and not replace_defconfig:
-        results["defconfig"] = kept["defconfig"]
+    defconfigs = kept.get("defconfigs", [kept["defconfig"]] if "defconfig" in kept else [])
+    results["defconfigs"] = [entry for entry in defconfigs  # type: ignore[attr-defined]
+                             if entry["kernel"] not in redone_defconfigs]
     return results
 
 
