@@ -74,9 +74,10 @@ def check_kvm() -> Finding:
     if not present:
         return Finding(name="kvm", ok=False, required=False,
                        detail="no usable /dev/kvm: guests run under TCG (slower)")
-    machines = [get_machine(name) for name in ARCHES]
-    known = next((result for machine in machines if machine.kvm_possible()
-                  for result in [known_kvm_result(machine)] if result is not None), None)
+    known = None
+    for machine in (get_machine(name) for name in ARCHES):
+        if machine.kvm_possible():
+            known = known or known_kvm_result(machine)
     if known is None:
         detail = "/dev/kvm usable by this user; a test boot at the first VM decides KVM or TCG"
     elif known[0]:

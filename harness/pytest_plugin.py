@@ -128,12 +128,9 @@ def cell_fragments(config: pytest.Config) -> tuple[str, ...]:
 
 
 @pytest.fixture(scope="session")
-def kernel_build(harness_cell: Cell, pytestconfig: pytest.Config) -> KernelBuild:
+def kernel_build(kernel_build_with: Callable[..., KernelBuild]) -> KernelBuild:
     """The kernel of this matrix cell, built or taken from the cache."""
-    from harness.kernel.build import build_kernel
-
-    return _stage(build_kernel, harness_cell.kernel, harness_cell.arch,
-                  cell_fragments(pytestconfig))
+    return kernel_build_with()
 
 
 @pytest.fixture(scope="session")
@@ -205,25 +202,13 @@ def guest_with(request: pytest.FixtureRequest,
 
 
 @pytest.fixture(scope="module")
-def guest(request: pytest.FixtureRequest, kernel_build: KernelBuild) -> Iterator[Guest]:
+def guest(guest_with: Callable[..., Guest]) -> Guest:
     """A health-watched Guest running this cell's kernel, shared by a test module.
 
     A kernel problem (panic, Oops, BUG, WARNING, ...) fails the step where it
     appeared; the VM is torn down after the module's last test.
     """
-    from harness.check.target import TargetOptions, open_target
-
-    config = request.config
-    key = config.getoption("--ssh-key")
-    options = TargetOptions(target=config.getoption("--target"),
-                            transport=config.getoption("--transport"),
-                            ssh_key=Path(key) if key else None)
-    run_dir = session_run_dir(config) / f"{kernel_build.arch}-{request.node.name}"
-    try:
-        with open_target(kernel_build, options, run_dir=run_dir) as machine:
-            yield machine
-    except HarnessError as error:
-        pytest.fail(str(error), pytrace=False)
+    return guest_with()
 
 
 @pytest.fixture(scope="module")

@@ -95,8 +95,8 @@ def command(args: argparse.Namespace) -> int:
     else:
         print_tables(results, in_tree=in_tree)
         print(f"result: {json_path}\npicture: {chart_path}")
-    proven = [result.proven for result in results] + [result.proven for result in in_tree]
-    return 0 if all(proven) else 1
+    proven = all(result.proven for result in results) and all(r.proven for r in in_tree)
+    return 0 if proven else 1
 
 
 def selected_scenarios(chosen: list[str] | None) -> tuple[str, ...]:

@@ -82,21 +82,23 @@ def kvm_probe(machine: Machine, kernel: Path) -> tuple[bool, str]:
     if qemu is None:
         return False, f"{machine.arch.qemu_binary} not installed"
     key = _probe_key(machine, Path(qemu))
-    if cache.lookup("kvm-probe", key) is None:
-        usable, reason = _probe(machine, kernel)
-        with cache.produce("kvm-probe", key) as work:
-            (work / "result.json").write_text(json.dumps({"usable": usable, "reason": reason}))
-    known = known_kvm_result(machine)
-    assert known is not None
-    return known
+    entry = cache.lookup("kvm-probe", key)
+    if entry is not None:
+        return _read_probe(entry)
+    usable, reason = _probe(machine, kernel)
+    with cache.produce("kvm-probe", key) as work:
+        (work / "result.json").write_text(json.dumps({"usable": usable, "reason": reason}))
+    return usable, reason
 
 
 def known_kvm_result(machine: Machine) -> tuple[bool, str] | None:
     """The KVM test boot's answer for ``machine`` since the host booted, if one ran."""
     qemu = shutil.which(machine.arch.qemu_binary)
     entry = cache.lookup("kvm-probe", _probe_key(machine, Path(qemu))) if qemu else None
-    if entry is None:
-        return None
+    return _read_probe(entry) if entry is not None else None
+
+
+def _read_probe(entry: Path) -> tuple[bool, str]:
     result = json.loads((entry / "result.json").read_text())
     return bool(result["usable"]), str(result["reason"])
 
