@@ -2,8 +2,20 @@
 
 Every stage raises HarnessError (or a subclass) for bad input or a missing
 dependency. The CLI and the pytest plugin print ``str(error)`` as one line and
-never a traceback, so the message must say what to do.
+never a traceback, so the message must say what to do. A fallback the run
+survives (TCG instead of KVM, a debug switch left off) is a ``notice`` instead.
 """
+
+import sys
+
+_noticed: set[str] = set()
+
+
+def notice(message: str) -> None:
+    """Print a fallback notice once per process, not once per VM."""
+    if message not in _noticed:
+        _noticed.add(message)
+        print(f"harness: notice: {message}", file=sys.stderr)
 
 
 class HarnessError(Exception):

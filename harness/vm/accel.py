@@ -13,28 +13,17 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from harness import cache
-from harness.errors import HarnessError
+from harness.errors import HarnessError, notice
 from harness.vm.machine import Machine
 
 ACCELERATORS = ("kvm", "tcg")
 PROBE_TIMEOUT_SECONDS = 10.0
 KVM_DEVICE = Path("/dev/kvm")
-
-_noticed: set[str] = set()
-
-
-def _notice(message: str) -> None:
-    """Print a fallback notice once per process, not once per VM."""
-    if message not in _noticed:
-        _noticed.add(message)
-        print(f"harness: notice: {message}", file=sys.stderr)
-
 
 def _host_boot_id() -> str:
     try:
@@ -65,14 +54,14 @@ def choose_accelerator(machine: Machine, kernel: Path, requested: str | None = N
                   else "not accessible (add yourself to group kvm)")
         if wanted == "kvm":
             raise HarnessError(f"/dev/kvm is {reason}")
-        _notice(f"/dev/kvm is {reason}; using TCG (slower)")
+        notice(f"/dev/kvm is {reason}; using TCG (slower)")
         return "tcg"
     usable, reason = kvm_probe(machine, kernel)
     if usable:
         return "kvm"
     if wanted == "kvm":
         raise HarnessError(f"KVM is present but cannot boot a kernel here ({reason})")
-    _notice(f"/dev/kvm is present but cannot boot a kernel ({reason}); using TCG (slower)")
+    notice(f"/dev/kvm is present but cannot boot a kernel ({reason}); using TCG (slower)")
     return "tcg"
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import errors
 from harness.errors import HarnessError, MissingTool
 from harness.paths import new_run_dir
 from harness.vm import accel, qemu
@@ -118,7 +119,7 @@ def test_failed_kvm_probe_falls_back_once_with_a_notice(
     monkeypatch.setattr(accel, "_probe", probe)
     monkeypatch.setattr(machine.__class__, "kvm_possible", lambda self: True)
     monkeypatch.setattr(accel.os, "access", lambda path, mode: True)
-    monkeypatch.setattr(accel, "_noticed", set())
+    monkeypatch.setattr(errors, "_noticed", set())
     assert accel.choose_accelerator(machine, tmp_path / "k1") == "tcg"
     assert accel.choose_accelerator(machine, tmp_path / "k2") == "tcg"
     assert len(calls) == 1  # cached for this boot of the host
@@ -134,3 +135,19 @@ def test_page_poisoning_built_in_is_switched_on_at_boot(tmp_path: Path) -> None:
     plain = kernel_with_config(tmp_path, "# CONFIG_PAGE_POISONING is not set\n")
     assert runtime_parameters(plain) == ()
     assert runtime_parameters(tmp_path / "bzImage") == ()
+
+
+@pytest.mark.parametrize(("page_poison_c", "expected"), [
+    ("memset(addr, PAGE_POISON, PAGE_SIZE);", ()),  # 4.8.15's: KASAN would flag the check
+    ("kasan_disable_current();\nmemset(addr, PAGE_POISON, PAGE_SIZE);", ("page_poison=1",)),
+])
+def test_page_poisoning_stays_off_under_kasan_without_the_upstream_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    page_poison_c: str, expected: tuple[str, ...],
+) -> None:
+    monkeypatch.setattr(errors, "_noticed", set())
+    kernel = kernel_with_config(tmp_path, "CONFIG_PAGE_POISONING=y\nCONFIG_KASAN=y\n")
+    (tmp_path / "source" / "mm").mkdir(parents=True)
+    (tmp_path / "source" / "mm" / "page_poison.c").write_text(page_poison_c)
+    assert runtime_parameters(kernel) == expected
+    assert ("page poisoning stays off on 4.8.15" in capsys.readouterr().err) == (not expected)
