@@ -182,7 +182,8 @@ def qemu_command(machine: Machine, image: Path, initrd: Path, accelerator: str,
                  cmdline_extra: Sequence[str]) -> list[str]:
     """The full QEMU command line (pure: no process is started)."""
     command = [
-        machine.arch.qemu_binary, *machine.arch.qemu_machine, *machine.firmware_args(),
+        machine.arch.qemu_binary, *machine.arch.qemu_machine,
+        *machine.firmware_args(extra_devices),
         "-accel", accelerator, "-m", str(memory_mib), "-smp", str(cpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-kernel", str(image), "-initrd", str(initrd),
