@@ -2,7 +2,8 @@
 
 Boot speed comes from what is *not* there (virtme-ng's lesson): no default
 devices, no user config, no VGA, no option ROMs on the NIC, and on x86 the
-tiny qboot firmware instead of SeaBIOS when it is installed. Devices sit on
+tiny qboot firmware instead of SeaBIOS when it is installed (unless a device
+needs the PCI INTx routing only SeaBIOS describes). Devices sit on
 PCI on x86 and on virtio-mmio on arm64 (the arm64 guest config has no PCI host
 driver), which is the only reason device names differ.
 """
