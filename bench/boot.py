@@ -2,11 +2,11 @@
 
 Per architecture and accelerator it records, over ``--runs`` interleaved rounds:
 
-- ``floor``: bare ``qemu-system-*`` with the same kernel, machine, firmware,
+- ``floor``: bare ``qemu-system-*`` with the same kernel, machine,
   accelerator, memory and kernel parameters, only the UART, and an initramfs
   whose /init just prints a marker (harness.image.build_marker_initramfs).
   Seconds from starting QEMU to that marker on the console.
-- ``naive``: the same without ``-nodefaults``/firmware choice, i.e. what
+- ``naive``: the same without ``-nodefaults``, i.e. what
   ``qemu-system-* -M ... -kernel -initrd -append`` gives (default NIC with its
   option ROM, default firmware), for scale.
 - ``harness_ready``: a console guest's ``boot_guest()`` launch -> the guest
@@ -81,7 +81,7 @@ def floor_command(machine: Machine, image: Path, initrd: Path, accelerator: str,
     """QEMU with nothing but the UART (or, ``naive``, with QEMU's defaults)."""
     command = [machine.arch.qemu_binary, *machine.arch.qemu_machine]
     if not naive:
-        command += [*machine.firmware_args(), "-nodefaults", "-no-user-config"]
+        command += ["-nodefaults", "-no-user-config"]
     return command + [
         "-accel", accelerator, "-m", str(DEFAULT_MEMORY_MIB), "-display", "none",
         "-no-reboot", "-kernel", str(image), "-initrd", str(initrd),

@@ -107,7 +107,7 @@ def _probe(machine: Machine, kernel: Path) -> tuple[bool, str]:
     with tempfile.TemporaryDirectory(prefix="harness-kvm-probe-") as scratch:
         log = Path(scratch) / "console.log"
         command = [
-            machine.arch.qemu_binary, *machine.arch.qemu_machine, *machine.firmware_args(),
+            machine.arch.qemu_binary, *machine.arch.qemu_machine,
             "-accel", "kvm", "-m", "128", "-nodefaults", "-no-user-config", "-display", "none",
             "-no-reboot", "-serial", f"file:{log}", "-kernel", str(kernel),
             "-initrd", str(initramfs.path),

@@ -183,7 +183,6 @@ def qemu_command(machine: Machine, image: Path, initrd: Path, accelerator: str,
     """The full QEMU command line (pure: no process is started)."""
     command = [
         machine.arch.qemu_binary, *machine.arch.qemu_machine,
-        *machine.firmware_args(extra_devices),
         "-accel", accelerator, "-m", str(memory_mib), "-smp", str(cpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-kernel", str(image), "-initrd", str(initrd),
@@ -316,8 +315,7 @@ def _startup_failure(machine: Machine, stderr: str, status: int | None) -> str:
         return (f"{machine.arch.qemu_binary} lacks the machine in {machine.arch.qemu_machine}: "
                 f"install a newer {machine.arch.qemu_package} ({last})")
     if re.search(r"\b(bios|firmware)\b|option rom", lowered):
-        packages = ", ".join(package for _path, package in machine.firmware) or "seabios"
-        return f"QEMU cannot load its firmware: install {packages} ({last})"
+        return f"QEMU cannot load its firmware: install seabios ({last})"
     return f"QEMU failed to start: {last}"
 
 

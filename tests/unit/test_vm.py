@@ -1,7 +1,6 @@
 """QEMU command lines, accelerator choice and launch errors (no VM is booted)."""
 
 import socket
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -44,18 +43,6 @@ def test_arm64_uses_virtio_mmio_cortex_a57_and_the_rseq_tunable(tmp_path: Path) 
     assert "GLIBC_TUNABLES=glibc.pthread.rseq=0" in _append(command).split()
     assert "console=ttyAMA0" in _append(command).split()
     assert "GLIBC_TUNABLES" not in _append(_command("x86_64", tmp_path))
-
-
-def test_a_device_without_msix_boots_with_the_firmware_that_routes_intx(tmp_path: Path) -> None:
-    """qboot's MP table routes no PCI INTx: the balloon (no MSI-X) gets QEMU's SeaBIOS."""
-    qboot = tmp_path / "qboot.rom"
-    qboot.write_bytes(b"")
-    machine = replace(get_machine("x86_64"), firmware=((qboot, "qemu-system-data"),))
-    assert machine.firmware_args() == ["-bios", str(qboot)]
-    assert machine.firmware_args(["virtio-rng-pci"]) == ["-bios", str(qboot)]
-    assert machine.firmware_args(["virtio-balloon-pci"]) == []
-    assert "-bios" not in _command("x86_64", tmp_path)  # _command adds the balloon
-    assert get_machine("arm64").firmware_args(["virtio-balloon-device"]) == []
 
 
 def test_no_network_means_no_forwarding(tmp_path: Path) -> None:
