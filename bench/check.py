@@ -10,7 +10,8 @@ that still had to build is refused.
 
     python bench/check.py [--kernel debian:5.10] [--arch x86_64 --arch arm64] [--runs 3]
 
-Results go to bench/results/check.json with the date, the machine and the load.
+Results go to bench/results/check.json with the date, the machine and the load;
+entries for (kernel, arch) pairs not measured this time are kept.
 """
 
 import argparse
@@ -21,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import load, machine_info, now, write
+from common import kept_entries, load, machine_info, now, write
 
 from harness.check.runner import prepare
 from harness.errors import HarnessError
@@ -71,17 +72,23 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
-    results: dict[str, object] = {"date": now(), "machine": machine_info(),
-                                  "method": "harness run --json, warm caches, new process",
-                                  "checks": []}
-    for spec in args.kernel or ["debian:5.10"]:
-        for arch in args.arch or list(DEFAULT_ARCHES):
+    kernels = args.kernel or ["debian:5.10"]
+    arches = args.arch or list(DEFAULT_ARCHES)
+    results: dict[str, object] = {
+        "date": now(), "machine": machine_info(),
+        "method": "harness run --json, warm caches, new process",
+        "checks": kept_entries(args.output, "checks",
+                               [(spec, arch) for spec in kernels for arch in arches]),
+    }
+    for spec in kernels:
+        for arch in arches:
             print(f"{spec} {arch}: {args.runs} checks", file=sys.stderr, flush=True)
             ensure_built(spec, arch)
             runs = [one_check(spec, arch) for _ in range(args.runs)]
             walls = [run["wall_seconds"] for run in runs]
             results["checks"].append({  # type: ignore[attr-defined]
-                "kernel": spec, "arch": arch, "wall_median": statistics.median(walls),
+                "kernel": spec, "arch": arch, "measured_at": now(),
+                "wall_median": statistics.median(walls),
                 "wall_min": min(walls), "runs": runs})
             write(args.output, results)
     print(json.dumps(results, indent=2))

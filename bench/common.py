@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 
@@ -44,3 +45,16 @@ def write(path: Path, results: dict[str, object]) -> None:
     """Rewrite the results after each measurement, so a long run keeps what it has."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def kept_entries(path: Path, section: str,
+                 remeasured: Collection[tuple[str, str]]) -> list[dict[str, object]]:
+    """``section``'s entries in the results file that this run does not measure again.
+
+    Entries are keyed by (kernel, arch) and carry their own ``measured_at``, so
+    a results file can be filled a few kernels at a time without losing the rest.
+    """
+    if not path.exists():
+        return []
+    entries: list[dict[str, object]] = json.loads(path.read_text()).get(section, [])
+    return [entry for entry in entries if (entry["kernel"], entry["arch"]) not in remeasured]

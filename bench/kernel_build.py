@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import load, machine_info, now, write
+from common import kept_entries, load, machine_info, now, write
 
 from harness.kernel.build import BUILDS, BuildPlan, plan_build, srcarch
 from harness.kernel.config import Fragment, configure, parse_fragment
@@ -165,8 +165,13 @@ def main() -> int:
     kernels = args.kernel or ([] if args.defconfig_kernel else list(DEFAULT_KERNELS))
     arches = args.arch or list(DEFAULT_ARCHES)
 
-    results = earlier(args.output, [(spec, arch) for spec in kernels for arch in arches],
-                      args.defconfig_kernel)
+    results: dict[str, object] = {
+        "date": now(), "machine": machine_info(),
+        "builds": kept_entries(args.output, "builds",
+                               [(spec, arch) for spec in kernels for arch in arches]),
+        "defconfigs": kept_entries(args.output, "defconfigs",
+                                   [(spec, "x86_64") for spec in args.defconfig_kernel]),
+    }
     for spec in kernels:
         for arch in arches:
             recorded = spec in args.cold_from_metadata
@@ -197,23 +202,6 @@ def compare_with_defconfig(results: dict[str, object]) -> None:
             compared["minimal_cold_seconds"] = minimal["seconds"]
             compared["minimal_over_defconfig"] = round(minimal["seconds"] / compared["seconds"],
                                                        3)
-
-
-def earlier(path: Path, remeasured: list[tuple[str, str]],
-            redone_defconfigs: list[str]) -> dict[str, object]:
-    """The results file as it stands, minus what this run measures again."""
-    kept: dict[str, object] = {}
-    if path.exists():
-        kept = json.loads(path.read_text())
-    builds = [entry for entry in kept.get("builds", [])  # type: ignore[attr-defined]
-              if (entry["kernel"], entry["arch"]) not in remeasured]
-    for entry in builds:
-        entry.setdefault("measured_at", kept.get("date"))
-    results: dict[str, object] = {"date": now(), "machine": machine_info(), "builds": builds}
-    defconfigs = kept.get("defconfigs", [kept["defconfig"]] if "defconfig" in kept else [])
-    results["defconfigs"] = [entry for entry in defconfigs  # type: ignore[attr-defined]
-                             if entry["kernel"] not in redone_defconfigs]
-    return results
 
 
 if __name__ == "__main__":

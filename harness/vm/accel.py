@@ -25,6 +25,7 @@ ACCELERATORS = ("kvm", "tcg")
 PROBE_TIMEOUT_SECONDS = 10.0
 KVM_DEVICE = Path("/dev/kvm")
 
+
 def _host_boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
