@@ -24,6 +24,7 @@ class KernelBuild:
     module_fixups: tuple[str, ...]  # names of post-link fixups a built .ko needs (quirks)
     cached: bool  # True when this call ran no make at all
     seconds: float  # wall time of this call
+    origin: str = ""  # what the spec resolved to when that was a choice (debian:latest)
 
 
 @dataclass(frozen=True)

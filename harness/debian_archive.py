@@ -8,10 +8,13 @@ index, state and sources entry. The entry reuses the mirror the host already
 uses (so the harness works behind the same mirror or proxy and never names a
 hostname) and pins the Debian archive keyring, so apt itself verifies the
 signed Release file and each package's checksum. Downloaded ``.deb`` files are
-cache entries keyed by suite, arch, package and exact version.
+cache entries keyed by suite, arch, package and exact version. A root made with
+no architecture holds only a suite's signed Release file: what a suite alias
+such as ``stable`` stands for today, at the cost of one small download.
 """
 
 import fcntl
+import functools
 import hashlib
 import os
 import pwd
@@ -51,6 +54,10 @@ _NETWORK_HINTS = (
     "Network is unreachable",
     "No route to host",
 )
+
+
+class AbsentSuite(HarnessError):
+    """The mirror has no such suite (a Release file that is not there, not a network failure)."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,7 @@ def _require(program: str, package: str, purpose: str) -> None:
         raise MissingTool(program, package, purpose)
 
 
+@functools.cache
 def _host_arch() -> str:
     return subprocess.run(
         ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
@@ -171,13 +179,16 @@ def _host_arch() -> str:
 
 
 class _AptRoot:
-    """A private apt configuration for one suite and architecture under the cache."""
+    """A private apt configuration for one suite and architecture under the cache.
 
-    def __init__(self, suite: str, arch: str, mirror: str) -> None:
+    ``arch`` None: the suite's signed Release file only, no package index.
+    """
+
+    def __init__(self, suite: str, arch: str | None, mirror: str) -> None:
         self.suite = suite
         self.arch = arch
         self.mirror = mirror
-        self.root = cache_root() / "apt" / f"{suite}-{arch}"
+        self.root = cache_root() / "apt" / f"{suite}-{arch or 'release'}"
 
     def prepare(self) -> None:
         """Create the directories apt expects and write the one sources entry."""
@@ -185,13 +196,15 @@ class _AptRoot:
                     "etc/preferences.d"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         (self.root / "state" / "status").touch()
+        # "Targets: none" makes apt-get update fetch and verify InRelease alone.
+        targets = f"Architectures: {self.arch}\nTargets: Packages\n" if self.arch \
+            else "Targets: none\n"
         sources = (
             "Types: deb\n"
             f"URIs: {self.mirror}\n"
             f"Suites: {self.suite}\n"
             "Components: main\n"
-            f"Architectures: {self.arch}\n"
-            "Targets: Packages\n"
+            f"{targets}"
             f"Signed-By: {KEYRING}\n"
         )
         path = self.root / "etc" / "sources.list.d" / "debian.sources"
@@ -214,8 +227,8 @@ class _AptRoot:
             "Dir::Etc::SourceParts": str(self.root / "etc" / "sources.list.d"),
             "Dir::Etc::Preferences": str(self.root / "etc" / "preferences"),
             "Dir::Etc::PreferencesParts": str(self.root / "etc" / "preferences.d"),
-            "APT::Architecture": self.arch,
-            "APT::Architectures": self.arch,
+            "APT::Architecture": self.arch or _host_arch(),
+            "APT::Architectures": self.arch or _host_arch(),
             "Acquire::Languages": "none",
             "Acquire::PDiffs": "false",
             "Acquire::Retries": str(APT_RETRIES),
@@ -257,15 +270,17 @@ class _AptRoot:
             stamp.touch()
             return True
         if stamp.is_file():
-            print(f"harness: notice: could not refresh the Debian {self.suite} {self.arch} "
-                  f"index ({problem or 'apt-get update failed'}); using the old one")
+            print(f"harness: notice: could not refresh the Debian {self.suite} "
+                  f"{self.arch or 'Release'} index ({problem or 'apt-get update failed'}); "
+                  "using the old one")
             return False
         if problem and any(hint in problem for hint in _NETWORK_HINTS):
             raise HarnessError(
                 f"cannot reach the Debian mirror {self.mirror} (no network?): {problem}"
             )
-        raise HarnessError(
-            f"apt-get update for Debian {self.suite} {self.arch} failed: "
+        error = AbsentSuite if "does not have a Release file" in problem else HarnessError
+        raise error(
+            f"apt-get update for Debian {self.suite} {self.arch or 'Release'} failed: "
             f"{problem or done.stderr.strip()[-200:]}"
         )
 
@@ -276,23 +291,58 @@ class _AptRoot:
         second, which adds up when an image needs a dozen packages.
         """
         shown = self.apt("apt-cache", "show", "--no-all-versions", *packages)
-        found: dict[str, dict[str, str]] = {}
-        for stanza in shown.stdout.split("\n\n"):
-            fields: dict[str, str] = {}
-            for line in stanza.splitlines():
-                key, sep, value = line.partition(": ")
-                if sep and not line.startswith(" ") and key not in fields:
-                    fields[key] = value.strip()
-            if "Package" in fields and "Version" in fields:
-                found.setdefault(fields["Package"], fields)
-        return found
+        return parse_packages(shown.stdout)
+
+    def names(self, prefix: str) -> list[str]:
+        """Every package name in the index that starts with ``prefix``."""
+        return sorted(self.apt("apt-cache", "pkgnames", prefix).stdout.split())
+
+    def _releases(self) -> list[Path]:
+        return sorted((self.root / "state" / "lists").glob("*Release"))
 
     def index_id(self) -> str:
         """A hash of the signed Release file(s): equal ids mean equal package versions."""
         digest = hashlib.sha256()
-        for release in sorted((self.root / "state" / "lists").glob("*Release")):
+        for release in self._releases():
             digest.update(release.read_bytes())
         return digest.hexdigest()[:20]
+
+    def release_fields(self) -> dict[str, str]:
+        """The fields of the Release file apt verified (Suite, Codename, ...)."""
+        releases = self._releases()
+        return release_fields(releases[0].read_text(errors="replace")) if releases else {}
+
+
+def parse_packages(text: str) -> dict[str, dict[str, str]]:
+    """Top-level fields of each package's first stanza in Packages (or apt-cache show) text."""
+    found: dict[str, dict[str, str]] = {}
+    for stanza in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in stanza.splitlines():
+            key, sep, value = line.partition(": ")
+            if sep and not line.startswith(" ") and key not in fields:
+                fields[key] = value.strip()
+        if "Package" in fields and "Version" in fields:
+            found.setdefault(fields["Package"], fields)
+    return found
+
+
+def release_fields(text: str) -> dict[str, str]:
+    """Top-level fields of a Release or InRelease file, up to its file lists.
+
+    The OpenPGP armour's own ``Hash:`` header comes before the first blank
+    line of an InRelease file and is skipped with it.
+    """
+    if text.startswith("-----BEGIN PGP SIGNED MESSAGE-----"):
+        text = text.split("\n\n", 1)[-1]
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("-----"):
+            break
+        key, sep, value = line.partition(":")
+        if sep and not line[:1].isspace():
+            fields.setdefault(key, value.strip())
+    return fields
 
 
 def _first_error(output: str) -> str:
@@ -309,20 +359,36 @@ def _first_error(output: str) -> str:
     return ""
 
 
-def _checked_root(suite: str, arch: str) -> _AptRoot:
-    """The private apt root for ``suite``/``arch`` after validating both and the host tools."""
-    if arch not in ARCHES:
+def _root(suite: str, arch: str | None) -> _AptRoot:
+    """The private apt root for ``suite``/``arch`` (None: Release only), after validating both."""
+    if arch is not None and arch not in ARCHES:
         raise HarnessError(f"unknown Debian architecture {arch!r}: choose one of "
                            f"{', '.join(ARCHES)}")
     if not re.fullmatch(r"[a-z0-9-]+", suite):
         raise HarnessError(f"{suite!r} is not a Debian suite name (e.g. bookworm, bullseye)")
+    index_arch = _host_arch() if arch == "all" else arch
+    return _AptRoot(suite, index_arch, debian_mirror(host_source_entries()))
+
+
+def _checked_root(suite: str, arch: str | None) -> _AptRoot:
+    """``_root`` once the host tools apt needs are known to be there."""
+    root = _root(suite, arch)
     _require("apt-get", "apt", "fetching Debian packages by name")
     _require("gpgv", "gpgv", "verifying the Debian archive's signatures")
     if not KEYRING.is_file():
         raise MissingTool(str(KEYRING), "debian-archive-keyring",
                           "verifying the Debian archive's signatures")
-    index_arch = _host_arch() if arch == "all" else arch
-    return _AptRoot(suite, index_arch, debian_mirror(host_source_entries()))
+    return root
+
+
+@contextmanager
+def _refreshed(suite: str, arch: str | None) -> Iterator[_AptRoot]:
+    """The root for ``suite``/``arch``, locked, with an index no older than the maximum age."""
+    root = _checked_root(suite, arch)
+    with root.locked():
+        root.prepare()
+        root.refresh()
+        yield root
 
 
 def index_id(suite: str, arch: str) -> str:
@@ -331,28 +397,71 @@ def index_id(suite: str, arch: str) -> str:
     Refreshes a stale index first. Callers that derive a cache key from a set
     of packages use this instead of resolving every package on each call.
     """
-    root = _checked_root(suite, arch)
-    with root.locked():
-        root.prepare()
-        root.refresh()
+    with _refreshed(suite, arch) as root:
         return root.index_id()
 
 
-def fetch_deb(package: str, suite: str, arch: str) -> Path:
+def stored_index_id(suite: str, arch: str | None) -> str:
+    """``index_id`` of the index as it is on disk now, without refreshing it.
+
+    For caches derived from an index: such a cache is valid while this
+    returns the id it was made with, and checking costs no apt call.
+    """
+    return _root(suite, arch).index_id()
+
+
+def suite_codename(suite: str) -> str:
+    """The codename a suite alias stands for today (stable: trixie), from its signed Release."""
+    with _refreshed(suite, None) as root:
+        codename = root.release_fields().get("Codename", "")
+    if not re.fullmatch(r"[a-z0-9-]+", codename):
+        raise HarnessError(f"the Debian {suite} Release file names no codename")
+    return codename
+
+
+def candidates_named(prefix: str, suite: str, arch: str) -> dict[str, dict[str, str]]:
+    """The index fields of every package of ``suite`` whose name starts with ``prefix``."""
+    with _refreshed(suite, arch) as root:
+        names = root.names(prefix)
+        return root.candidates(names) if names else {}
+
+
+def compare_versions(left: str, right: str) -> int:
+    """-1, 0 or 1 as dpkg orders two Debian versions (epochs, ``~``, revisions)."""
+    if left == right:
+        return 0
+    _require("dpkg", "dpkg", "comparing Debian package versions")
+    for operator, order in (("lt", -1), ("gt", 1)):
+        if subprocess.run(["dpkg", "--compare-versions", left, operator, right]).returncode == 0:
+            return order
+    return 0
+
+
+def _check_package_name(package: str) -> None:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", package):
+        raise HarnessError(f"{package!r} is not a Debian package name")
+
+
+def fetch_deb(package: str, suite: str, arch: str, version: str | None = None) -> Path:
     """Download (or find in the cache) ``package`` from Debian ``suite`` for ``arch``.
 
     ``arch`` is a Debian architecture (amd64, arm64) or ``all`` for
-    architecture-independent packages such as linux-source-*. Returns the path
-    of the verified ``.deb`` inside its cache entry.
+    architecture-independent packages such as linux-source-*. ``version``
+    pins the version a caller already chose from the index (no lookup runs);
+    by default apt's candidate is taken. Returns the path of the verified
+    ``.deb`` inside its cache entry.
     """
-    return fetch_debs([package], suite, arch)[package]
+    if version is None:
+        return fetch_debs([package], suite, arch)[package]
+    _check_package_name(package)
+    with _refreshed(suite, arch) as root:
+        return _cached_deb(root, package, version, suite, arch)
 
 
 def fetch_debs(packages: Sequence[str], suite: str, arch: str) -> dict[str, Path]:
     """``fetch_deb`` for several packages of one suite and arch, with one index lookup."""
     for package in packages:
-        if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", package):
-            raise HarnessError(f"{package!r} is not a Debian package name")
+        _check_package_name(package)
     root = _checked_root(suite, arch)
     with root.locked():
         root.prepare()

@@ -96,12 +96,28 @@ def check_kernel_source(spec: str) -> Finding:
         source = obtain_source(parse_spec(spec))
     except HarnessError as error:
         return Finding(name=f"kernel {spec}", ok=False, detail=str(error))
-    return Finding(name=f"kernel {spec}", ok=True, detail=f"source at {source.path}")
+    origin = f" ({source.origin})" if source.origin else ""
+    return Finding(name=f"kernel {spec}", ok=True, detail=f"source at {source.path}{origin}")
+
+
+def check_debian_kernels() -> Finding:
+    """Which kernel lines debian:X.Y can name today, read from the mirror's signed indices.
+
+    Not required: the harness runs local trees, git refs and tarballs without it.
+    """
+    from harness.kernel.debian import survey
+
+    try:
+        found = survey()
+    except HarnessError as error:
+        return Finding(name="debian kernels", ok=False, required=False, detail=str(error))
+    return Finding(name="debian kernels", ok=bool(found.offers), required=False,
+                   detail=f"linux-source {found.kernels() or 'none'}")
 
 
 def run_checks(kernels: list[str] | None = None) -> list[Finding]:
     """Every check, in the order they are printed."""
-    return [*check_host_programs(), check_free_disk(), check_kvm(),
+    return [*check_host_programs(), check_free_disk(), check_kvm(), check_debian_kernels(),
             *(check_kernel_source(spec) for spec in kernels or ())]
 
 

@@ -92,6 +92,8 @@ def check_ab_on(driver: SampleDriver, kernel: KernelBuild,
                 settings: ScenarioSettings = ScenarioSettings()) -> RunResult:
     """Run the A/B with a driver already installed on a guest running ``kernel``."""
     control, movable, notes = run_ab(driver, settings)
+    if kernel.origin:
+        notes.insert(0, f"kernel {kernel.spec} is {kernel.origin}")
     verdict = judge_ab(control, movable)
     release = driver.guest.run("uname -r").stdout.strip()
     return RunResult(

@@ -194,6 +194,7 @@ def _load(entry: Path, plan: BuildPlan, cached: bool, started: float) -> KernelB
         module_fixups=tuple(meta["module_fixups"]),
         cached=cached,
         seconds=round(time.monotonic() - started, 3),
+        origin=plan.source.origin,
     )
     needed = (build.image, build.config, build.system_map, build_dir / "Module.symvers",
               plan.source.path / "Makefile")
@@ -272,7 +273,9 @@ def _build(plan: BuildPlan, work: Path) -> None:
     from rich.console import Console
 
     console = Console(stderr=True, soft_wrap=True, highlight=False)
-    label = f"{plan.spec} ({'.'.join(map(str, plan.source.version))}) for {plan.arch.name}"
+    version = ".".join(map(str, plan.source.version))
+    origin = f", {plan.source.origin}" if plan.source.origin else ""
+    label = f"{plan.spec} ({version}{origin}) for {plan.arch.name}"
     console.print(f"building {label}: {len(plan.quirks)} quirk(s), -j{jobs}, log {log_path}")
     try:
         with log_path.open("w", buffering=1) as log:  # line-buffered: tail -f works
@@ -309,6 +312,7 @@ def _build(plan: BuildPlan, work: Path) -> None:
         "version": list(plan.source.version),
         "source": str(plan.source.path),
         "source_identity": plan.source.identity,
+        "source_origin": plan.source.origin,
         "make_args": list(plan.make_args),
         "module_fixups": list(quirk_table.module_fixups(plan.quirks)),
         "quirks": [quirk.name for quirk in plan.quirks],

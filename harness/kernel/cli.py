@@ -23,6 +23,7 @@ def command(args: argparse.Namespace) -> int:
             "version": ".".join(map(str, build.version)),
             "arch": build.arch,
             "spec": build.spec,
+            "origin": build.origin,
             "make_args": list(build.make_args),
             "module_fixups": list(build.module_fixups),
             "cached": build.cached,
@@ -34,6 +35,8 @@ def command(args: argparse.Namespace) -> int:
         print(f"  image:     {build.image}")
         print(f"  build dir: {build.build_dir}  (make -C it M=... {' '.join(build.make_args)})")
         print(f"  config:    {build.config}")
+        if build.origin:
+            print(f"  source:    {build.origin}")
     return 0
 
 

@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness import cache
@@ -34,6 +34,7 @@ class KernelSource:
     path: Path
     identity: str  # stable fingerprint of the content, for cache keys
     version: tuple[int, int, int]
+    origin: str = ""  # what a spec resolved to, when that was a choice (debian:latest)
 
 
 def read_version(tree: Path) -> tuple[int, int, int]:
@@ -187,10 +188,12 @@ def _git(spec: KernelSpec) -> KernelSource:
 def _debian(spec: KernelSpec) -> KernelSource:
     # Imported here: the archive client is only needed for debian: specs.
     from harness.debian_archive import fetch_deb, unpack_deb
+    from harness.kernel.debian import resolve
 
-    assert spec.debian_package is not None and spec.debian_suite is not None
-    package = spec.debian_package
-    deb = fetch_deb(package, spec.debian_suite, "all")
+    assert spec.debian_query is not None
+    offer = resolve(spec.debian_query)
+    package = offer.package
+    deb = fetch_deb(package, offer.suite, "all", version=offer.version)
 
     def fill(work: Path) -> None:
         unpack_deb(deb, work / "deb")
@@ -205,4 +208,4 @@ def _debian(spec: KernelSpec) -> KernelSource:
     # A Debian version is never re-uploaded with other content and apt checked
     # the file against the signed index, so the file name (package_version_all)
     # identifies the source without hashing 150 MB on every call.
-    return _unpacked(f"debian:{deb.name}", fill, deb.name)
+    return replace(_unpacked(f"debian:{deb.name}", fill, deb.name), origin=offer.describe())

@@ -7,10 +7,15 @@ before anything is downloaded. Forms:
 - ``git:/path/to/repo@REF``         a ref of a local git repository
 - ``/path/linux-4.8.17.tar.xz``     a local tarball
 - ``https://.../linux-4.8.17.tar.xz[#sha256=HEX]``  a tarball URL
-- ``debian:5.10`` / ``debian:6.1``  Debian's linux-source package
+- ``debian:X.Y``                    Debian's linux-source-X.Y, from whichever suite has
+                                    the newest
+- ``debian:latest``                 the newest linux-source-* the archive has
+- ``debian:SUITE``                  a suite's newest (trixie, stable, trixie-backports)
 
 A tarball URL needs a sha256: given after ``#sha256=`` or pinned in
-PINNED_SHA256 for a few upstream tarballs whose hash is published.
+PINNED_SHA256 for a few upstream tarballs whose hash is published. Which
+Debian package a ``debian:`` spec means is decided by the source stage
+(harness.kernel.debian), from the archive's signed indices.
 """
 
 import re
@@ -27,14 +32,9 @@ MIN_VERSION = (4, 8)
 
 FORMS = (
     "a kernel tree path, git:/path/to/repo@REF, a tarball path or URL "
-    "(linux-X.Y[.Z].tar.{xz,gz,bz2}[#sha256=HEX]), debian:5.10 or debian:6.1"
+    "(linux-X.Y[.Z].tar.{xz,gz,bz2}[#sha256=HEX]), debian:X.Y (e.g. debian:6.1), "
+    "debian:latest or debian:SUITE (e.g. debian:trixie)"
 )
-
-# Debian source packages we know how to fetch: spec version -> (suite, package).
-DEBIAN_SOURCES: dict[str, tuple[str, str]] = {
-    "5.10": ("bullseye", "linux-source-5.10"),
-    "6.1": ("bookworm", "linux-source-6.1"),
-}
 
 # sha256 of upstream release tarballs, by file name. Only hashes published in
 # kernel.org's signed sha256sums.asc and quoted identically by several
@@ -47,6 +47,8 @@ PINNED_SHA256: dict[str, str] = {
 _TARBALL_SUFFIXES = (".tar.xz", ".tar.gz", ".tgz", ".tar.bz2", ".tar")
 _TARBALL_VERSION = re.compile(r"linux-(\d+)\.(\d+)(?:\.(\d+))?(?:[-.]|$)")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_DEBIAN_VERSION = re.compile(r"(\d+)\.(\d+)")
+_DEBIAN_SUITE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 
 Kind = Literal["tree", "git", "tarball", "debian"]
 
@@ -61,8 +63,7 @@ class KernelSpec:
     url: str | None = None  # tarball URL
     ref: str = "HEAD"  # git ref
     sha256: str | None = None  # expected tarball hash (given or pinned)
-    debian_suite: str | None = None
-    debian_package: str | None = None
+    debian_query: str | None = None  # X.Y, "latest" or a suite name
 
 
 def check_version(version: tuple[int, ...], what: str) -> None:
@@ -126,15 +127,24 @@ def _parse_git(text: str) -> KernelSpec:
     return KernelSpec(kind="git", text=text, path=Path(repo).expanduser(), ref=ref)
 
 
+def debian_kernel_version(query: str) -> tuple[int, int] | None:
+    """(X, Y) when a ``debian:`` query names a kernel line, None for latest or a suite."""
+    match = _DEBIAN_VERSION.fullmatch(query)
+    return (int(match[1]), int(match[2])) if match else None
+
+
 def _parse_debian(text: str) -> KernelSpec:
-    version = text[len("debian:"):]
-    if version not in DEBIAN_SOURCES:
+    """Check the form only: which package it means needs the archive (the source stage)."""
+    query = text[len("debian:"):]
+    version = debian_kernel_version(query)
+    if version is not None:
+        check_version(version, f"linux-source-{query}")
+    elif not _DEBIAN_SUITE.fullmatch(query):
         raise HarnessError(
-            f"unknown Debian kernel {text!r}: choose one of "
-            + ", ".join(f"debian:{v}" for v in DEBIAN_SOURCES)
+            f"bad Debian kernel spec {text!r}: write debian:X.Y (e.g. debian:6.1), "
+            "debian:latest or debian:SUITE (e.g. debian:trixie, debian:stable-backports)"
         )
-    suite, package = DEBIAN_SOURCES[version]
-    return KernelSpec(kind="debian", text=text, debian_suite=suite, debian_package=package)
+    return KernelSpec(kind="debian", text=text, debian_query=query)
 
 
 def parse_spec(text: str) -> KernelSpec:

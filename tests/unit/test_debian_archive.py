@@ -13,6 +13,7 @@ from harness.debian_archive import (
     parse_one_line_sources,
 )
 from harness.errors import HarnessError
+from tests.unit.debian_recorded import DATA
 
 DEB822 = """\
 Types: deb
@@ -122,6 +123,31 @@ def test_unreachable_mirror_says_no_network(isolated_cache: Path,
     with pytest.raises(HarnessError, match=r"cannot reach the Debian mirror .* \(no network\?\)"):
         debian_archive.fetch_deb("busybox-static", "bookworm", "amd64")
     assert not (isolated_cache / "debs").exists()
+
+
+def test_release_fields_of_a_signed_release() -> None:
+    fields = debian_archive.release_fields((DATA / "stable-backports.InRelease").read_text())
+    assert (fields["Suite"], fields["Codename"]) == ("stable-backports", "trixie-backports")
+    assert fields["No-Support-for-Architecture-all"] == "Packages"
+    assert "Hash" not in fields and "SHA256" in fields  # armour header skipped, lists kept short
+    assert debian_archive.release_fields("Suite: sid\nCodename: sid\n")["Codename"] == "sid"
+
+
+def test_packages_stanzas_first_version_of_each() -> None:
+    text = (DATA / "trixie-backports.Packages").read_text()
+    found = debian_archive.parse_packages(text + "\nPackage: linux-source-7.3\nVersion: 0\n")
+    assert {name: fields["Version"] for name, fields in found.items()} == {
+        "linux-source-7.2": "7.2.12-1~bpo13+1", "linux-source-7.3": "7.3.4-1~bpo13+1"}
+    assert found["linux-source-7.3"]["Architecture"] == "all"
+
+
+def test_release_only_root_fetches_no_package_index(isolated_cache: Path) -> None:
+    """The root that answers "what is stable today" asks apt for InRelease alone."""
+    root = debian_archive._AptRoot("stable", None, "http://mirror.invalid/debian")
+    root.prepare()
+    sources = (root.root / "etc" / "sources.list.d" / "debian.sources").read_text()
+    assert root.root.name == "stable-release"
+    assert "Targets: none" in sources and "Architectures" not in sources
 
 
 def test_unpack_missing_deb(tmp_path: Path) -> None:

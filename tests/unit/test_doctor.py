@@ -3,6 +3,17 @@ import shutil
 import pytest
 
 from harness import cli, hostdeps
+from harness.errors import HarnessError
+from harness.kernel import debian
+from tests.unit.debian_recorded import recorded_survey
+
+
+@pytest.fixture(autouse=True)
+def recorded_archive(monkeypatch: pytest.MonkeyPatch) -> debian.Survey:
+    """doctor asks the archive what it offers: the recordings answer instead of the mirror."""
+    found = recorded_survey(monkeypatch)
+    monkeypatch.setattr(debian, "survey", lambda: found)
+    return found
 
 
 def test_doctor_names_the_package_of_a_missing_qemu(
@@ -50,3 +61,22 @@ def test_doctor_reports_what_the_kvm_test_boot_found(
     monkeypatch.setattr(accel, "known_kvm_result", lambda machine: known)
     finding = doctor.check_kvm()
     assert finding.ok is ok and says in finding.detail and not finding.required
+
+
+def test_doctor_lists_the_debian_kernels_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    cli.main(["doctor"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "debian kernels" in line]
+    assert lines == ["[ok  ] debian kernels: linux-source 5.10 (bullseye), 6.1 (bookworm), "
+                     "6.12 (bookworm-backports, trixie), 7.2 (forky, sid, trixie-backports), "
+                     "7.3 (trixie-backports)"]
+
+
+def test_doctor_unreachable_archive_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import doctor
+
+    def unreachable() -> debian.Survey:
+        raise HarnessError("cannot reach the Debian mirror http://mirror.invalid (no network?)")
+
+    monkeypatch.setattr(debian, "survey", unreachable)
+    finding = doctor.check_debian_kernels()
+    assert not finding.ok and not finding.required and "no network" in finding.detail

@@ -226,3 +226,44 @@ def test_git_ref_is_archived_without_touching_the_work_tree(
         obtain_source(parse_spec(f"git:{repo}@nope"))
     with pytest.raises(HarnessError, match="not a git repository"):
         obtain_source(parse_spec(f"git:{tmp_path}@main"))
+
+
+def make_linux_source_deb(directory: Path, package: str, version: str,
+                          kernel: tuple[int, int, int]) -> Path:
+    """A .deb laid out like Debian's linux-source-X.Y: the tree as one tarball in usr/src."""
+    root = directory / "deb-root"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {package}\nVersion: {version}\nArchitecture: all\n"
+        "Maintainer: t <t@t>\nDescription: test\n")
+    (root / "usr" / "src").mkdir(parents=True)
+    tree = make_tree(directory / "tree-src" / package, kernel)
+    with tarfile.open(root / "usr" / "src" / f"{package}.tar.xz", "w:xz") as archive:
+        archive.add(tree, arcname=tree.name)
+    deb = directory / f"{package}_{version}_all.deb"
+    subprocess.run(["dpkg-deb", "-b", str(root), str(deb)], check=True, capture_output=True)
+    return deb
+
+
+def test_debian_spec_unpacks_the_version_the_archive_survey_chose(
+    isolated_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness import debian_archive
+    from harness.kernel import debian
+
+    deb = make_linux_source_deb(tmp_path, "linux-source-7.2", "7.2.13-1", (7, 2, 13))
+    fetched: list[tuple[str, str, str, str | None]] = []
+
+    def fetch(package: str, suite: str, arch: str, version: str | None = None) -> Path:
+        fetched.append((package, suite, arch, version))
+        return deb
+
+    monkeypatch.setattr(debian, "resolve",
+                        lambda query: debian.Offer("sid", "linux-source-7.2", "7.2.13-1"))
+    monkeypatch.setattr(debian_archive, "fetch_deb", fetch)
+    source = obtain_source(parse_spec("debian:latest"))
+    assert fetched == [("linux-source-7.2", "sid", "all", "7.2.13-1")]
+    assert source.version == (7, 2, 13) and source.path.name == "linux"
+    assert source.identity == "debian:linux-source-7.2_7.2.13-1_all.deb"
+    assert source.origin == "linux-source-7.2 7.2.13-1 from Debian sid"
+    assert obtain_source(parse_spec("debian:7.2")).path == source.path  # one unpacked copy

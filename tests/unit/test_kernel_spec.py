@@ -48,13 +48,25 @@ def test_malformed_checksum(bad: str) -> None:
         parse_spec("https://example.invalid/linux-4.8.17.tar.xz" + bad)
 
 
-def test_debian() -> None:
-    spec = parse_spec("debian:6.1")
-    assert (spec.debian_suite, spec.debian_package) == ("bookworm", "linux-source-6.1")
-    spec = parse_spec("debian:5.10")
-    assert (spec.debian_suite, spec.debian_package) == ("bullseye", "linux-source-5.10")
-    with pytest.raises(HarnessError, match="debian:5.10, debian:6.1"):
-        parse_spec("debian:4.19")
+@pytest.mark.parametrize("query", ["5.10", "6.1", "4.19", "7.2", "latest", "trixie", "stable",
+                                   "trixie-backports"])
+def test_debian_is_checked_but_not_resolved(query: str) -> None:
+    """Which package a query means needs the archive: parsing only checks the form."""
+    spec = parse_spec(f"debian:{query}")
+    assert (spec.kind, spec.debian_query) == ("debian", query)
+
+
+@pytest.mark.parametrize("bad", ["debian:", "debian:6", "debian:6.1.2", "debian:Trixie",
+                                 "debian:../etc", "debian:trixie-", "debian:linux-6.1"])
+def test_debian_garbage_is_one_line(bad: str) -> None:
+    with pytest.raises(HarnessError, match=r"^bad Debian kernel spec .*debian:X\.Y") as error:
+        parse_spec(bad)
+    assert "\n" not in str(error.value)
+
+
+def test_debian_older_than_the_api() -> None:
+    with pytest.raises(HarnessError, match="linux-source-4.7 is Linux 4.7, older than 4.8"):
+        parse_spec("debian:4.7")
 
 
 @pytest.mark.parametrize("old", ["linux-4.7.10.tar.xz", "https://x.invalid/linux-3.18.tar.gz"])
