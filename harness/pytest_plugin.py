@@ -67,7 +67,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--arch", action="append", default=[], metavar="ARCH",
                     help=f"guest architecture (repeatable; default: {' '.join(DEFAULT_ARCHES)})")
     group.addoption("--kernel", action="append", default=[], metavar="SPEC",
-                    help="kernel spec: a tree, git:REPO@REF, a tarball path or URL, debian:5.10 "
+                    help="kernel spec: a tree, git:REPO@REF, a tarball path or URL, debian:X.Y, "
+                         "debian:latest, debian:SUITE "
                          f"(repeatable; default: {' '.join(DEFAULT_KERNELS)})")
     group.addoption("--kernel-config", action="append", default=[], metavar="FRAGMENT",
                     help="extra config fragment for every cell's kernel (name in "
