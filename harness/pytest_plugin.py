@@ -226,8 +226,21 @@ def harness_results(pytestconfig: pytest.Config) -> list:
     return pytestconfig.stash[RESULTS_KEY]
 
 
+MARKERS = (
+    "vm: boots a real kernel in QEMU (or talks to a board); needs the build stage",
+    "build: builds real kernels (minutes each when cold, cached afterwards)",
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Start the session with no results."""
+    """Register the plugin's markers and start the session with no results.
+
+    The markers are registered here, not in an ini file, so a test suite outside
+    this repository can use them (and the ``vm`` marker the plugin adds itself)
+    under ``--strict-markers``.
+    """
+    for marker in MARKERS:
+        config.addinivalue_line("markers", marker)
     config.stash[RESULTS_KEY] = []
 
 
