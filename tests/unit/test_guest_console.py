@@ -21,7 +21,7 @@ from harness.guest import GuestError, GuestTimeout
 from harness.guest.console import ConsoleGuest
 
 BUSYBOX = shutil.which("busybox")
-pytestmark = pytest.mark.skipif(BUSYBOX is None, reason="needs busybox (busybox-static)")
+pytestmark = pytest.mark.needs_program("busybox")
 
 
 class PtyStream:
