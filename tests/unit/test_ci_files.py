@@ -19,9 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.paths import project_root
-
-ROOT = project_root()
+ROOT = Path(__file__).resolve().parents[2]  # the checkout, where these files live
 VAGRANTFILE = ROOT / "Vagrantfile"
 WORKFLOW = ROOT / ".github" / "workflows" / "harness.yml"
 
