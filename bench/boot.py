@@ -40,11 +40,12 @@ from pathlib import Path
 from common import load, machine_info
 
 from harness.artifacts import KernelBuild
+from harness.defaults import MEMORY_MIB
 from harness.image.build import build_initramfs, build_marker_initramfs
 from harness.vm.accel import kvm_probe
 from harness.vm.boot import boot_guest
 from harness.vm.machine import Machine, get_machine
-from harness.vm.qemu import DEFAULT_MEMORY_MIB, kernel_command_line
+from harness.vm.qemu import kernel_command_line
 
 RESULTS = Path(__file__).resolve().parent / "results" / "boot.json"
 TARGET_RATIO = 1.3
@@ -83,7 +84,7 @@ def floor_command(machine: Machine, image: Path, initrd: Path, accelerator: str,
     if not naive:
         command += ["-nodefaults", "-no-user-config"]
     return command + [
-        "-accel", accelerator, "-m", str(DEFAULT_MEMORY_MIB), "-display", "none",
+        "-accel", accelerator, "-m", str(MEMORY_MIB), "-display", "none",
         "-no-reboot", "-kernel", str(image), "-initrd", str(initrd),
         "-append", kernel_command_line(machine), "-serial", f"file:{log}",
     ]
@@ -145,7 +146,7 @@ def bench_one(kernel: KernelBuild | Path, arch: str, accelerator: str,
     result: dict[str, object] = {
         "arch": arch, "accelerator": accelerator,
         "kernel": str(image), "release": kernel.release if isinstance(kernel, KernelBuild)
-        else None, "memory_mib": DEFAULT_MEMORY_MIB, "runs": runs,
+        else None, "memory_mib": MEMORY_MIB, "runs": runs,
         "load_before": load_before, "load_after": load(),
     }
     for name, samples in times.items():

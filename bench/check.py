@@ -25,8 +25,8 @@ from pathlib import Path
 from common import kept_entries, load, machine_info, now, write
 
 from harness.check.runner import prepare
+from harness.defaults import ARCHES
 from harness.errors import HarnessError
-from harness.pytest_plugin import DEFAULT_ARCHES
 
 RESULTS = Path(__file__).resolve().parent / "results" / "check.json"
 HARNESS = [sys.executable, "-m", "harness.cli"]
@@ -68,12 +68,12 @@ def one_check(spec: str, arch: str) -> dict[str, object]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kernel", action="append", default=[], metavar="SPEC")
-    parser.add_argument("--arch", action="append", default=[], choices=DEFAULT_ARCHES)
+    parser.add_argument("--arch", action="append", default=[], choices=ARCHES)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     kernels = args.kernel or ["debian:5.10"]
-    arches = args.arch or list(DEFAULT_ARCHES)
+    arches = args.arch or list(ARCHES)
     results: dict[str, object] = {
         "date": now(), "machine": machine_info(),
         "method": "harness run --json, warm caches, new process",

@@ -39,11 +39,11 @@ from pathlib import Path
 
 from common import kept_entries, load, machine_info, now, write
 
+from harness.defaults import ARCHES, KERNELS
 from harness.kernel.build import BUILDS, BuildPlan, plan_build, srcarch
 from harness.kernel.config import Fragment, configure, parse_fragment
 from harness.kernel.quirks import config_lines
 from harness.paths import cache_root
-from harness.pytest_plugin import DEFAULT_ARCHES, DEFAULT_KERNELS
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kernel-build.json"
 HARNESS = [sys.executable, "-m", "harness.cli"]
@@ -153,7 +153,7 @@ def bench_dir() -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kernel", action="append", default=[], metavar="SPEC")
-    parser.add_argument("--arch", action="append", default=[], choices=DEFAULT_ARCHES)
+    parser.add_argument("--arch", action="append", default=[], choices=ARCHES)
     parser.add_argument("--cold-from-metadata", action="append", default=[], metavar="SPEC",
                         help="take this kernel's cold time from its cache entry (repeatable)")
     parser.add_argument("--warm-runs", type=int, default=5)
@@ -162,8 +162,8 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     # Only defconfig builds when only they are asked for.
-    kernels = args.kernel or ([] if args.defconfig_kernel else list(DEFAULT_KERNELS))
-    arches = args.arch or list(DEFAULT_ARCHES)
+    kernels = args.kernel or ([] if args.defconfig_kernel else list(KERNELS))
+    arches = args.arch or list(ARCHES)
 
     results: dict[str, object] = {
         "date": now(), "machine": machine_info(),

@@ -26,7 +26,7 @@ from harness import cache
 from harness.artifacts import KernelBuild, ModuleArtifact
 from harness.errors import HarnessError
 from harness.kernel.module_fixups import apply_module_fixups
-from harness.paths import cache_root, project_root
+from harness.paths import cache_root, shipped_dir
 
 MODULE_NAME = "movable_sample"
 CACHE_KIND = "modules"
@@ -55,8 +55,8 @@ class ApiProbe:
 
 
 def module_source_dir() -> Path:
-    """guest-modules/ of this checkout."""
-    return project_root() / "guest-modules"
+    """The sample driver's source (guest-modules/)."""
+    return shipped_dir("guest-modules")
 
 
 def kernel_source_tree(kernel: KernelBuild) -> Path:
@@ -73,7 +73,7 @@ def probe_api(srctree: Path, source_dir: Path | None = None) -> ApiProbe:
     """Run guest-modules/probe-api.sh on ``srctree`` (the module's own Kbuild does too)."""
     script = (source_dir or module_source_dir()) / PROBE_SCRIPT
     if not script.is_file():
-        raise HarnessError(f"{script} is missing: the checkout is incomplete")
+        raise HarnessError(f"{script} is missing: the installation is incomplete")
     done = subprocess.run(["sh", str(script), str(srctree)], capture_output=True, text=True,
                           check=False)
     words = done.stdout.split()

@@ -1,16 +1,25 @@
-"""Where the harness keeps caches and run directories.
+"""Where the harness finds its shipped files and keeps caches and run directories.
 
+The config fragments, the sample driver's source and the image templates live
+at the repository's root (kernel-configs/, guest-modules/, images/) and are
+found as package resources (harness/_data/ links to them; a wheel carries
+copies), so a checkout, an editable install and an installed wheel all work.
 Caches follow XDG (``~/.cache/harness``) and are content-keyed, so they can be
 deleted at any time. Run directories (console logs, QEMU command lines, JSON,
 pictures) live under ``~/.local/state/harness/runs`` with a ``latest`` link,
 unless HARNESS_RUNS_DIR says otherwise.
 """
 
+import importlib.resources
 import os
 import secrets
 import time
 from contextlib import suppress
 from pathlib import Path
+
+from harness.errors import HarnessError
+
+SHIPPED = ("kernel-configs", "guest-modules", "images")
 
 
 def cache_root() -> Path:
@@ -47,6 +56,15 @@ def new_run_dir(label: str) -> Path:
     return run_dir
 
 
-def project_root() -> Path:
-    """The checkout holding kernel-configs/, guest-modules/ and images/."""
-    return Path(__file__).resolve().parent.parent
+def shipped_dir(name: str) -> Path:
+    """The shipped directory ``name`` (one of SHIPPED) of this installation.
+
+    A real directory, not just a resource: make, sh and jinja2 read files in it.
+    """
+    if name not in SHIPPED:
+        raise ValueError(f"{name!r} is not one of {SHIPPED}")
+    path = importlib.resources.files("harness") / "_data" / name
+    if not isinstance(path, Path) or not path.is_dir():
+        raise HarnessError(f"{path} is missing: this harness installation is incomplete "
+                           "(reinstall it, or check out the repository again)")
+    return path

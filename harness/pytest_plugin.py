@@ -36,14 +36,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from harness.artifacts import KernelBuild, ModuleArtifact
+from harness.defaults import ARCHES, KERNELS, TARGET, TRANSPORT, TRANSPORTS
 from harness.errors import HarnessError
 from harness.guest import Guest
 
 if TYPE_CHECKING:
     from harness.check.target import TargetOptions
 
-DEFAULT_ARCHES = ("x86_64", "arm64")
-DEFAULT_KERNELS = ("debian:5.10", "debian:6.1")
 MATRIX_FIXTURE = "harness_cell"
 RESULTS_KEY = pytest.StashKey[list]()
 RUN_DIR_KEY = pytest.StashKey[Path]()
@@ -65,18 +64,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     """Register the matrix and target options."""
     group = parser.getgroup("harness", "movable page migration harness")
     group.addoption("--arch", action="append", default=[], metavar="ARCH",
-                    help=f"guest architecture (repeatable; default: {' '.join(DEFAULT_ARCHES)})")
+                    help=f"guest architecture (repeatable; default: {' '.join(ARCHES)})")
     group.addoption("--kernel", action="append", default=[], metavar="SPEC",
                     help="kernel spec: a tree, git:REPO@REF, a tarball path or URL, debian:X.Y, "
                          "debian:latest, debian:SUITE "
-                         f"(repeatable; default: {' '.join(DEFAULT_KERNELS)})")
+                         f"(repeatable; default: {' '.join(KERNELS)})")
     group.addoption("--kernel-config", action="append", default=[], metavar="FRAGMENT",
                     help="extra config fragment for every cell's kernel (name in "
                          "kernel-configs/ or path; repeatable)")
-    group.addoption("--target", default="qemu", metavar="TARGET",
-                    help="qemu (default) or ssh://user@host[:port] to test a running machine")
-    group.addoption("--transport", default="console", choices=("console", "ssh"),
-                    help="how the guest fixture talks to a QEMU guest (default: console)")
+    group.addoption("--target", default=TARGET, metavar="TARGET",
+                    help=f"{TARGET} (default) or ssh://user@host[:port] to test a running machine")
+    group.addoption("--transport", default=TRANSPORT, choices=TRANSPORTS,
+                    help=f"how the guest fixture talks to a QEMU guest (default: {TRANSPORT})")
     group.addoption("--ssh-key", default=None, metavar="FILE",
                     help="private key for an ssh:// target (default: agent and ~/.ssh)")
 
@@ -91,10 +90,10 @@ def matrix(config: pytest.Config) -> list[Cell]:
     from harness.arch import get_arch
 
     try:
-        arches = [get_arch(name).name for name in config.getoption("--arch") or DEFAULT_ARCHES]
+        arches = [get_arch(name).name for name in config.getoption("--arch") or ARCHES]
     except HarnessError as error:
         raise pytest.UsageError(str(error)) from None
-    kernels = config.getoption("--kernel") or list(DEFAULT_KERNELS)
+    kernels = config.getoption("--kernel") or list(KERNELS)
     return [Cell(arch, kernel) for kernel in kernels for arch in arches]
 
 
@@ -227,8 +226,21 @@ def harness_results(pytestconfig: pytest.Config) -> list:
     return pytestconfig.stash[RESULTS_KEY]
 
 
+MARKERS = (
+    "vm: boots a real kernel in QEMU (or talks to a board); needs the build stage",
+    "build: builds real kernels (minutes each when cold, cached afterwards)",
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Start the session with no results."""
+    """Register the plugin's markers and start the session with no results.
+
+    The markers are registered here, not in an ini file, so a test suite outside
+    this repository can use them (and the ``vm`` marker the plugin adds itself)
+    under ``--strict-markers``.
+    """
+    for marker in MARKERS:
+        config.addinivalue_line("markers", marker)
     config.stash[RESULTS_KEY] = []
 
 

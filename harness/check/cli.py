@@ -21,6 +21,7 @@ from pathlib import Path
 from harness.arch import ARCHES, get_arch
 from harness.check.sample import ScenarioSettings
 from harness.check.target import TargetOptions, validate_target
+from harness.defaults import MEMORY_MIB, TARGET, TRANSPORT, TRANSPORTS
 from harness.errors import HarnessError
 
 DEFAULT_KERNEL = "debian:5.10"  # 5.10 has the same driver API as 4.8 and is on the mirror
@@ -128,13 +129,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "zram, balloon, or all (repeatable)")
     parser.add_argument("--config", action="append", default=[], metavar="FRAGMENT",
                         help="extra kernel config fragment (name in kernel-configs/ or path)")
-    parser.add_argument("--target", default="qemu",
-                        help="qemu (default) or ssh://user@host[:port] for a running board")
-    parser.add_argument("--transport", choices=("console", "ssh"), default="console",
-                        help="how to talk to a QEMU guest (default: console)")
+    parser.add_argument("--target", default=TARGET,
+                        help=f"{TARGET} (default) or ssh://user@host[:port] for a running board")
+    parser.add_argument("--transport", choices=TRANSPORTS, default=TRANSPORT,
+                        help=f"how to talk to a QEMU guest (default: {TRANSPORT})")
     parser.add_argument("--ssh-key", metavar="FILE", help="private key for an ssh:// target")
-    parser.add_argument("--memory", type=int, default=256, metavar="MIB",
-                        help="guest memory (default: 256)")
+    parser.add_argument("--memory", type=int, default=MEMORY_MIB, metavar="MIB",
+                        help=f"guest memory (default: {MEMORY_MIB})")
     parser.add_argument("--fragment", type=int, default=ScenarioSettings.fragment,
                         metavar="K", help="driver keeps 1 page in K (default: 8)")
     parser.add_argument("--force", action="store_true", help="rebuild kernel and module")

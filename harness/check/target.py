@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.artifacts import KernelBuild
+from harness.defaults import MEMORY_MIB, TARGET, TRANSPORT
 from harness.errors import HarnessError
 from harness.guest import Guest
 from harness.guest.health import DmesgSource, HealthWatch, WatchedGuest
@@ -22,9 +23,9 @@ QEMU = "qemu"
 class TargetOptions:
     """How to reach the machine under test."""
 
-    target: str = QEMU  # "qemu" or ssh://user@host[:port]
-    transport: str = "console"  # for qemu: console or ssh
-    memory_mib: int = 256
+    target: str = TARGET  # "qemu" or ssh://user@host[:port]
+    transport: str = TRANSPORT  # for qemu: console or ssh
+    memory_mib: int = MEMORY_MIB
     ssh_key: Path | None = None  # for ssh:// targets; default: agent and ~/.ssh
     # virtio devices a QEMU guest gets on top of the defaults, by kind ("balloon"):
     # the arch's machine profile names the QEMU device (virtio-balloon-pci on

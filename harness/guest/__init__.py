@@ -4,11 +4,14 @@ Checks are written against ``Guest`` only, so the same check runs on a QEMU
 VM over its console, over SSH, or on a real board over SSH.
 """
 
+import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from harness.errors import HarnessError
+
+# A host-side file for put/get: a str as well as a Path, like open() takes.
+LocalPath = str | os.PathLike[str]
 
 
 @dataclass(frozen=True)
@@ -50,11 +53,11 @@ class Guest(Protocol):
         """Run a shell command; raise GuestTimeout or GuestError, never hang."""
         ...
 
-    def put(self, local: Path, remote: str) -> None:
+    def put(self, local: LocalPath, remote: str) -> None:
         """Copy a local file to ``remote`` on the guest."""
         ...
 
-    def get(self, remote: str, local: Path) -> None:
+    def get(self, remote: str, local: LocalPath) -> None:
         """Copy ``remote`` from the guest to a local file."""
         ...
 

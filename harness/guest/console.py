@@ -33,7 +33,7 @@ from typing import Protocol
 import pexpect
 import pexpect.fdpexpect
 
-from harness.guest import CommandResult, GuestError, GuestTimeout
+from harness.guest import CommandResult, GuestError, GuestTimeout, LocalPath
 
 # Longest encoded command sent as a single line; longer ones are staged in a file.
 _MAX_INLINE = 3000
@@ -265,8 +265,9 @@ class ConsoleGuest:
         return CommandResult(command=command, stdout=output.decode(errors="replace"),
                              exit_status=status)
 
-    def put(self, local: Path, remote: str, timeout: float = 300.0) -> None:
+    def put(self, local: LocalPath, remote: str, timeout: float = 300.0) -> None:
         """Copy ``local`` to ``remote`` as base64 lines decoded by the guest."""
+        local = Path(local)
         _check_remote(remote)
         payload = base64.encodebytes(local.read_bytes())
         tag = secrets.token_hex(8)
@@ -291,12 +292,13 @@ class ConsoleGuest:
             message = bytes(self._child.before).decode(errors="replace").strip()
             raise GuestError(f"cannot write {remote} on the guest: {message or status}")
 
-    def get(self, remote: str, local: Path, timeout: float = 300.0) -> None:
+    def get(self, remote: str, local: LocalPath, timeout: float = 300.0) -> None:
         """Copy ``remote`` to ``local`` as base64 printed by the guest, in chunks.
 
         Each chunk is a separate command whose output fits in the stream's
         buffer, so even a host that reads slowly never makes QEMU drop any.
         """
+        local = Path(local)
         _check_remote(remote)
         deadline = time.monotonic() + timeout
         quoted = shlex.quote(remote)

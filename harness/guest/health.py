@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from harness.guest import CommandResult, Guest, GuestError, KernelProblem
+from harness.guest import CommandResult, Guest, GuestError, KernelProblem, LocalPath
 
 # (kind, pattern), most severe first: the kind reported is the most severe seen.
 PROBLEMS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -186,11 +186,11 @@ class WatchedGuest:
         assert result is not None
         return result
 
-    def put(self, local: Path, remote: str) -> None:
+    def put(self, local: LocalPath, remote: str) -> None:
         """Guest.put, then a health check."""
         self._step(lambda: self.guest.put(local, remote))
 
-    def get(self, remote: str, local: Path) -> None:
+    def get(self, remote: str, local: LocalPath) -> None:
         """Guest.get, then a health check."""
         self._step(lambda: self.guest.get(remote, local))
 

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import paramiko
 
 from harness.errors import HarnessError
-from harness.guest import CommandResult, GuestError, GuestTimeout
+from harness.guest import CommandResult, GuestError, GuestTimeout, LocalPath
 
 _CHUNK = 65536
 
@@ -135,8 +135,9 @@ class SshGuest:
         return CommandResult(command=command, stdout=output.decode(errors="replace"),
                              exit_status=status)
 
-    def put(self, local: Path, remote: str, timeout: float = 300.0) -> None:
+    def put(self, local: LocalPath, remote: str, timeout: float = 300.0) -> None:
         """Stream ``local`` into ``cat > remote`` on the guest."""
+        local = Path(local)
         deadline = time.monotonic() + timeout
         what = f"copying {local} to {remote}"
         channel = self._session(what)
@@ -156,8 +157,9 @@ class SshGuest:
             raise GuestError(f"cannot write {remote} on {self.target}: "
                              f"{messages.decode(errors='replace').strip()}")
 
-    def get(self, remote: str, local: Path, timeout: float = 300.0) -> None:
+    def get(self, remote: str, local: LocalPath, timeout: float = 300.0) -> None:
         """Stream ``cat remote`` from the guest into ``local``."""
+        local = Path(local)
         deadline = time.monotonic() + timeout
         what = f"reading {remote}"
         channel = self._session(what)

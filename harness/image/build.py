@@ -22,7 +22,7 @@ from harness.debian_archive import fetch_debs, index_id, unpack_deb
 from harness.errors import HarnessError
 from harness.image.cpio import CpioWriter
 from harness.image.userspace import GUEST_SUITE, collect_userspace
-from harness.paths import project_root
+from harness.paths import shipped_dir
 
 READY_MARKER = "harness-guest-ready"  # the console shell is starting
 SSH_READY_MARKER = "harness-ssh-ready"  # dropbear listens (printed after READY_MARKER)
@@ -65,8 +65,8 @@ _ETC_FILES = {
 
 
 def images_dir() -> Path:
-    """The directory of image templates in the checkout."""
-    return project_root() / "images"
+    """The image templates (images/)."""
+    return shipped_dir("images")
 
 
 def render_template(name: str, **context: object) -> str:

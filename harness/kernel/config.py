@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from harness.errors import HarnessError
-from harness.paths import project_root
+from harness.paths import shipped_dir
 
 ALWAYS = ("base", "compaction")  # merged before the arch fragment and any extras
 NOT_SET = "n"
@@ -35,7 +35,7 @@ _KCONFIG_HELP = re.compile(r"^\s*(help|---help---)\s*$")
 
 def fragment_dir() -> Path:
     """The fragments shipped with the harness."""
-    return project_root() / "kernel-configs"
+    return shipped_dir("kernel-configs")
 
 
 @dataclass(frozen=True)

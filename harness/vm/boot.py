@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from harness.artifacts import KernelBuild
+from harness.defaults import MEMORY_MIB, TRANSPORT, TRANSPORTS
 from harness.errors import HarnessError, notice
 from harness.guest import Guest, GuestError, GuestTimeout
 from harness.guest.console import ConsoleGuest
@@ -26,9 +27,8 @@ from harness.guest.ssh import connect_ssh
 from harness.image.build import SSH_READY_MARKER, build_initramfs, combine
 from harness.image.keys import RunKeys, make_run_keys
 from harness.paths import new_run_dir
-from harness.vm.qemu import DEFAULT_MEMORY_MIB, Vm, launch
+from harness.vm.qemu import Vm, launch
 
-TRANSPORTS = ("console", "ssh")
 # Options that are built in but stay off unless the command line turns them on.
 RUNTIME_SWITCHES = {"PAGE_POISONING": "page_poison=1"}
 BOOT_TIMEOUT_SECONDS = {"kvm": 60.0, "tcg": 180.0}
@@ -116,9 +116,9 @@ def connect_transport(vm: Vm, keys: RunKeys | None, transport: str,
 def boot_guest(
     kernel: KernelBuild | Path,
     arch: str | None = None,
-    transport: str = "console",
+    transport: str = TRANSPORT,
     modules: Sequence[Path] = (),
-    memory_mib: int = DEFAULT_MEMORY_MIB,
+    memory_mib: int = MEMORY_MIB,
     cpus: int = 1,
     extra_devices: Sequence[str] = (),
     cmdline_extra: Sequence[str] = (),

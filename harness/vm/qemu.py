@@ -32,12 +32,12 @@ from typing import Any
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from harness.artifacts import Initramfs, KernelBuild
+from harness.defaults import MEMORY_MIB
 from harness.errors import HarnessError, MissingTool
 from harness.paths import new_run_dir
 from harness.vm.accel import choose_accelerator
 from harness.vm.machine import Machine, get_machine
 
-DEFAULT_MEMORY_MIB = 256
 MAX_DEFAULT_MEMORY_MIB = 512
 GUEST_SSH_PORT = 22
 CONSOLE_LOG = "console.log"
@@ -217,7 +217,7 @@ def launch(
     kernel: KernelBuild | Path,
     initramfs: Initramfs | Path,
     arch: str,
-    memory_mib: int = DEFAULT_MEMORY_MIB,
+    memory_mib: int = MEMORY_MIB,
     cpus: int = 1,
     extra_devices: Sequence[str] = (),
     cmdline_extra: Sequence[str] = (),

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from harness.artifacts import KernelBuild
-from harness.vm.boot import TRANSPORTS, VmGuest, boot_guest
+from harness.defaults import TRANSPORTS
+from harness.vm.boot import VmGuest, boot_guest
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -16,7 +16,7 @@ from harness.check.driver import DEBUGFS, MODULE_NAME, DriverParams, SampleDrive
 from harness.check.steps import compact_memory, quiet_background_compaction
 from harness.guest import Guest
 from harness.kernel.build import plan_build
-from harness.paths import project_root
+from harness.paths import shipped_dir
 
 STATS_KEYS = {
     "nr_pages", "movable", "isolated", "migrated", "putback", "eagain", "failed",
@@ -55,7 +55,7 @@ def test_driver_source_passes_this_kernels_checkpatch(kernel_build: KernelBuild,
     Run from an empty directory: inside a git work tree checkpatch leaves a
     camel-case cache file behind."""
     source = plan_build(kernel_build.spec, kernel_build.arch).source.path
-    driver = project_root() / "guest-modules" / "movable_sample.c"
+    driver = shipped_dir("guest-modules") / "movable_sample.c"
     done = subprocess.run(["perl", str(source / "scripts" / "checkpatch.pl"), "--strict",
                            "--no-tree", "--terse", "--show-types", "-f", str(driver)],
                           capture_output=True, text=True, cwd=tmp_path)

@@ -5,7 +5,6 @@ Debian 5.10 and 6.1 for x86_64 and arm64), e.g.
 ``pytest -m build --kernel /path/to/linux-4.8.15 --arch arm64``.
 """
 
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -124,7 +123,7 @@ def test_dropped_option_is_named_by_the_real_kconfig(
         _configure_only(plan, tmp_path / "o", fragments)
 
 
-@pytest.mark.skipif(shutil.which("ccache") is None, reason="exercises the ccache path")
+@pytest.mark.needs_program("ccache")
 def test_ccache_is_used(spec: str, arch: str, fragments: tuple[str, ...]) -> None:
     build = build_kernel(spec, arch, fragments)
     log = (build.build_dir.parent / "build.log").read_text()

@@ -21,7 +21,7 @@ from harness.guest import GuestError, GuestTimeout
 from harness.guest.console import ConsoleGuest
 
 BUSYBOX = shutil.which("busybox")
-pytestmark = pytest.mark.skipif(BUSYBOX is None, reason="needs busybox (busybox-static)")
+pytestmark = pytest.mark.needs_program("busybox")
 
 
 class PtyStream:
@@ -100,6 +100,15 @@ def test_file_round_trip(shell: tuple[ConsoleGuest, subprocess.Popen[bytes]],
     guest.get(str(tmp_path / "remote.bin"), tmp_path / "out.bin")
     assert hashlib.sha256((tmp_path / "out.bin").read_bytes()).digest() == \
         hashlib.sha256(data).digest()
+
+
+def test_file_paths_may_be_strings(shell: tuple[ConsoleGuest, subprocess.Popen[bytes]],
+                                  tmp_path: Path) -> None:
+    guest, _ = shell
+    (tmp_path / "in.txt").write_bytes(b"str paths\n")
+    guest.put(str(tmp_path / "in.txt"), str(tmp_path / "remote.txt"))
+    guest.get(str(tmp_path / "remote.txt"), str(tmp_path / "out.txt"))
+    assert (tmp_path / "out.txt").read_bytes() == b"str paths\n"
 
 
 def test_missing_remote_file_is_an_error(

@@ -1,13 +1,15 @@
-"""SSH transport: addresses, keys and connection errors (no SSH server needed)."""
+"""SSH transport: addresses, keys, connection errors and file copies (no SSH server needed)."""
 
 import socket
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
 from harness.errors import HarnessError
 from harness.guest import GuestError
-from harness.guest.ssh import SshTarget, connect_ssh
+from harness.guest.ssh import SshGuest, SshTarget, connect_ssh
 
 
 @pytest.mark.parametrize("url,expected", [
@@ -49,3 +51,106 @@ def test_unreadable_key_file(tmp_path: Path) -> None:
 def test_invalid_pinned_host_key() -> None:
     with pytest.raises(HarnessError, match="invalid host key"):
         connect_ssh("ssh://root@127.0.0.1:22", host_key="ssh-ed25519 !!!", timeout=1)
+
+
+# ----------------------------------------------------------------------------- put and get
+
+class LocalChannel:
+    """A paramiko channel whose command runs in a local ``sh -c`` once stdin is closed."""
+
+    def __init__(self) -> None:
+        self.status_event = threading.Event()
+        self._combine = False
+        self._command = ""
+        self._stdin = bytearray()
+        self._stdout = b""
+        self._stderr = b""
+        self._status = -1
+
+    def set_combine_stderr(self, combine: bool) -> None:
+        self._combine = combine
+
+    def exec_command(self, command: str) -> None:
+        self._command = command
+
+    def sendall(self, data: bytes) -> None:
+        self._stdin += data
+
+    def shutdown_write(self) -> None:
+        done = subprocess.run(["sh", "-c", self._command], input=bytes(self._stdin),
+                              stdout=subprocess.PIPE, check=False,
+                              stderr=subprocess.STDOUT if self._combine else subprocess.PIPE)
+        self._stdout, self._stderr = done.stdout, done.stderr or b""
+        self._status = done.returncode
+        self.status_event.set()
+
+    def settimeout(self, timeout: float) -> None:
+        pass
+
+    def recv(self, size: int) -> bytes:
+        data, self._stdout = self._stdout[:size], self._stdout[size:]
+        return data
+
+    def recv_stderr(self, size: int) -> bytes:
+        return self._stderr[:size]
+
+    def exit_status_ready(self) -> bool:
+        return self.status_event.is_set()
+
+    def recv_exit_status(self) -> int:
+        return self._status
+
+    def close(self) -> None:
+        pass
+
+
+class LocalTransport:
+    """The transport of a connection to this machine: every session is a LocalChannel."""
+
+    def set_keepalive(self, interval: int) -> None:
+        pass
+
+    def is_active(self) -> bool:
+        return True
+
+    def open_session(self, timeout: float) -> LocalChannel:
+        return LocalChannel()
+
+
+class LocalClient:
+    def get_transport(self) -> LocalTransport:
+        return LocalTransport()
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def local_guest() -> SshGuest:
+    """An SshGuest whose commands run on this machine (no SSH server needed)."""
+    return SshGuest(LocalClient(), SshTarget("root", "local", 22))  # type: ignore[arg-type]
+
+
+def test_file_round_trip_with_str_and_path_arguments(local_guest: SshGuest,
+                                                      tmp_path: Path) -> None:
+    data = bytes(range(256)) * 1000
+    (tmp_path / "in.bin").write_bytes(data)
+    local_guest.put(str(tmp_path / "in.bin"), str(tmp_path / "remote.bin"))
+    local_guest.get(str(tmp_path / "remote.bin"), str(tmp_path / "out.bin"))
+    assert (tmp_path / "out.bin").read_bytes() == data
+    local_guest.put(tmp_path / "out.bin", str(tmp_path / "again.bin"))
+    local_guest.get(str(tmp_path / "again.bin"), tmp_path / "again.out")
+    assert (tmp_path / "again.out").read_bytes() == data
+
+
+def test_get_of_a_missing_file_says_why(local_guest: SshGuest, tmp_path: Path) -> None:
+    with pytest.raises(GuestError, match="cannot read /nonexistent on ssh://root@local:22: .*"
+                                         "No such file"):
+        local_guest.get("/nonexistent", str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_put_into_a_missing_directory_says_why(local_guest: SshGuest, tmp_path: Path) -> None:
+    (tmp_path / "in").write_bytes(b"x")
+    with pytest.raises(GuestError, match="cannot write /nonexistent/dir/f"):
+        local_guest.put(str(tmp_path / "in"), "/nonexistent/dir/f")

@@ -37,7 +37,7 @@ def test_newc_header_of_device_node() -> None:
     assert data.endswith(b"\0" * (-len(data) % 4)) and b"TRAILER!!!" in data[-128:]
 
 
-@pytest.mark.skipif(shutil.which("cpio") is None, reason="needs the cpio program")
+@pytest.mark.needs_program("cpio")
 def test_cpio_tool_reads_the_archive() -> None:
     listing = subprocess.run(["cpio", "-itv"], input=_archive(), capture_output=True,
                              check=True).stdout.decode()
@@ -76,7 +76,7 @@ def test_init_script_covers_the_guest_contract() -> None:
     assert fstab.index("debugfs") > fstab.index("sysfs")  # mounted inside /sys
 
 
-@pytest.mark.skipif(shutil.which("busybox") is None, reason="needs busybox")
+@pytest.mark.needs_program("busybox")
 def test_busybox_applets_read_from_the_binary(tmp_path: Path) -> None:
     binary = Path(shutil.which("busybox") or "")
     listed = subprocess.run([binary, "--list"], capture_output=True, text=True,
@@ -112,7 +112,8 @@ def test_combine_concatenates_base_then_overlays(tmp_path: Path) -> None:
     assert combined.path.read_bytes() == b"BASEKEYS" and combined.ready_marker == "m"
 
 
-@pytest.mark.skipif(shutil.which("dropbearkey") is None, reason="needs dropbear-bin")
+@pytest.mark.needs_program("dropbearkey")
+@pytest.mark.needs_program("cpio")
 def test_run_keys_overlay(tmp_path: Path) -> None:
     from harness.image.keys import make_run_keys
 
@@ -126,7 +127,7 @@ def test_run_keys_overlay(tmp_path: Path) -> None:
     assert again.host_public_key != keys.host_public_key
 
 
-@pytest.mark.skipif(shutil.which("readelf") is None, reason="needs binutils")
+@pytest.mark.needs_program("readelf")
 def test_elf_lookups_on_a_host_program() -> None:
     program = Path(shutil.which("ls") or "/bin/ls").resolve()
     assert "libc.so.6" in elf_needed(program)

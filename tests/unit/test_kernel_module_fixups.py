@@ -1,7 +1,6 @@
 """The PLT32 -> PC32 rewrite on a real object file compiled by the host gcc."""
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -10,9 +9,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.kernel.module_fixups import apply_module_fixups
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("gcc") and shutil.which("readelf")), reason="needs gcc and readelf"
-)
+pytestmark = [pytest.mark.needs_program("gcc"), pytest.mark.needs_program("readelf")]
 
 # Calls to external functions: binutils >= 2.31 emits R_X86_64_PLT32 for them,
 # exactly like a kernel module calling printk. The data reference stays PC32.

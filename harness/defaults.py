@@ -1,0 +1,13 @@
+"""Defaults that the CLIs, the pytest plugin and the library share.
+
+One place, so ``harness run``, ``harness boot`` and a pytest session describe
+the same guest and matrix unless told otherwise, and their --help texts cannot
+drift from what they do.
+"""
+
+ARCHES = ("x86_64", "arm64")  # the default matrix's guest architectures
+KERNELS = ("debian:5.10", "debian:6.1")  # pytest's default matrix (harness run: 5.10 only)
+TARGET = "qemu"  # boot a guest for the check, rather than ssh:// to a running machine
+TRANSPORTS = ("console", "ssh")  # how the harness talks to a QEMU guest
+TRANSPORT = "console"  # needs no network or keys in the guest: the fastest to boot
+MEMORY_MIB = 256  # guest RAM: the sample driver fills 90 % of what is free
