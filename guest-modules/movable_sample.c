@@ -19,8 +19,16 @@
  *  MS_API_MOVABLE_OPS (6.0 .. 6.16): a struct movable_operations with
  *	isolate_page/migrate_page/putback_page, marked with
  *	__SetPageMovable(page, ops).
+ *  MS_API_BALLOON (6.17 on): __SetPageMovable() is gone and only page types
+ *	the kernel owns (balloon, zsmalloc) have movable_operations. The balloon
+ *	core stays exported to modules, so the driver's pages become balloon
+ *	pages (balloon_page_enqueue()): the core owns isolate and putback,
+ *	page->lru, page_private and the references; the driver owns
+ *	migratepage (struct balloon_dev_info), which copies the contents and
+ *	moves the logical index, so verify still proves the copy is the
+ *	driver's own work.
  *
- * In both eras every callback runs with the page locked, isolate_page returns
+ * In every era every callback runs with the page locked, isolate_page returns
  * true when the page may move, and migration follows the same reference rules
  * (mm/migrate.c, mm/zsmalloc.c, mm/balloon_compaction.c and
  * drivers/virtio/virtio_balloon.c of 4.8, 5.10 and 6.1):
@@ -37,17 +45,19 @@
  *  - on -EAGAIN the page stays isolated and the VM retries; on any other
  *    error the VM calls putback_page and drops its reference.
  *
- * From 6.17 on __SetPageMovable() is gone: only in-tree page types (balloon,
- * zsmalloc) can be movable, so a module like this one cannot exist there.
+ * From 6.17 on the balloon core does the isolation/putback half of these
+ * rules itself (mm/balloon.c of 7.2, mm/balloon_compaction.c before 7.0) and
+ * calls the driver's migratepage between them; see ms_balloon_migratepage().
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 /* Set by probe-api.sh through Kbuild; stop before anything else fails. */
 #if defined(MS_API_REMOVED)
-#error "movable_sample: from 6.17 on modules cannot make pages movable" \
-	" (no __SetPageMovable): use the in-tree zram or balloon scenarios"
-#elif !defined(MS_API_AOPS) && !defined(MS_API_MOVABLE_OPS)
+#error "movable_sample: this kernel has neither __SetPageMovable() nor a" \
+	" balloon API for modules (see probe-api.sh)"
+#elif !defined(MS_API_AOPS) && !defined(MS_API_MOVABLE_OPS) && \
+	!defined(MS_API_BALLOON)
 #error "movable_sample: no non-LRU movable page API in this kernel's" \
 	" headers: it needs Linux 4.8 or later (see probe-api.sh)"
 #endif
@@ -70,6 +80,22 @@
 #include <linux/string.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
+
+#ifdef MS_API_BALLOON
+#ifdef MS_HAVE_BALLOON_H
+#include <linux/balloon.h>
+#else
+#include <linux/balloon_compaction.h>
+#endif
+#include <linux/sched.h>
+#include <linux/xarray.h>
+
+#if !IS_ENABLED(CONFIG_BALLOON_MIGRATION) && \
+	!IS_ENABLED(CONFIG_BALLOON_COMPACTION)
+#error "movable_sample: from 6.17 on the kernel needs the balloon core with" \
+	" migration (kernel-configs/balloon.config)"
+#endif
+#endif
 
 #if !IS_ENABLED(CONFIG_COMPACTION) || !IS_ENABLED(CONFIG_MIGRATION)
 #error "movable_sample: the kernel needs CONFIG_COMPACTION=y and" \
@@ -161,6 +187,15 @@ static struct {
 
 	struct ms_try_result last_try;
 	struct dentry *dir;
+#ifdef MS_API_BALLOON
+	/*
+	 * The balloon the movable pages are enqueued in. Its core owns
+	 * page_private (a pointer to this), so the logical index of a page is
+	 * looked up by PFN in index_of instead.
+	 */
+	struct balloon_dev_info balloon;
+	struct xarray index_of;
+#endif
 } ms = {
 	.lock = __SPIN_LOCK_UNLOCKED(ms.lock),
 	.alloc_lock = __MUTEX_INITIALIZER(ms.alloc_lock),
@@ -193,8 +228,6 @@ static inline void ms_unmap(void *addr)
 	kunmap_atomic(addr);
 }
 #endif
-
-static void ms_set_movable(struct page *page);
 
 /* Word @word of logical page @index: splitmix64 of (seed, index, word). */
 static u64 ms_pattern(unsigned long index, unsigned int word)
@@ -255,37 +288,68 @@ static int ms_injected_fault(void)
 	return 0;
 }
 
+#ifdef MS_API_BALLOON
 /*
- * isolate_page: the VM wants to migrate @page, which it has locked and holds
- * a reference on. From now on page->lru is the VM's, so the page leaves the
- * driver's list.
+ * Which logical page a page frame holds. page_private belongs to the balloon
+ * core here, so the driver keeps its own PFN -> index map.
  */
-static bool ms_isolate(struct page *page, isolate_mode_t mode)
+static unsigned long ms_index_of(struct page *page)
 {
-	unsigned long index = page_private(page);
-	bool ok;
+	void *entry = xa_load(&ms.index_of, page_to_pfn(page));
 
-	spin_lock(&ms.lock);
-	ok = ms_owns(page, index) && !ms.slots[index].isolated;
-	if (ok) {
-		list_del(&page->lru);
-		ms.slots[index].isolated = true;
-		ms.isolated++;
-		ms.isolated_now++;
-	}
-	spin_unlock(&ms.lock);
-	WARN_ON_ONCE(!ok);
-	return ok;
+	return xa_is_value(entry) ? xa_to_value(entry) : ULONG_MAX;
 }
 
-/*
- * migrate: copy @src (isolated, locked) into @dst (locked, the VM holds the
- * only reference) and make @dst the driver's page for that logical index.
- */
-static int ms_migrate(struct page *dst, struct page *src,
-		      enum migrate_mode mode)
+static int ms_set_index(struct page *page, unsigned long index, gfp_t gfp)
 {
-	unsigned long index = page_private(src);
+	return xa_err(xa_store(&ms.index_of, page_to_pfn(page),
+			       xa_mk_value(index), gfp));
+}
+
+static void ms_clear_index(struct page *page)
+{
+	xa_erase(&ms.index_of, page_to_pfn(page));
+}
+
+/* The core isolates pages without telling the driver: nothing to check. */
+static bool ms_isolated_by_driver(unsigned long index)
+{
+	return true;
+}
+#else
+static unsigned long ms_index_of(struct page *page)
+{
+	return page_private(page);
+}
+
+static int ms_set_index(struct page *page, unsigned long index, gfp_t gfp)
+{
+	set_page_private(page, index);
+	return 0;
+}
+
+static void ms_clear_index(struct page *page)
+{
+	set_page_private(page, 0);
+}
+
+/* Under ms.lock: did ms_isolate() hand logical page @index to the VM? */
+static bool ms_isolated_by_driver(unsigned long index)
+{
+	return ms.slots[index].isolated;
+}
+#endif
+
+/*
+ * The driver's half of a migration, the same in every era: @src (isolated,
+ * locked) must be the current page of its logical index; copy it into @dst
+ * (locked, the VM holds the only reference) and make @dst that index's page.
+ * What happens to references, lists and movable marks differs per era and is
+ * done by the callers.
+ */
+static int ms_move(struct page *dst, struct page *src, enum migrate_mode mode)
+{
+	unsigned long index = ms_index_of(src);
 	int rc;
 
 #ifdef MS_HAVE_MIGRATE_SYNC_NO_COPY
@@ -303,7 +367,8 @@ static int ms_migrate(struct page *dst, struct page *src,
 #endif
 
 	spin_lock(&ms.lock);
-	if (WARN_ON_ONCE(!ms_owns(src, index) || !ms.slots[index].isolated))
+	if (WARN_ON_ONCE(!ms_owns(src, index) ||
+			 !ms_isolated_by_driver(index)))
 		rc = -EINVAL;
 	else
 		rc = ms_injected_fault();
@@ -311,18 +376,110 @@ static int ms_migrate(struct page *dst, struct page *src,
 	if (rc)
 		return rc;
 
+	/* Only the balloon era's PFN map can fail: then the page stays. */
+	rc = ms_set_index(dst, index, GFP_NOWAIT | __GFP_NOWARN);
+	if (rc) {
+		spin_lock(&ms.lock);
+		ms.failed++;
+		spin_unlock(&ms.lock);
+		return -EBUSY;
+	}
 	copy_highpage(dst, src);
-	set_page_private(dst, index);
-	/* The driver's reference now lives on @dst ... */
-	get_page(dst);
-	ms_set_movable(dst);
 
 	spin_lock(&ms.lock);
 	ms.slots[index].page = dst;
 	ms.slots[index].isolated = false;
+	ms.migrated++;
+	spin_unlock(&ms.lock);
+	ms_clear_index(src);
+	return 0;
+}
+
+#ifdef MS_API_BALLOON
+/*
+ * migratepage of the driver's balloon. The core (balloon_page_migrate()) has
+ * isolated @page, both pages are locked; on success it enqueues @newpage in
+ * the balloon with a reference of its own and frees @page, on -EAGAIN the VM
+ * retries, on any other error it puts @page back on the balloon list.
+ */
+static int ms_balloon_migratepage(struct balloon_dev_info *balloon,
+				  struct page *newpage, struct page *page,
+				  enum migrate_mode mode)
+{
+	return ms_move(newpage, page, mode);
+}
+
+static void ms_api_init(void)
+{
+	balloon_devinfo_init(&ms.balloon);
+	ms.balloon.migratepage = ms_balloon_migratepage;
+	xa_init(&ms.index_of);
+}
+
+static struct page *ms_alloc_page(void)
+{
+	return balloon_page_alloc();
+}
+
+/* Hand a published page to the balloon core: from now on it may move. */
+static void ms_make_movable(struct page *page)
+{
+	balloon_page_enqueue(&ms.balloon, page);
+}
+
+/* A balloon page's page->lru belongs to the balloon core. */
+static bool ms_on_driver_list(void)
+{
+	return !movable;
+}
+
+/* Balloon pages are released through the balloon (ms_release_pages()). */
+static void ms_clear_movable(struct page *page)
+{
+}
+#else
+/*
+ * isolate_page: the VM wants to migrate @page, which it has locked and holds
+ * a reference on. From now on page->lru is the VM's, so the page leaves the
+ * driver's list.
+ */
+static bool ms_isolate(struct page *page, isolate_mode_t mode)
+{
+	unsigned long index = ms_index_of(page);
+	bool ok;
+
+	spin_lock(&ms.lock);
+	ok = ms_owns(page, index) && !ms.slots[index].isolated;
+	if (ok) {
+		list_del(&page->lru);
+		ms.slots[index].isolated = true;
+		ms.isolated++;
+		ms.isolated_now++;
+	}
+	spin_unlock(&ms.lock);
+	WARN_ON_ONCE(!ok);
+	return ok;
+}
+
+static void ms_set_movable(struct page *page);
+
+/*
+ * migrate: ms_move() copies @src into @dst and makes @dst the logical page;
+ * then the driver's reference moves with it.
+ */
+static int ms_migrate(struct page *dst, struct page *src,
+		      enum migrate_mode mode)
+{
+	int rc = ms_move(dst, src, mode);
+
+	if (rc)
+		return rc;
+	/* The driver's reference now lives on @dst ... */
+	get_page(dst);
+	ms_set_movable(dst);
+	spin_lock(&ms.lock);
 	/* @dst is not isolated: the VM took it off its free list already. */
 	list_add_tail(&dst->lru, &ms.list);
-	ms.migrated++;
 	ms.isolated_now--;
 	spin_unlock(&ms.lock);
 
@@ -332,7 +489,6 @@ static int ms_migrate(struct page *dst, struct page *src,
 	 * The VM's isolation reference keeps @src alive until the VM drops it.
 	 */
 	__ClearPageMovable(src);
-	set_page_private(src, 0);
 	put_page(src);
 	return MIGRATEPAGE_SUCCESS;
 }
@@ -343,7 +499,7 @@ static int ms_migrate(struct page *dst, struct page *src,
  */
 static void ms_putback(struct page *page)
 {
-	unsigned long index = page_private(page);
+	unsigned long index = ms_index_of(page);
 	bool ok;
 
 	spin_lock(&ms.lock);
@@ -356,6 +512,11 @@ static void ms_putback(struct page *page)
 	}
 	spin_unlock(&ms.lock);
 	WARN_ON_ONCE(!ok);
+}
+
+static struct page *ms_alloc_page(void)
+{
+	return alloc_page(MS_GFP_KEEP);
 }
 
 #ifdef MS_API_AOPS
@@ -416,6 +577,24 @@ static void ms_api_init(void)
 }
 #endif
 
+/* Mark a published page movable; the caller holds its page lock. */
+static void ms_make_movable(struct page *page)
+{
+	ms_set_movable(page);
+}
+
+/* Until the VM isolates it, every page the driver keeps is on ms.list. */
+static bool ms_on_driver_list(void)
+{
+	return true;
+}
+
+static void ms_clear_movable(struct page *page)
+{
+	__ClearPageMovable(page);
+}
+#endif
+
 /*
  * Lock the current page of logical page @index and return it. While the
  * caller holds the page lock the slot cannot change (migration needs that
@@ -468,27 +647,35 @@ static int ms_reserve(unsigned long want)
 	return 0;
 }
 
-/* Fill @page, publish it as the next logical page and, maybe, movable. */
-static void ms_keep(struct page *page)
+/*
+ * Fill @page, publish it as the next logical page and, maybe, movable. On
+ * error the page is not published and stays the caller's.
+ */
+static int ms_keep(struct page *page)
 {
 	unsigned long index = ms.nr;
+	int err;
 
 	ms_fill(page, index);
-	set_page_private(page, index);
+	err = ms_set_index(page, index, GFP_KERNEL);
+	if (err)
+		return err;
 	/*
 	 * Mark and publish under the page lock, so that no callback can see a
 	 * movable page the bookkeeping does not know yet.
 	 */
 	lock_page(page);
-	if (movable)
-		ms_set_movable(page);
 	spin_lock(&ms.lock);
 	ms.slots[index].page = page;
 	ms.slots[index].isolated = false;
-	list_add_tail(&page->lru, &ms.list);
+	if (ms_on_driver_list())
+		list_add_tail(&page->lru, &ms.list);
 	ms.nr = index + 1;
 	spin_unlock(&ms.lock);
+	if (movable)
+		ms_make_movable(page);
 	unlock_page(page);
+	return 0;
 }
 
 /*
@@ -511,7 +698,7 @@ static int ms_add_pages(unsigned long count)
 	mutex_lock(&ms.alloc_lock);
 	err = ms_reserve(ms.nr + count);
 	for (i = 0; !err && i < count * k; i++) {
-		page = alloc_page(MS_GFP_KEEP);
+		page = ms_alloc_page();
 		if (!page)
 			err = -ENOMEM;
 		else
@@ -521,10 +708,12 @@ static int ms_add_pages(unsigned long count)
 	i = 0;
 	list_for_each_entry_safe(page, next, &batch, lru) {
 		list_del(&page->lru);
-		if (err || i++ % k)
-			__free_page(page);
-		else
-			ms_keep(page);
+		if (!err && i++ % k == 0) {
+			err = ms_keep(page);
+			if (!err)
+				continue;
+		}
+		__free_page(page);
 	}
 	mutex_unlock(&ms.alloc_lock);
 	return err;
@@ -564,21 +753,69 @@ static bool ms_release(unsigned long index)
 	spin_unlock(&ms.lock);
 
 	if (movable)
-		__ClearPageMovable(page);
-	set_page_private(page, 0);
+		ms_clear_movable(page);
+	ms_clear_index(page);
 	unlock_page(page);
 	put_page(page);
 	return isolated;
 }
 
-static void ms_release_all(void)
+/* Release logical pages 0 .. @nr - 1; returns how many the VM had isolated. */
+static unsigned long ms_release_each(unsigned long nr)
 {
-	unsigned long index, nr = ms.nr, isolated = 0;
+	unsigned long index, isolated = 0;
 
 	for (index = 0; index < nr; index++) {
 		isolated += ms_release(index);
 		cond_resched();
 	}
+	return isolated;
+}
+
+#ifdef MS_API_BALLOON
+/*
+ * Pages in the balloon are taken out with balloon_page_list_dequeue(), which
+ * skips the ones the VM holds isolated: an isolated balloon page cannot be
+ * deflated. The VM holds a page only for one migration attempt (its retries
+ * included), so wait for it to migrate the page or put it back. Returns how
+ * many had to be waited for: the evidence that an unload raced with a
+ * compaction.
+ */
+static unsigned long ms_release_pages(unsigned long nr)
+{
+	unsigned long left = nr, isolated = 0;
+	struct page *page, *next;
+	LIST_HEAD(taken);
+
+	if (!movable)
+		return ms_release_each(nr);
+	for (;;) {
+		left -= balloon_page_list_dequeue(&ms.balloon, &taken, left);
+		list_for_each_entry_safe(page, next, &taken, lru) {
+			list_del(&page->lru);
+			ms_clear_index(page);
+			put_page(page);
+		}
+		if (!left)
+			break;
+		if (!isolated)
+			isolated = left;
+		schedule_timeout_uninterruptible(1);
+	}
+	xa_destroy(&ms.index_of);
+	return isolated;
+}
+#else
+static unsigned long ms_release_pages(unsigned long nr)
+{
+	return ms_release_each(nr);
+}
+#endif
+
+static void ms_release_all(void)
+{
+	unsigned long nr = ms.nr, isolated = ms_release_pages(nr);
+
 	vfree(ms.slots);
 	if (nr)
 		pr_info("released %lu pages, %lu of them isolated by the VM\n",
@@ -643,28 +880,39 @@ static const struct file_operations ms_pages_fops = {
 	.release = seq_release,
 };
 
-/* stats: "name value" lines, one consistent snapshot. */
+/*
+ * stats: "name value" lines, one consistent snapshot of what the driver
+ * counts itself. From 6.17 on the balloon core isolates and puts pages back
+ * without telling the driver: there isolated and putback are not reported
+ * and isolated_now is the core's own count.
+ */
 static int ms_stats_show(struct seq_file *m, void *v)
 {
-	unsigned long val[10];
-	static const char * const names[10] = {
-		"nr_pages", "movable", "isolated", "migrated", "putback",
-		"eagain", "failed", "isolated_now", "inject_eagain_every",
-		"inject_fail_every",
+	static const char * const names[] = {
+		"nr_pages", "movable", "migrated", "eagain", "failed",
+		"isolated_now", "inject_eagain_every", "inject_fail_every",
+#ifndef MS_API_BALLOON
+		"isolated", "putback",
+#endif
 	};
+	unsigned long val[ARRAY_SIZE(names)];
 	unsigned int i;
 
 	spin_lock(&ms.lock);
 	val[0] = ms.nr;
 	val[1] = movable;
-	val[2] = ms.isolated;
-	val[3] = ms.migrated;
-	val[4] = ms.putback;
-	val[5] = ms.eagain;
-	val[6] = ms.failed;
-	val[7] = ms.isolated_now;
-	val[8] = ms.inject_eagain_every;
-	val[9] = ms.inject_fail_every;
+	val[2] = ms.migrated;
+	val[3] = ms.eagain;
+	val[4] = ms.failed;
+#ifdef MS_API_BALLOON
+	val[5] = READ_ONCE(ms.balloon.isolated_pages);
+#else
+	val[5] = ms.isolated_now;
+	val[8] = ms.isolated;
+	val[9] = ms.putback;
+#endif
+	val[6] = ms.inject_eagain_every;
+	val[7] = ms.inject_fail_every;
 	spin_unlock(&ms.lock);
 	for (i = 0; i < ARRAY_SIZE(val); i++)
 		seq_printf(m, "%s %lu\n", names[i], val[i]);

@@ -14,11 +14,16 @@
 #                       and __SetPageMovable(page, mapping)
 #   MS_API_MOVABLE_OPS  6.0 .. 6.16: struct movable_operations and
 #                       __SetPageMovable(page, ops)
-#   MS_API_REMOVED      6.17 on: movable_operations exist but modules can no
-#                       longer register pages (__SetPageMovable is gone)
+#   MS_API_BALLOON      6.17 on: __SetPageMovable is gone, but the balloon
+#                       core (balloon_page_enqueue, struct balloon_dev_info
+#                       with a migratepage callback) is exported to modules
+#   MS_API_REMOVED      movable_operations without __SetPageMovable and
+#                       without a balloon API for modules
 #   MS_API_NONE         older than 4.8, or SRCTREE has no kernel headers
 #   MS_HAVE_MIGRATE_SYNC_NO_COPY  the no-copy migrate mode exists (4.14 .. 6.9)
 #   MS_HAVE_KMAP_LOCAL_PAGE       kmap_local_page() exists (5.11 on)
+#   MS_HAVE_BALLOON_H             the balloon API is in balloon.h (7.0 on),
+#                                 not balloon_compaction.h
 
 inc="$1/include/linux"
 
@@ -32,6 +37,14 @@ if has 'struct movable_operations {' "$inc/migrate.h"; then
 		api=MS_API_MOVABLE_OPS
 	else
 		api=MS_API_REMOVED
+		for h in "$inc/balloon.h" "$inc/balloon_compaction.h"; do
+			if has 'void balloon_page_enqueue(' "$h" &&
+			   has '(*migratepage)(struct balloon_dev_info' "$h"; then
+				api=MS_API_BALLOON
+				balloon_h=$h
+				break
+			fi
+		done
 	fi
 elif has '(*isolate_page)(struct page' "$inc/fs.h" &&
      has '__SetPageMovable(struct page *page, struct address_space' \
@@ -42,6 +55,9 @@ else
 fi
 
 extra=
+if [ "${balloon_h:-}" = "$inc/balloon.h" ]; then
+	extra="$extra MS_HAVE_BALLOON_H"
+fi
 if has 'MIGRATE_SYNC_NO_COPY,' "$inc/migrate_mode.h"; then
 	extra="$extra MS_HAVE_MIGRATE_SYNC_NO_COPY"
 fi

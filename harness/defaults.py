@@ -11,3 +11,7 @@ TARGET = "qemu"  # boot a guest for the check, rather than ssh:// to a running m
 TRANSPORTS = ("console", "ssh")  # how the harness talks to a QEMU guest
 TRANSPORT = "console"  # needs no network or keys in the guest: the fastest to boot
 MEMORY_MIB = 256  # guest RAM: the sample driver fills 90 % of what is free
+# vCPUs per QEMU guest: two, so every check runs where the API's isolation contract
+# (PG_isolated, the page lock) can be raced; multi-threaded TCG gives each its own
+# host thread. What it costs is measured in bench/boot.py and bench/check.py.
+CPUS = 2

@@ -43,6 +43,7 @@ _IGNORED = shutil.ignore_patterns(
 SUPPORTED_APIS = {
     "MS_API_AOPS": "aops",  # 4.8 .. 5.19: address_space_operations
     "MS_API_MOVABLE_OPS": "movable_ops",  # 6.0 .. 6.16: struct movable_operations
+    "MS_API_BALLOON": "balloon",  # 6.17 on: the balloon core, the driver's migratepage
 }
 
 
@@ -50,7 +51,7 @@ SUPPORTED_APIS = {
 class ApiProbe:
     """What probe-api.sh found in a kernel's headers."""
 
-    api: str  # MS_API_AOPS | MS_API_MOVABLE_OPS | MS_API_REMOVED | MS_API_NONE
+    api: str  # MS_API_AOPS | MS_API_MOVABLE_OPS | MS_API_BALLOON | MS_API_REMOVED | MS_API_NONE
     flags: tuple[str, ...]  # the other macros (MS_HAVE_*)
 
 
@@ -94,9 +95,9 @@ def check_supported(kernel: KernelBuild, source_dir: Path | None = None) -> str:
     probe = probe_api(srctree, source_dir)
     if probe.api == "MS_API_REMOVED":
         raise HarnessError(
-            f"kernel {kernel.release} ({kernel.spec}) no longer lets a module make its pages "
-            "movable (__SetPageMovable() was removed in Linux 6.17), so the sample driver "
-            "cannot run there: use the in-tree zram or virtio-balloon scenarios for this kernel"
+            f"kernel {kernel.release} ({kernel.spec}) has neither __SetPageMovable() (removed "
+            "in Linux 6.17) nor a balloon API for modules, so the sample driver cannot run "
+            "there: use the in-tree zram or virtio-balloon scenarios for this kernel"
         )
     if probe.api not in SUPPORTED_APIS:
         raise HarnessError(

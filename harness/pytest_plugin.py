@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from harness.artifacts import KernelBuild, ModuleArtifact
-from harness.defaults import ARCHES, KERNELS, TARGET, TRANSPORT, TRANSPORTS
+from harness.defaults import ARCHES, CPUS, KERNELS, TARGET, TRANSPORT, TRANSPORTS
 from harness.errors import HarnessError
 from harness.guest import Guest
 
@@ -76,6 +76,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"{TARGET} (default) or ssh://user@host[:port] to test a running machine")
     group.addoption("--transport", default=TRANSPORT, choices=TRANSPORTS,
                     help=f"how the guest fixture talks to a QEMU guest (default: {TRANSPORT})")
+    group.addoption("--cpus", type=int, default=CPUS, metavar="N",
+                    help=f"vCPUs of every QEMU guest (default: {CPUS})")
     group.addoption("--ssh-key", default=None, metavar="FILE",
                     help="private key for an ssh:// target (default: agent and ~/.ssh)")
 
@@ -122,9 +124,9 @@ def _stage(call, *args, **kwargs):  # type: ignore[no-untyped-def]
 
 def cell_fragments(config: pytest.Config) -> tuple[str, ...]:
     """The fragments every cell's kernel gets: the in-tree scenarios', then the user's."""
-    from harness.check.runner import in_tree_fragments
+    from harness.check.runner import cell_fragments as every_scenario_and
 
-    return tuple(dict.fromkeys((*in_tree_fragments(), *config.getoption("--kernel-config"))))
+    return every_scenario_and(config.getoption("--kernel-config"))
 
 
 @pytest.fixture(scope="session")
@@ -170,6 +172,7 @@ def _target_options(config: pytest.Config,
     return TargetOptions(target=config.getoption("--target"),
                          transport=config.getoption("--transport"),
                          ssh_key=Path(key) if key else None,
+                         cpus=config.getoption("--cpus"),
                          virtio_devices=tuple(virtio_devices))
 
 

@@ -7,10 +7,12 @@ and exits 1 when migration was not proven anywhere it was asked for.
 
 ``--scenario`` picks what is checked: ``sample`` (the sample driver's A/B, the
 default), ``zram``, ``balloon`` (the kernel's own users of the API), repeatable,
-or ``all``. The in-tree scenarios' config fragments are merged before the
-user's ``--config`` ones, so one kernel per cell serves every scenario asked for
-and a user fragment can still turn an option off (the scenario then refuses
-with the option's name before booting).
+or ``all``. Every cell's kernel gets all in-tree scenarios' config fragments
+(zram, balloon) before the user's ``--config`` ones, whatever is asked for: one
+kernel per cell serves every scenario, it is the kernel the pytest plugin
+builds for that cell (so either warms the other's cache), and from 6.17 on the
+sample driver itself needs the balloon core. A user fragment can still turn an
+option off (the scenario then refuses with the option's name before booting).
 """
 
 import argparse
@@ -21,7 +23,7 @@ from pathlib import Path
 from harness.arch import ARCHES, get_arch
 from harness.check.sample import ScenarioSettings
 from harness.check.target import TargetOptions, validate_target
-from harness.defaults import MEMORY_MIB, TARGET, TRANSPORT, TRANSPORTS
+from harness.defaults import CPUS, MEMORY_MIB, TARGET, TRANSPORT, TRANSPORTS
 from harness.errors import HarnessError
 
 DEFAULT_KERNEL = "debian:5.10"  # 5.10 has the same driver API as 4.8 and is on the mirror
@@ -50,9 +52,9 @@ def command(args: argparse.Namespace) -> int:
     # Heavy imports (matplotlib, paramiko) only when the command runs.
     from harness.check.runner import (
         SAMPLE,
+        cell_fragments,
         check_ab,
         check_in_tree,
-        in_tree_fragments,
         prepare,
     )
     from harness.kernel.build import build_kernel
@@ -65,10 +67,10 @@ def command(args: argparse.Namespace) -> int:
 
     arches = [get_arch(name).name for name in (args.arch or list(ARCHES))]
     target = TargetOptions(target=validate_target(args.target), transport=args.transport,
-                           memory_mib=args.memory,
+                           memory_mib=args.memory, cpus=args.cpus,
                            ssh_key=Path(args.ssh_key) if args.ssh_key else None)
     scenarios = selected_scenarios(args.scenario)
-    fragments = (*in_tree_fragments(scenarios), *args.config)
+    fragments = cell_fragments(args.config)
     kernels = args.kernel or [default_kernel()]
     settings = ScenarioSettings(fragment=args.fragment)
     run_dir = new_run_dir("run")
@@ -136,6 +138,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ssh-key", metavar="FILE", help="private key for an ssh:// target")
     parser.add_argument("--memory", type=int, default=MEMORY_MIB, metavar="MIB",
                         help=f"guest memory (default: {MEMORY_MIB})")
+    parser.add_argument("--cpus", type=int, default=CPUS, metavar="N",
+                        help=f"vCPUs of a QEMU guest (default: {CPUS})")
     parser.add_argument("--fragment", type=int, default=ScenarioSettings.fragment,
                         metavar="K", help="driver keeps 1 page in K (default: 8)")
     parser.add_argument("--force", action="store_true", help="rebuild kernel and module")

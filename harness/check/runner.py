@@ -57,17 +57,18 @@ def in_tree_scenario(name: str) -> InTreeScenario:
                            f"choose from {', '.join(IN_TREE)}") from None
 
 
-def in_tree_fragments(names: Iterable[str] = tuple(IN_TREE)) -> tuple[str, ...]:
-    """The config fragments the named in-tree scenarios need, each once, in order.
+def cell_fragments(extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """The config fragments of every cell's kernel: every in-tree scenario's, then
+    ``extra`` (the user's), each once, in order.
 
-    One kernel built with all of them serves every in-tree scenario (and the
-    sample driver), so asking for several scenarios costs one build per cell.
+    One kernel built with all of them serves every scenario (from 6.17 on the
+    sample driver needs the balloon core too), so `harness run` and a pytest
+    session build the same kernel per cell, once.
     """
     fragments: dict[str, None] = {}
-    for name in names:
-        if name != SAMPLE:
-            fragments.update(dict.fromkeys(in_tree_scenario(name).fragments))
-    return tuple(fragments)
+    for scenario in IN_TREE.values():
+        fragments.update(dict.fromkeys(scenario.fragments))
+    return tuple(dict.fromkeys((*fragments, *extra)))
 
 
 @dataclass(frozen=True)

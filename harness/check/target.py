@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.artifacts import KernelBuild
-from harness.defaults import MEMORY_MIB, TARGET, TRANSPORT
+from harness.defaults import CPUS, MEMORY_MIB, TARGET, TRANSPORT
 from harness.errors import HarnessError
 from harness.guest import Guest
 from harness.guest.health import DmesgSource, HealthWatch, WatchedGuest
@@ -26,6 +26,7 @@ class TargetOptions:
     target: str = TARGET  # "qemu" or ssh://user@host[:port]
     transport: str = TRANSPORT  # for qemu: console or ssh
     memory_mib: int = MEMORY_MIB
+    cpus: int = CPUS  # vCPUs of a QEMU guest (a board has what it has)
     ssh_key: Path | None = None  # for ssh:// targets; default: agent and ~/.ssh
     # virtio devices a QEMU guest gets on top of the defaults, by kind ("balloon"):
     # the arch's machine profile names the QEMU device (virtio-balloon-pci on
@@ -51,7 +52,8 @@ def open_target(kernel: KernelBuild, options: TargetOptions,
 
         machine = get_machine(kernel.arch)
         with boot_guest(kernel, transport=options.transport,
-                        memory_mib=options.memory_mib, run_dir=run_dir,
+                        memory_mib=options.memory_mib, cpus=options.cpus,
+                        run_dir=run_dir,
                         extra_devices=[machine.virtio(kind)
                                        for kind in options.virtio_devices]) as vm_guest:
             yield vm_guest

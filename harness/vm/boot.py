@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from harness.artifacts import KernelBuild
-from harness.defaults import MEMORY_MIB, TRANSPORT, TRANSPORTS
+from harness.defaults import CPUS, MEMORY_MIB, TRANSPORT, TRANSPORTS
 from harness.errors import HarnessError, notice
 from harness.guest import Guest, GuestError, GuestTimeout
 from harness.guest.console import ConsoleGuest
@@ -119,7 +119,7 @@ def boot_guest(
     transport: str = TRANSPORT,
     modules: Sequence[Path] = (),
     memory_mib: int = MEMORY_MIB,
-    cpus: int = 1,
+    cpus: int = CPUS,
     extra_devices: Sequence[str] = (),
     cmdline_extra: Sequence[str] = (),
     run_dir: Path | None = None,

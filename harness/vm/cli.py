@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from harness.arch import ARCHES
-from harness.defaults import MEMORY_MIB
+from harness.defaults import CPUS, MEMORY_MIB
 from harness.errors import HarnessError
 
 
@@ -81,7 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ssh", action="store_true", help="use SSH instead of the console")
     parser.add_argument("--memory", type=int, default=MEMORY_MIB, metavar="MIB",
                         help=f"guest RAM in MiB (default {MEMORY_MIB})")
-    parser.add_argument("--cpus", type=int, default=1)
+    parser.add_argument("--cpus", type=int, default=CPUS, metavar="N",
+                        help=f"vCPUs (default: {CPUS})")
     parser.add_argument("--accel", choices=("kvm", "tcg"),
                         help="force an accelerator (default: KVM when it really works)")
     parser.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",

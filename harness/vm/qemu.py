@@ -32,13 +32,15 @@ from typing import Any
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from harness.artifacts import Initramfs, KernelBuild
-from harness.defaults import MEMORY_MIB
+from harness.defaults import CPUS, MEMORY_MIB
 from harness.errors import HarnessError, MissingTool
 from harness.paths import new_run_dir
 from harness.vm.accel import choose_accelerator
 from harness.vm.machine import Machine, get_machine
 
-MAX_DEFAULT_MEMORY_MIB = 512
+# The guest kernels are built for at most this many CPUs (CONFIG_NR_CPUS in
+# kernel-configs/base.config).
+MAX_CPUS = 8
 GUEST_SSH_PORT = 22
 CONSOLE_LOG = "console.log"
 COMMAND_LINE = "qemu-cmdline.txt"
@@ -183,7 +185,10 @@ def qemu_command(machine: Machine, image: Path, initrd: Path, accelerator: str,
     """The full QEMU command line (pure: no process is started)."""
     command = [
         machine.arch.qemu_binary, *machine.arch.qemu_machine,
-        "-accel", accelerator, "-m", str(memory_mib), "-smp", str(cpus),
+        # Multi-threaded TCG: each vCPU gets a host thread, so two vCPUs really
+        # run at the same moment (QEMU 7.2 supports it for both guest arches).
+        "-accel", "tcg,thread=multi" if accelerator == "tcg" else accelerator,
+        "-m", str(memory_mib), "-smp", str(cpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-kernel", str(image), "-initrd", str(initrd),
         "-append", kernel_command_line(machine, cmdline_extra),
@@ -218,7 +223,7 @@ def launch(
     initramfs: Initramfs | Path,
     arch: str,
     memory_mib: int = MEMORY_MIB,
-    cpus: int = 1,
+    cpus: int = CPUS,
     extra_devices: Sequence[str] = (),
     cmdline_extra: Sequence[str] = (),
     run_dir: Path | None = None,
@@ -243,6 +248,8 @@ def launch(
         raise HarnessError(f"initramfs {initrd} does not exist: build it with build_initramfs()")
     if memory_mib < 64:
         raise HarnessError(f"{memory_mib} MiB is too little memory for a guest (use >= 64)")
+    if not 1 <= cpus <= MAX_CPUS:
+        raise HarnessError(f"{cpus} vCPUs: give --cpus between 1 and {MAX_CPUS}")
     accel = choose_accelerator(machine, image, accelerator)
     run_dir = run_dir or new_run_dir(machine.arch.name)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,7 @@ def test_fault_injection_counts_and_putback(movable_driver: SampleDriver) -> Non
     finally:
         movable_driver.unload()
     delta = {key: after[key] - before[key]
-             for key in ("migrated", "eagain", "failed", "putback", "isolated")}
+             for key in ("migrated", "eagain", "failed", "putback", "isolated") if key in after}
     calls = delta["migrated"] + delta["eagain"] + delta["failed"]
     print(f"fault injection (-EAGAIN every {every_eagain}, failure every {every_fail}): "
           f"{delta}, verified {checked} pages, {mismatches} mismatches")
@@ -48,7 +48,8 @@ def test_fault_injection_counts_and_putback(movable_driver: SampleDriver) -> Non
     expected_failed = sum(1 for i in range(1, calls + 1)
                           if i % every_fail == 0 and i % every_eagain != 0)
     assert delta["failed"] == expected_failed, delta
-    assert delta["putback"] >= delta["failed"], "hard failures must come back via putback"
+    if "putback" in delta:  # from 6.17 the balloon core puts pages back, uncounted
+        assert delta["putback"] >= delta["failed"], "hard failures must come back via putback"
     assert after["isolated_now"] == 0
     assert (checked, mismatches) == (2048, 0)
 

@@ -35,6 +35,14 @@ REMOVED_MIGRATE_H = """struct movable_operations {
 };
 int set_movable_ops(const struct movable_operations *ops, enum pagetype type);
 """
+# 7.2's include/linux/balloon.h (6.17 .. 6.x: the same in balloon_compaction.h).
+BALLOON_H = """struct balloon_dev_info {
+	int (*migratepage)(struct balloon_dev_info *, struct page *newpage,
+			struct page *page, enum migrate_mode mode);
+};
+void balloon_page_enqueue(struct balloon_dev_info *b_dev_info,
+		struct page *page);
+"""
 MODE_H = "enum migrate_mode {\n\tMIGRATE_SYNC,\n\tMIGRATE_SYNC_NO_COPY,\n};\n"
 
 GOOD_MAKEFILE = """modules:
@@ -83,6 +91,10 @@ def test_probe_names_each_era_by_its_headers(tmp_path: Path) -> None:
         "ops": ({"fs.h": "", "migrate.h": OPS_MIGRATE_H, "migrate_mode.h": MODE_H},
                 "MS_API_MOVABLE_OPS"),
         "removed": ({"fs.h": "", "migrate.h": REMOVED_MIGRATE_H}, "MS_API_REMOVED"),
+        "balloon": ({"fs.h": "", "migrate.h": REMOVED_MIGRATE_H, "balloon.h": BALLOON_H},
+                    "MS_API_BALLOON"),
+        "balloon-6.x": ({"fs.h": "", "migrate.h": REMOVED_MIGRATE_H,
+                         "balloon_compaction.h": BALLOON_H}, "MS_API_BALLOON"),
         "old": ({"fs.h": "struct address_space_operations {};\n", "migrate.h": ""},
                 "MS_API_NONE"),
     }
@@ -91,6 +103,9 @@ def test_probe_names_each_era_by_its_headers(tmp_path: Path) -> None:
     ops = module.probe_api(tmp_path / "ops" / "src")
     assert ops.flags == ("MS_HAVE_MIGRATE_SYNC_NO_COPY",)
     assert module.probe_api(tmp_path / "aops" / "src").flags == ()
+    # The header moved in 7.0; the driver includes whichever the probe found.
+    assert module.probe_api(tmp_path / "balloon" / "src").flags == ("MS_HAVE_BALLOON_H",)
+    assert module.probe_api(tmp_path / "balloon-6.x" / "src").flags == ()
 
 
 def test_probe_finds_kmap_local_page_in_any_highmem_header(tmp_path: Path) -> None:
@@ -105,7 +120,7 @@ def test_removed_api_is_refused_before_building_and_points_at_in_tree_scenarios(
     with pytest.raises(HarnessError) as caught:
         module.build_module(kernel)
     message = str(caught.value)
-    assert "6.17" in message and "zram" in message and "balloon" in message
+    assert "6.17" in message and "zram" in message and "balloon API" in message
     assert "\n" not in message
     assert not (kernel.build_dir / "calls").exists()
 

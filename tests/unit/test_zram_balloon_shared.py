@@ -23,7 +23,7 @@ from harness.check.in_tree import (
     pfns_of,
     require_config,
 )
-from harness.check.runner import SCENARIOS, in_tree_fragments
+from harness.check.runner import SCENARIOS, cell_fragments
 from harness.errors import HarnessError
 from harness.procfs import parse_zoneinfo
 from harness.report.chart import build_figure, write_chart
@@ -191,8 +191,5 @@ def test_scenario_choices_match_the_runner() -> None:
 
 
 def test_one_kernel_serves_every_in_tree_scenario() -> None:
-    assert in_tree_fragments() == ("zram", "balloon")
-    assert in_tree_fragments(["sample"]) == ()
-    assert in_tree_fragments(["balloon"]) == ("balloon",)
-    with pytest.raises(HarnessError, match="unknown in-tree scenario 'zswap'"):
-        in_tree_fragments(["zswap"])
+    assert cell_fragments() == ("zram", "balloon")
+    assert cell_fragments(["debug", "zram", "debug"]) == ("zram", "balloon", "debug")
