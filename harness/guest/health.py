@@ -5,7 +5,13 @@ WARNING behind its back; those lines are the evidence that matters most for
 a driver test. The watch reads the kernel log from a source that grows for
 the whole life of the machine (the UART console log of a VM, or ``dmesg``
 over the Guest itself on a board) and remembers how far it has read, so each
-problem is reported exactly once, by the step during which it appeared.
+problem is reported exactly once, by the step during which it appeared. What
+counts as a problem, and how a report is named, is harness.guest.reports.
+
+A VM's console log is read while a step waits too (the transports call the
+watch's check), so a kernel that Oopsed holding a lock fails the step at once
+instead of at its timeout; and once the guest is known to be dead, no step
+runs at all (cleanup after a crash must not wait for a dead machine).
 """
 
 import re

@@ -10,23 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.guest.reports import find_problem, scan
-
-DATA = Path(__file__).resolve().parent.parent / "data" / "kernel-reports"
-REPORTS = sorted(DATA.glob("*.txt"))
-
-
-def load(path: Path) -> tuple[dict[str, str], str]:
-    """A report file's header fields and its console text."""
-    header: dict[str, str] = {}
-    lines = path.read_text().splitlines(keepends=True)
-    body = 0
-    while body < len(lines) and lines[body].startswith("#"):
-        field = lines[body][1:].removeprefix(" ")
-        name, sep, value = field.partition(":")
-        if sep and not field.startswith(" "):  # not a continuation line
-            header[name] = value.strip()
-        body += 1
-    return header, "".join(lines[body:])
+from tests.unit.report_texts import REPORTS, load
 
 
 def test_every_kind_has_a_text_from_4_8_and_from_a_newer_kernel() -> None:
