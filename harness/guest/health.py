@@ -207,7 +207,8 @@ class WatchedGuest:
         """Note the step a report appeared in, and whether the guest died of it."""
         problem.step = problem.step or what
         if problem.fatal and self.dead is None:
-            self.dead = f"the guest kernel panicked after {problem.kind}: {problem.headline}"
+            cause = "" if problem.kind == "panic" else f" after {problem.kind}"
+            self.dead = f"the guest kernel panicked{cause}: {problem.headline}"
         return problem
 
     def run(self, command: str, timeout: float = 60.0) -> CommandResult:

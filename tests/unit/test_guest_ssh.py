@@ -1,13 +1,15 @@
-"""SSH transport: addresses, keys and connection errors (no SSH server needed)."""
+"""SSH transport: addresses, keys, connection errors and waiting (no SSH server needed)."""
 
 import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from harness.errors import HarnessError
-from harness.guest import GuestError
-from harness.guest.ssh import SshTarget, connect_ssh
+from harness.guest import GuestError, KernelProblem
+from harness.guest.ssh import SshGuest, SshTarget, connect_ssh
 
 
 @pytest.mark.parametrize("url,expected", [
@@ -49,3 +51,55 @@ def test_unreadable_key_file(tmp_path: Path) -> None:
 def test_invalid_pinned_host_key() -> None:
     with pytest.raises(HarnessError, match="invalid host key"):
         connect_ssh("ssh://root@127.0.0.1:22", host_key="ssh-ed25519 !!!", timeout=1)
+
+
+class SilentChannel:
+    """An SSH channel whose command never prints, never exits (a wedged guest)."""
+
+    def __init__(self) -> None:
+        self.status_event = threading.Event()
+        self.closed = False
+
+    def settimeout(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def recv(self, size: int) -> bytes:
+        time.sleep(self.seconds)
+        raise TimeoutError
+
+    def exit_status_ready(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Connection:
+    """Just enough of paramiko's client and transport for SshGuest to wait on a channel."""
+
+    def get_transport(self) -> "Connection":
+        return self
+
+    def set_keepalive(self, seconds: int) -> None:
+        pass
+
+    def is_active(self) -> bool:
+        return True
+
+
+def test_a_check_ends_a_waiting_command_at_once() -> None:
+    guest = SshGuest(Connection(), SshTarget("root", "board", 22))  # type: ignore[arg-type]
+    calls: list[float] = []
+
+    def kernel_reports_on_second_check() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 2:
+            raise KernelProblem("Oops", "[ 1.0] general protection fault: 0000 [#1] SMP")
+
+    guest.check_while_waiting(kernel_reports_on_second_check)
+    channel = SilentChannel()
+    started = time.monotonic()
+    with pytest.raises(KernelProblem):
+        guest._finish(channel, "'sleep 600'", time.monotonic() + 600, 600,  # type: ignore[arg-type]
+                      bytearray())
+    assert time.monotonic() - started < 2.5 and channel.closed
