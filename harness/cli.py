@@ -2,7 +2,8 @@
 
 Each subcommand lives next to the stage it drives and exposes
 ``register(subparsers)``; this module only dispatches and turns a
-HarnessError into one line on stderr (exit 2) instead of a traceback.
+HarnessError into one line on stderr (exit 2) instead of a traceback, with
+one more line per note it collected (a cleanup that failed after it, say).
 """
 
 import argparse
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except HarnessError as error:
         print(f"harness: error: {error}", file=sys.stderr)
+        for note in getattr(error, "__notes__", ()):
+            print(f"harness: note: {note}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)

@@ -35,7 +35,8 @@ The verdict rule (``judge_balloon``; README "In-tree users"):
   6. deflating returned every page: balloon_deflate rose as much as
      balloon_inflate (and, as a precondition, QEMU saw the full size again);
   7. the guest still works: the file written after deflating reads back intact;
-  8. no kernel warning (the health watch fails the step that printed it).
+  8. no kernel report: one ends the experiment NOT PROVEN (harness.check.reported),
+     with what was measured before it.
 """
 
 import time
@@ -51,6 +52,7 @@ from harness.check.in_tree import (
     BALLOON_PAGE,
     COMPACTION_NEEDS,
     ConfigNeed,
+    Progress,
     find_pages,
     pfn_moves,
     pfn_span,
@@ -63,9 +65,10 @@ from harness.check.steps import (
     must,
     quiet_background_compaction,
     snapshot,
+    undone,
 )
 from harness.errors import HarnessError
-from harness.guest import Guest, GuestError
+from harness.guest import Guest, GuestError, KernelProblem
 from harness.report.in_tree import InTreeResult, TrackedPages
 
 SCENARIO = "balloon"
@@ -237,89 +240,88 @@ def run_balloon(guest: Guest, host: BalloonHost | None = None,
     """Run the experiment in this module's docstring on ``guest``; judge it.
 
     ``host`` defaults to the QMP balloon of a QEMU guest. The balloon is
-    deflated and the work tmpfs unmounted even when a step fails.
+    deflated and the work tmpfs unmounted even when a step fails. A kernel
+    report ends the experiment: NOT PROVEN, with what was measured before it.
     """
-    started = time.monotonic()
-    seconds: dict[str, float] = {}
     host = host or balloon_host(guest)
+    progress = Progress(SCENARIO, arch=arch, kernel=kernel)
+    try:
+        evidence = _experiment(guest, host, settings, progress)
+    except KernelProblem as problem:
+        return progress.interrupted(problem)
+    verdict = judge_balloon(evidence)
+    return progress.result(proven=verdict.proven,
+                           reasons=verdict.failures or (_summary(evidence),),
+                           data_checked=1, data_mismatches=0 if evidence.data_intact else 1)
+
+
+def _experiment(guest: Guest, host: BalloonHost, settings: BalloonSettings,
+                progress: Progress) -> BalloonEvidence:
+    """The steps of the experiment; every figure goes into ``progress`` when measured."""
+    figures = progress.figures
+    progress.release = must(guest, "uname -r").strip()
     _preflight(guest)
     ram = host.actual()
-    notes = quiet_background_compaction(guest)
+    progress.notes += quiet_background_compaction(guest)
     must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
     pages = settings.balloon_pages(mem_free_pages(guest))
-    notes.append(f"balloon of {pages} pages ({pages * PAGE >> 20} MiB) inflated into the "
-                 "holes of two interleaved tmpfs files")
+    figures["balloon_pages"] = pages
+    progress.data_unit = f"{pages * PAGE >> 20} MiB file written after deflating"
+    progress.notes.append(f"balloon of {pages} pages ({pages * PAGE >> 20} MiB) inflated into "
+                          "the holes of two interleaved tmpfs files")
     must(guest, f"mkdir -p {WORKDIR} && mount -t tmpfs -o size={2 * pages * PAGE + (1 << 20)} "
                 f"harness-balloon {WORKDIR}")
-    try:
-        phase = time.monotonic()
-        must(guest, f"cd {WORKDIR} && exec 3>a 4>b && i=0 && while [ $i -lt {pages} ]; do "
-                    f"printf %{PAGE}s >&3; printf %{PAGE}s >&4; i=$((i+1)); done",
-             timeout=1800)
-        must(guest, f"rm {WORKDIR}/a")
-        seconds["interleave"] = time.monotonic() - phase
+    with undone(guest, lambda: _restore(guest, host, ram),
+                "unmounting the work tmpfs and deflating the balloon"):
+        with progress.phase("interleave"):
+            must(guest, f"cd {WORKDIR} && exec 3>a 4>b && i=0 && while [ $i -lt {pages} ]; "
+                        f"do printf %{PAGE}s >&3; printf %{PAGE}s >&4; i=$((i+1)); done",
+                 timeout=1800)
+            must(guest, f"rm {WORKDIR}/a")
 
         counts_start = _vmstat_counters(guest)
-        phase = time.monotonic()
         target = ram - pages * PAGE
-        host.set_target(target)
-        wait_for_balloon(host, target, settings)
-        seconds["inflate"] = time.monotonic() - phase
+        with progress.phase("inflate"):
+            host.set_target(target)
+            wait_for_balloon(host, target, settings)
         counts_inflated = _vmstat_counters(guest)
+        inflated = counts_inflated["balloon_inflate"] - counts_start["balloon_inflate"]
+        figures["balloon_inflate"] = inflated
         must(guest, f"umount {WORKDIR}; sync; echo 3 > /proc/sys/vm/drop_caches")
 
+        progress.doing = "its measurements before compaction"
         before = snapshot(guest)
+        progress.buddy_before = before.buddyinfo.per_order()
         span = pfn_span(before.zoneinfo)
         pfns_before = find_pages(guest, BALLOON_PAGE, span)
-        phase = time.monotonic()
-        compact_memory(guest)
-        seconds["compact_memory"] = time.monotonic() - phase
+        with progress.phase("compact_memory"):
+            compact_memory(guest)
+        progress.doing = "its measurements after compaction"
         pfns_after = find_pages(guest, BALLOON_PAGE, span)
+        progress.tracked = pfn_moves(BALLOON_PAGE, pfns_before, pfns_after)
         after = snapshot(guest)
+        progress.buddy_after = after.buddyinfo.per_order()
+        progress.vmstat_delta = procfs.vmstat_delta(
+            before.vmstat, after.vmstat,
+            [key for key in (*VMSTAT_KEYS, *BALLOON_COUNTERS) if key in before.vmstat])
+        progress.pgmigrate_success_delta = progress.vmstat_delta.get("pgmigrate_success", 0)
+        figures["balloon_migrate"] = progress.vmstat_delta["balloon_migrate"]
 
-        phase = time.monotonic()
-        host.set_target(ram)
-        wait_for_balloon(host, ram, settings)
-        seconds["deflate"] = time.monotonic() - phase
+        with progress.phase("deflate"):
+            host.set_target(ram)
+            wait_for_balloon(host, ram, settings)
         counts_deflated = _vmstat_counters(guest)
+        figures["balloon_deflate"] = (counts_deflated["balloon_deflate"]
+                                      - counts_inflated["balloon_deflate"])
+        figures["guest_ram_bytes"] = ram
 
-        phase = time.monotonic()
-        data_intact = _memory_usable(guest, pages * PAGE)
-        seconds["use_after_deflate"] = time.monotonic() - phase
-        release = must(guest, "uname -r").strip()
-    finally:
-        _restore(guest, host, ram)
-    seconds["total"] = time.monotonic() - started
+        with progress.phase("use_after_deflate"):
+            data_intact = _memory_usable(guest, pages * PAGE)
 
-    vmstat_delta = procfs.vmstat_delta(
-        before.vmstat, after.vmstat,
-        [key for key in (*VMSTAT_KEYS, *BALLOON_COUNTERS) if key in before.vmstat])
-    evidence = BalloonEvidence(
-        requested_pages=pages,
-        tracked=pfn_moves(BALLOON_PAGE, pfns_before, pfns_after),
-        inflated=counts_inflated["balloon_inflate"] - counts_start["balloon_inflate"],
-        deflated=counts_deflated["balloon_deflate"] - counts_inflated["balloon_deflate"],
-        balloon_migrate=vmstat_delta["balloon_migrate"],
-        pgmigrate_success_delta=vmstat_delta.get("pgmigrate_success", 0),
-        data_intact=data_intact,
-    )
-    verdict = judge_balloon(evidence)
-    figures = {
-        "balloon_pages": pages,
-        "balloon_inflate": evidence.inflated,
-        "balloon_deflate": evidence.deflated,
-        "balloon_migrate": evidence.balloon_migrate,
-        "guest_ram_bytes": ram,
-    }
-    return InTreeResult(
-        scenario=SCENARIO, arch=arch, kernel=kernel, release=release,
-        proven=verdict.proven, reasons=verdict.failures or (_summary(evidence),),
-        tracked=evidence.tracked, pgmigrate_success_delta=evidence.pgmigrate_success_delta,
-        buddy_before=before.buddyinfo.per_order(), buddy_after=after.buddyinfo.per_order(),
-        data_checked=1, data_mismatches=0 if data_intact else 1,
-        data_unit=f"{pages * PAGE >> 20} MiB file written after deflating",
-        figures=figures, vmstat_delta=vmstat_delta, seconds=seconds, notes=tuple(notes),
-    )
+    return BalloonEvidence(
+        requested_pages=pages, tracked=progress.tracked, inflated=inflated,
+        deflated=figures["balloon_deflate"], balloon_migrate=figures["balloon_migrate"],
+        pgmigrate_success_delta=progress.pgmigrate_success_delta, data_intact=data_intact)
 
 
 def _memory_usable(guest: Guest, size: int) -> bool:

@@ -9,7 +9,8 @@ movable=1 (the driver registered its pages with __SetPageMovable):
      a page may move more than once, and migrated > 0);
   3. the kernel counted them too: pgmigrate_success rose by at least as much;
   4. every page still holds its pattern: verify checked all pages, 0 mismatches;
-  5. the console showed no panic/Oops/BUG/WARNING (the health watch fails the step).
+  5. the kernel reported no trouble: a report during the A/B makes it NOT PROVEN
+     (harness.check.reported), the rounds measured before it kept.
 movable=0 (control group): no page changed PFN, the callbacks never ran, and
 verify found 0 mismatches.
 A/B (the seed commit's claim): both rounds hold on their own, and after

@@ -19,22 +19,30 @@ can move twice, and zsmalloc marks one page per zspage only).
 Before anything boots, ``require_config`` checks the kernel's .config for
 every option a scenario needs, so a missing option is one clear line naming
 the fragment to add instead of a confusing failure inside the guest.
+
+Each scenario records what it measures in a ``Progress`` as soon as it has
+it, so a kernel report that ends the scenario early still leaves a result with
+everything measured before it.
 """
 
 import gzip
 import shlex
 import tempfile
+import time
 from array import array
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import procfs
 from harness.artifacts import KernelBuild
+from harness.check.reported import reported
+from harness.check.steps import undone
 from harness.errors import HarnessError
-from harness.guest import Guest, GuestError
+from harness.guest import Guest, GuestError, KernelProblem
 from harness.kernel.config import parse_dotconfig
-from harness.report.in_tree import TrackedPages
+from harness.report.in_tree import InTreeResult, TrackedPages
 
 KPAGEFLAGS = "/proc/kpageflags"
 KPF_LRU = 5
@@ -89,6 +97,55 @@ def require_config(kernel: KernelBuild, scenario: str, needs: Iterable[ConfigNee
     missing = missing_config(text, needs)
     if missing:
         raise config_error(scenario, str(kernel.config), missing)
+
+
+@dataclass
+class Progress:
+    """What an in-tree scenario has measured so far, filled in as it goes."""
+
+    scenario: str
+    arch: str
+    kernel: str
+    release: str = ""
+    doing: str = "its setup"  # where a kernel report now would stop it
+    tracked: TrackedPages | None = None
+    pgmigrate_success_delta: int | None = None
+    buddy_before: tuple[int, ...] = ()
+    buddy_after: tuple[int, ...] = ()
+    vmstat_delta: dict[str, int] = field(default_factory=dict)
+    figures: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    data_unit: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time the block as ``seconds[name]``; a report during it stops ``name``."""
+        self.doing = f"its {name} phase"
+        began = time.monotonic()
+        yield
+        self.seconds[name] = time.monotonic() - began
+
+    def result(self, proven: bool = False, reasons: tuple[str, ...] = (),
+               data_checked: int | None = None,
+               data_mismatches: int | None = None) -> InTreeResult:
+        """The result of everything recorded (``seconds["total"]`` up to now)."""
+        return InTreeResult(
+            scenario=self.scenario, arch=self.arch, kernel=self.kernel, release=self.release,
+            proven=proven, reasons=reasons, tracked=self.tracked,
+            pgmigrate_success_delta=self.pgmigrate_success_delta,
+            buddy_before=self.buddy_before, buddy_after=self.buddy_after,
+            data_checked=data_checked, data_mismatches=data_mismatches,
+            data_unit=self.data_unit, figures=self.figures, vmstat_delta=self.vmstat_delta,
+            seconds={**self.seconds, "total": time.monotonic() - self.started},
+            notes=tuple(self.notes))
+
+    def interrupted(self, problem: KernelProblem) -> InTreeResult:
+        """The NOT PROVEN result of a scenario a kernel report ended now."""
+        return reported(self.result(), problem,
+                        f"the {self.scenario} scenario stopped in {self.doing}; what it "
+                        "measured before is kept")
 
 
 @dataclass(frozen=True)
@@ -148,10 +205,9 @@ def read_kpageflags(guest: Guest, first_pfn: int, count: int) -> bytes:
                          f"{result.stdout.strip()}; the kernel needs CONFIG_PROC_PAGE_MONITOR")
     with tempfile.TemporaryDirectory(prefix="harness-kpf-") as scratch:
         local = Path(scratch) / "kpageflags.gz"
-        try:
+        with undone(guest, lambda: guest.run(f"rm -f {shlex.quote(remote)}"),
+                    f"removing {remote}"):
             guest.get(remote, local)
-        finally:
-            guest.run(f"rm -f {shlex.quote(remote)}")
         try:
             data = gzip.decompress(local.read_bytes())
         except (OSError, EOFError) as error:

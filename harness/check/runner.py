@@ -4,6 +4,13 @@
 so the CLI and the tests prove the same thing the same way. The in-tree
 scenarios (zram, balloon) go through ``check_in_tree``: the kernel's .config
 is checked before anything boots, and the guest gets the scenario's devices.
+
+A kernel report once the guest is up is the scenario's verdict
+(harness.check.reported): each scenario turns one during its own steps into a
+NOT PROVEN result with what it measured before; here, one outside them (while
+the driver is copied in, or printed after the last step and found as the
+target closes) marks the result all the same. A report while booting stays a
+harness error: the kernel never gave the harness its shell.
 """
 
 from collections.abc import Callable, Iterable
@@ -14,10 +21,11 @@ from harness.artifacts import KernelBuild, ModuleArtifact
 from harness.check import balloon, zram
 from harness.check.driver import SampleDriver
 from harness.check.evidence import judge_ab
-from harness.check.sample import ScenarioSettings, run_ab
+from harness.check.reported import R, reported
+from harness.check.sample import ABRounds, ScenarioSettings, run_ab
 from harness.check.target import TargetOptions, open_target
 from harness.errors import HarnessError
-from harness.guest import Guest
+from harness.guest import Guest, KernelProblem
 from harness.report.in_tree import InTreeResult
 from harness.report.model import RunResult, Side
 
@@ -91,25 +99,61 @@ def prepare(arch: str, kernel_spec: str, fragments: tuple[str, ...] = (),
 
 def check_ab_on(driver: SampleDriver, kernel: KernelBuild,
                 settings: ScenarioSettings = ScenarioSettings()) -> RunResult:
-    """Run the A/B with a driver already installed on a guest running ``kernel``."""
-    control, movable, notes = run_ab(driver, settings)
-    if kernel.origin:
-        notes.insert(0, f"kernel {kernel.spec} is {kernel.origin}")
-    verdict = judge_ab(control, movable)
+    """Run the A/B with a driver already installed on a guest running ``kernel``.
+
+    A kernel report during it ends the A/B: NOT PROVEN, with the rounds
+    measured before the report.
+    """
     release = driver.guest.run("uname -r").stdout.strip()
+    rounds = ABRounds()
+    if kernel.origin:
+        rounds.notes.append(f"kernel {kernel.spec} is {kernel.origin}")
+    try:
+        run_ab(driver, rounds, settings)
+    except KernelProblem as problem:
+        partial = RunResult(arch=kernel.arch, kernel=kernel.spec, release=release,
+                            proven=False, reasons=(), movable=rounds.movable,
+                            unmovable=rounds.control, notes=tuple(rounds.notes))
+        return reported(partial, problem, rounds.stopped())
+    control, movable = rounds.control, rounds.movable
+    assert control is not None and movable is not None  # run_ab returned: both rounds ran
+    verdict = judge_ab(control, movable)
     return RunResult(
         arch=kernel.arch, kernel=kernel.spec, release=release,
         proven=verdict.proven, reasons=verdict.failures or (_proof_summary(movable),),
-        movable=movable, unmovable=control, notes=tuple(notes))
+        movable=movable, unmovable=control, notes=tuple(rounds.notes))
 
 
 def check_ab(prepared: Prepared, target: TargetOptions = TargetOptions(),
              settings: ScenarioSettings = ScenarioSettings(),
              run_dir: Path | None = None) -> RunResult:
     """Boot (or connect to) the target and run the A/B there."""
-    with open_target(prepared.kernel, target, run_dir=run_dir) as guest:
-        return check_ab_on(SampleDriver.install(guest, prepared.module), prepared.kernel,
-                           settings)
+    kernel = prepared.kernel
+    nothing = RunResult(arch=kernel.arch, kernel=kernel.spec, release="", proven=False,
+                        reasons=(), movable=None)
+    return _on_target(kernel, target, run_dir, nothing, lambda guest: check_ab_on(
+        SampleDriver.install(guest, prepared.module), kernel, settings))
+
+
+def _on_target(kernel: KernelBuild, options: TargetOptions, run_dir: Path | None,
+               nothing: R, scenario: Callable[[Guest], R]) -> R:
+    """Boot (or connect), run ``scenario`` on the guest; mark its result (or
+    ``nothing``, if it had none yet) with a kernel report found outside its steps."""
+    result: R | None = None
+    booted = False
+    try:
+        with open_target(kernel, options, run_dir=run_dir) as guest:
+            booted = True
+            result = scenario(guest)
+    except KernelProblem as problem:
+        if not booted:
+            raise
+        if result is None:
+            return reported(nothing, problem, "before the scenario's first measurement")
+        return reported(result, problem, "after the scenario's last step; its measurements "
+                                         "are kept")
+    assert result is not None  # the block ran to its end
+    return result
 
 
 def _proof_summary(movable: Side) -> str:
@@ -126,5 +170,7 @@ def check_in_tree(kernel: KernelBuild, name: str, target: TargetOptions = Target
     scenario.require(kernel)
     options = replace(target, virtio_devices=(*target.virtio_devices,
                                               *scenario.virtio_devices))
-    with open_target(kernel, options, run_dir=run_dir) as guest:
-        return scenario.run(guest, kernel)
+    nothing = InTreeResult(scenario=name, arch=kernel.arch, kernel=kernel.spec, release="",
+                           proven=False, reasons=())
+    return _on_target(kernel, options, run_dir, nothing,
+                      lambda guest: scenario.run(guest, kernel))

@@ -4,16 +4,17 @@ Written against the Guest protocol only, so it runs the same on a QEMU guest
 (console or SSH) and on a board over SSH.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from harness import procfs
-from harness.check.driver import DriverParams, DriverState, SampleDriver
+from harness.check.driver import MODULE_NAME, DriverParams, DriverState, SampleDriver
 from harness.check.steps import (
     compact_memory,
     mem_free_pages,
     must,
     quiet_background_compaction,
     snapshot,
+    undone,
 )
 from harness.report.model import HighOrder, Side
 
@@ -70,7 +71,7 @@ def run_sample_round(driver: SampleDriver, movable: bool,
     guest = driver.guest
     must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
     driver.load(settings.driver_params(movable, mem_free_pages(guest)))
-    try:
+    with undone(guest, driver.unload, f"unloading {MODULE_NAME}"):
         order, attempts = settings.probe_order, settings.probe_attempts
         before = snapshot(guest)
         state_before = driver.state()
@@ -80,8 +81,6 @@ def run_sample_round(driver: SampleDriver, movable: bool,
         state_after = driver.state()
         high_after = driver.try_alloc(order, attempts)
         checked, mismatches = driver.verify()
-    finally:
-        driver.unload()
     moved = sum(1 for index, pfn in state_after.pfns.items()
                 if state_before.pfns.get(index) != pfn)
     vmstat_deltas = procfs.vmstat_delta(before.vmstat, after.vmstat, VMSTAT_KEYS)
@@ -101,18 +100,37 @@ def run_sample_round(driver: SampleDriver, movable: bool,
     )
 
 
-def run_ab(driver: SampleDriver,
-           settings: ScenarioSettings = ScenarioSettings()) -> tuple[Side, Side, list[str]]:
+@dataclass
+class ABRounds:
+    """The A/B as far as it got: its notes, the control round, then the movable one.
+
+    Filled as the rounds complete, so a kernel report during the movable=1
+    round still leaves the movable=0 round's measurements for the result.
+    """
+
+    notes: list[str] = field(default_factory=list)
+    control: Side | None = None  # movable=0
+    movable: Side | None = None  # movable=1
+
+    def stopped(self) -> str:
+        """What a kernel report now would cut short, for the verdict's reasons."""
+        if self.control is None:
+            return "the A/B stopped before its movable=0 round was complete"
+        return "the A/B stopped in its movable=1 round; the movable=0 round is kept"
+
+
+def run_ab(driver: SampleDriver, rounds: ABRounds,
+           settings: ScenarioSettings = ScenarioSettings()) -> None:
     """The seed commit's claim as an experiment: the same fragmentation twice,
     first with pages the kernel cannot move (movable=0), then with movable pages.
 
-    Returns (control, movable, notes). The control runs first so that a leak
-    or a stuck isolated page from the movable round cannot make the control
-    look worse than it is.
+    Fills ``rounds`` as it goes. The control runs first so that a leak or a
+    stuck isolated page from the movable round cannot make the control look
+    worse than it is.
     """
-    notes = quiet_background_compaction(driver.guest)
-    notes.append(f"driver covers {settings.cover_share:.0%} of free memory, keeps 1 page "
-                 f"in {settings.fragment}; probe: {settings.probe_attempts} x order "
-                 f"{settings.probe_order}")
-    control = run_sample_round(driver, False, settings)
-    return control, run_sample_round(driver, True, settings), notes
+    rounds.notes += quiet_background_compaction(driver.guest)
+    rounds.notes.append(f"driver covers {settings.cover_share:.0%} of free memory, keeps 1 "
+                        f"page in {settings.fragment}; probe: {settings.probe_attempts} x order "
+                        f"{settings.probe_order}")
+    rounds.control = run_sample_round(driver, False, settings)
+    rounds.movable = run_sample_round(driver, True, settings)

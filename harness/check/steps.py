@@ -1,8 +1,18 @@
-"""Guest steps every scenario shares: run-or-fail, procfs snapshots, memory figures,
-and the compaction itself. Written against the Guest protocol only."""
+"""Guest steps every scenario shares: run-or-fail, cleanup that never hides a failure,
+procfs snapshots, memory figures, and the compaction itself. Written against the
+Guest protocol only."""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from harness import procfs
+from harness.errors import HarnessError
 from harness.guest import Guest, GuestError
+from harness.guest.health import WatchedGuest
+
+# Longest a cleanup command may take once a step has failed: the guest may be
+# wedged (a kernel that Oopsed holding a lock hangs the next command needing it).
+CLEANUP_SECONDS = 5.0
 
 
 def must(guest: Guest, command: str, timeout: float = 60.0) -> str:
@@ -12,6 +22,31 @@ def must(guest: Guest, command: str, timeout: float = 60.0) -> str:
         raise GuestError(f"`{command}` failed (exit {result.exit_status}): "
                          f"{result.stdout.strip()[-300:]}")
     return result.stdout
+
+
+@contextmanager
+def undone(guest: Guest, undo: Callable[[], object], what: str) -> Iterator[None]:
+    """Run ``undo`` (which does ``what``) when the block ends, however it ends.
+
+    After a failure in the block, that failure is what the user sees (the
+    first failure wins): ``undo`` runs with each of its commands bounded to
+    CLEANUP_SECONDS (on a guest known to be dead, none runs at all: the
+    watched guest refuses at once), and what it raises becomes a note on
+    the failure instead of replacing it.
+    """
+    try:
+        yield
+    except BaseException as failure:
+        try:
+            if isinstance(guest, WatchedGuest):
+                with guest.bounded(CLEANUP_SECONDS):
+                    undo()
+            else:
+                undo()
+        except HarnessError as error:
+            failure.add_note(f"{what} afterwards: {error}")
+        raise
+    undo()
 
 
 def snapshot(guest: Guest) -> procfs.Snapshot:

@@ -48,12 +48,12 @@ The verdict rule (``judge_zram``; README "In-tree users"):
   4. the kernel counted the migrations: pgmigrate_success rose by at least
      the pages that moved;
   5. the data survived: every chunk was read back, none differs;
-  6. no kernel warning (the health watch fails the step that printed it).
+  6. no kernel report: one ends the experiment NOT PROVEN (harness.check.reported),
+     with what was measured before it.
 """
 
 import hashlib
 import re
-import time
 from dataclasses import dataclass
 
 from harness import procfs
@@ -63,6 +63,7 @@ from harness.check.in_tree import (
     COMPACTION_NEEDS,
     ZSPAGE_FIRST_PAGE,
     ConfigNeed,
+    Progress,
     find_pages,
     pfn_moves,
     pfn_span,
@@ -75,8 +76,9 @@ from harness.check.steps import (
     must,
     quiet_background_compaction,
     snapshot,
+    undone,
 )
-from harness.guest import Guest, GuestError
+from harness.guest import Guest, GuestError, KernelProblem
 from harness.report.in_tree import InTreeResult, TrackedPages
 
 SCENARIO = "zram"
@@ -288,7 +290,7 @@ class Zram:
         must(self.guest, f"echo 1 > {self.sysfs}/reset")
 
     def release(self) -> None:
-        """Reset, for cleanup: a failure here must not hide the step that failed."""
+        """Reset, for cleanup (a failing reset is not an error: the device is left as is)."""
         self.guest.run(f"echo 1 > {self.sysfs}/reset")
 
     def configure(self, size_bytes: int, compressor: str) -> str:
@@ -326,15 +328,32 @@ def run_zram(guest: Guest, settings: ZramSettings = ZramSettings(), kernel: str 
     """Run the experiment in this module's docstring on ``guest``; judge it.
 
     ``kernel`` and ``arch`` label the result (the guest's ``uname`` fills the
-    release). The device is reset before and after, so a board is left as found.
+    release). The device is reset before and after, so a board is left as
+    found. A kernel report ends the experiment: NOT PROVEN, with what was
+    measured before it.
     """
-    started = time.monotonic()
-    seconds: dict[str, float] = {}
+    progress = Progress(SCENARIO, arch=arch, kernel=kernel,
+                        data_unit=f"{settings.chunk_mib} MiB zram chunk")
+    try:
+        evidence = _experiment(guest, settings, progress)
+    except KernelProblem as problem:
+        return progress.interrupted(problem)
+    verdict = judge_zram(evidence)
+    return progress.result(proven=verdict.proven,
+                           reasons=verdict.failures or (_summary(evidence),),
+                           data_checked=evidence.chunks_checked,
+                           data_mismatches=evidence.mismatches)
+
+
+def _experiment(guest: Guest, settings: ZramSettings, progress: Progress) -> ZramEvidence:
+    """The steps of the experiment; every figure goes into ``progress`` when measured."""
+    figures = progress.figures
+    progress.release = must(guest, "uname -r").strip()
     zram = Zram(guest, settings.device)
     zram.preflight()
-    notes = quiet_background_compaction(guest)
+    progress.notes += quiet_background_compaction(guest)
     zram.reset()
-    try:
+    with undone(guest, zram.release, f"resetting {settings.device}"):
         must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
         data_mib = settings.data_mib(mem_free_pages(guest))
         chunk_bytes = settings.chunk_mib << 20
@@ -342,104 +361,90 @@ def run_zram(guest: Guest, settings: ZramSettings = ZramSettings(), kernel: str 
         fine_offset = chunks * chunk_bytes
         size = fine_offset + chunk_bytes
         compressor = zram.configure(size, settings.compressor)
-        notes.append(f"{data_mib} MiB written to {settings.device} ({compressor}), 3/4 of "
-                     f"the bytes zero, every other {settings.chunk_mib} MiB chunk discarded; "
-                     f"one more chunk of rebuildable pages, every other page discarded")
+        progress.notes.append(
+            f"{data_mib} MiB written to {settings.device} ({compressor}), 3/4 of the bytes "
+            f"zero, every other {settings.chunk_mib} MiB chunk discarded; one more chunk of "
+            "rebuildable pages, every other page discarded")
+        figures["data_mib"] = data_mib
 
-        phase = time.monotonic()
-        written = parse_chunk_sums(must(
-            guest, f"dd if=/dev/urandom bs=1048576 count={data_mib} 2>/dev/null | "
-                   f"tr '\\000-\\277' '\\000' | "
-                   f"tee /dev/{settings.device} | {{ {_hasher(chunks, chunk_bytes)}; }}",
-            timeout=1800), chunks)
-        random_text = must(
-            guest, f"R=$(head -c {_FINE_RANDOM_BYTES} /dev/urandom | base64 -w 0) && i=0 && "
-                   f"while [ $i -lt {chunk_bytes // PAGE} ]; do printf '{_FINE_PAGE}' $i "
-                   f"\"$R\" ''; i=$((i+1)); done | dd of=/dev/{settings.device} bs={_HASH_BLOCK} "
-                   f"seek={fine_offset} oflag=seek_bytes conv=notrunc 2>/dev/null && echo \"$R\"",
-            timeout=600).strip()
-        fine_expected = fine_chunk_sha256(random_text, chunk_bytes // PAGE)
-        stored, _ = zram.stats()
-        if stored["orig_data_size"] != size:
-            raise GuestError(f"zram stored {stored['orig_data_size']} bytes of the "
-                             f"{size} written")
-        seconds["fill"] = time.monotonic() - phase
+        with progress.phase("fill"):
+            written = parse_chunk_sums(must(
+                guest, f"dd if=/dev/urandom bs=1048576 count={data_mib} 2>/dev/null | "
+                       f"tr '\\000-\\277' '\\000' | "
+                       f"tee /dev/{settings.device} | {{ {_hasher(chunks, chunk_bytes)}; }}",
+                timeout=1800), chunks)
+            random_text = must(
+                guest, f"R=$(head -c {_FINE_RANDOM_BYTES} /dev/urandom | base64 -w 0) && "
+                       f"i=0 && while [ $i -lt {chunk_bytes // PAGE} ]; do printf "
+                       f"'{_FINE_PAGE}' $i \"$R\" ''; i=$((i+1)); done | dd "
+                       f"of=/dev/{settings.device} bs={_HASH_BLOCK} seek={fine_offset} "
+                       f"oflag=seek_bytes conv=notrunc 2>/dev/null && echo \"$R\"",
+                timeout=600).strip()
+            fine_expected = fine_chunk_sha256(random_text, chunk_bytes // PAGE)
+            stored, _ = zram.stats()
+            if stored["orig_data_size"] != size:
+                raise GuestError(f"zram stored {stored['orig_data_size']} bytes of the "
+                                 f"{size} written")
+        figures.update(stored_bytes=stored["orig_data_size"],
+                       compressed_bytes=stored["compr_data_size"])
 
-        phase = time.monotonic()
-        must(guest, f"i=1; while [ $i -lt {chunks} ]; do blkdiscard -o $((i*{chunk_bytes})) "
-                    f"-l {chunk_bytes} /dev/{settings.device} || exit 1; i=$((i+2)); done; "
-                    f"i=1; while [ $i -lt {chunk_bytes // PAGE} ]; do blkdiscard -o "
-                    f"$(({fine_offset}+i*{PAGE})) -l {PAGE} /dev/{settings.device} || exit 1; "
-                    f"i=$((i+2)); done", timeout=900)
-        # Page cache only: dropping slab (2) runs zsmalloc's shrinker, which
-        # compacts the pool itself and would empty the half-used zspages.
-        must(guest, "sync; echo 1 > /proc/sys/vm/drop_caches")
-        seconds["discard"] = time.monotonic() - phase
+        with progress.phase("discard"):
+            must(guest, f"i=1; while [ $i -lt {chunks} ]; do blkdiscard -o "
+                        f"$((i*{chunk_bytes})) -l {chunk_bytes} /dev/{settings.device} || "
+                        f"exit 1; i=$((i+2)); done; i=1; while [ $i -lt {chunk_bytes // PAGE} ]; "
+                        f"do blkdiscard -o $(({fine_offset}+i*{PAGE})) -l {PAGE} "
+                        f"/dev/{settings.device} || exit 1; i=$((i+2)); done", timeout=900)
+            # Page cache only: dropping slab (2) runs zsmalloc's shrinker, which
+            # compacts the pool itself and would empty the half-used zspages.
+            must(guest, "sync; echo 1 > /proc/sys/vm/drop_caches")
 
+        progress.doing = "its measurements before compaction"
         before = snapshot(guest)
+        progress.buddy_before = before.buddyinfo.per_order()
         span = pfn_span(before.zoneinfo)
         mm_before, classes_before = zram.stats()
+        figures.update(zspages=classes_before.zspages,
+                       zsmalloc_pages=classes_before.pages_used,
+                       objects_used=classes_before.objects_used,
+                       objects_allocated=classes_before.objects_allocated,
+                       mem_used_total=mm_before["mem_used_total"])
         pages_before = find_pages(guest, ZSPAGE_FIRST_PAGE, span)
-        phase = time.monotonic()
-        compact_memory(guest)
-        seconds["compact_memory"] = time.monotonic() - phase
+        with progress.phase("compact_memory"):
+            compact_memory(guest)
+        progress.doing = "its measurements after compaction"
         pages_after = find_pages(guest, ZSPAGE_FIRST_PAGE, span)
+        progress.tracked = pfn_moves(ZSPAGE_FIRST_PAGE, pages_before, pages_after)
         after = snapshot(guest)
+        progress.buddy_after = after.buddyinfo.per_order()
+        progress.vmstat_delta = procfs.vmstat_delta(
+            before.vmstat, after.vmstat, [key for key in VMSTAT_KEYS if key in before.vmstat])
+        progress.pgmigrate_success_delta = progress.vmstat_delta.get("pgmigrate_success", 0)
         mm_after, classes_after = zram.stats()
+        # zs_compact run by anything else (zsmalloc's shrinker under memory
+        # pressure) before the explicit compact: expected 0.
+        figures["pages_compacted_before"] = mm_after["pages_compacted"]
 
-        phase = time.monotonic()
-        zram.compact()
-        seconds["zram_compact"] = time.monotonic() - phase
+        with progress.phase("zram_compact"):
+            zram.compact()
         mm_compacted, classes_compacted = zram.stats()
+        figures.update(
+            zram_compact_pages_compacted=(mm_compacted["pages_compacted"]
+                                          - mm_after["pages_compacted"]),
+            zram_compact_zspages_freed=classes_after.zspages - classes_compacted.zspages)
 
-        phase = time.monotonic()
-        read = parse_chunk_sums(must(
-            guest, f"dd if=/dev/{settings.device} bs=1048576 2>/dev/null | "
-                   f"{{ {_hasher(chunks + 1, chunk_bytes)}; }}", timeout=1800), chunks + 1)
-        seconds["verify"] = time.monotonic() - phase
-        release = must(guest, "uname -r").strip()
-    finally:
-        zram.release()
-    seconds["total"] = time.monotonic() - started
+        with progress.phase("verify"):
+            read = parse_chunk_sums(must(
+                guest, f"dd if=/dev/{settings.device} bs=1048576 2>/dev/null | "
+                       f"{{ {_hasher(chunks + 1, chunk_bytes)}; }}", timeout=1800), chunks + 1)
 
-    vmstat_delta = procfs.vmstat_delta(before.vmstat, after.vmstat,
-                                       [key for key in VMSTAT_KEYS if key in before.vmstat])
-    evidence = ZramEvidence(
-        tracked=pfn_moves(ZSPAGE_FIRST_PAGE, pages_before, pages_after),
+    return ZramEvidence(
+        tracked=progress.tracked,
         zspages_before=classes_before.zspages, zspages_after=classes_after.zspages,
         mem_used_before=mm_before["mem_used_total"], mem_used_after=mm_after["mem_used_total"],
-        pgmigrate_success_delta=vmstat_delta.get("pgmigrate_success", 0),
+        pgmigrate_success_delta=progress.pgmigrate_success_delta,
         chunks=chunks + 1, chunks_checked=len(read),
         mismatches=(compare_chunks(written, read[:chunks], chunk_bytes)
                     + (read[chunks] != fine_expected)),
-    )
-    verdict = judge_zram(evidence)
-    figures = {
-        "data_mib": data_mib,
-        "stored_bytes": stored["orig_data_size"],
-        "compressed_bytes": stored["compr_data_size"],
-        "zspages": classes_before.zspages,
-        "zsmalloc_pages": classes_before.pages_used,
-        "objects_used": classes_before.objects_used,
-        "objects_allocated": classes_before.objects_allocated,
-        "mem_used_total": mm_before["mem_used_total"],
-        "zram_compact_pages_compacted": (mm_compacted["pages_compacted"]
-                                         - mm_after["pages_compacted"]),
-        # zs_compact run by anything else (zsmalloc's shrinker under memory
-        # pressure) before the explicit compact: expected 0.
-        "pages_compacted_before": mm_after["pages_compacted"],
-        "zram_compact_zspages_freed": classes_after.zspages - classes_compacted.zspages,
-    }
-    return InTreeResult(
-        scenario=SCENARIO, arch=arch, kernel=kernel, release=release,
-        proven=verdict.proven,
-        reasons=verdict.failures or (_summary(evidence),),
-        tracked=evidence.tracked,
-        pgmigrate_success_delta=evidence.pgmigrate_success_delta,
-        buddy_before=before.buddyinfo.per_order(), buddy_after=after.buddyinfo.per_order(),
-        data_checked=evidence.chunks_checked, data_mismatches=evidence.mismatches,
-        data_unit=f"{settings.chunk_mib} MiB zram chunk",
-        figures=figures, vmstat_delta=vmstat_delta, seconds=seconds, notes=tuple(notes),
     )
 
 

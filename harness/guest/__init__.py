@@ -5,8 +5,9 @@ VM over its console, over SSH, or on a real board over SSH.
 """
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from harness.errors import HarnessError
 
@@ -37,13 +38,28 @@ class GuestTimeout(GuestError):
 
 
 class KernelProblem(GuestError):
-    """The guest kernel reported a panic, Oops, BUG, WARNING, lockup or hung task."""
+    """The guest kernel reported a panic, Oops, BUG, WARNING, lockup, hung task, ...
 
-    def __init__(self, kind: str, excerpt: str, headline: str | None = None) -> None:
+    ``kind`` and ``headline`` name the first report of the step (the cause);
+    ``later`` holds the headlines of the reports that followed it in the same
+    step (often the panic it led to), and ``fatal`` says the kernel panicked,
+    so the guest can run nothing more. ``step`` is set by the watch: the
+    command during which the report appeared.
+    """
+
+    def __init__(self, kind: str, excerpt: str, headline: str | None = None,
+                 fatal: bool = False, later: tuple[str, ...] = ()) -> None:
         self.kind = kind
         self.excerpt = excerpt
         self.headline = headline or excerpt.strip().splitlines()[0]
-        super().__init__(f"guest kernel reported {kind}: {self.headline}")
+        self.fatal = fatal
+        self.later = later
+        self.step: str | None = None
+        then = f" (then: {later[0]}" if later else ""
+        if len(later) > 1:
+            then += f", and {len(later) - 1} more reports"
+        super().__init__(f"guest kernel reported {kind}: {self.headline}"
+                         + (then + ")" if then else ""))
 
 
 class Guest(Protocol):
@@ -63,4 +79,22 @@ class Guest(Protocol):
 
     def close(self) -> None:
         """Release the transport (not the machine)."""
+        ...
+
+
+# How often a transport that waits for the guest runs its check (WatchesWhileWaiting).
+WAIT_CHECK_SECONDS = 0.5
+
+
+@runtime_checkable
+class WatchesWhileWaiting(Protocol):
+    """A transport that runs a check while a step waits for the guest.
+
+    A kernel report then ends the step within a second or two, instead of at
+    the step's timeout (a kernel that Oopsed under a lock never finishes it).
+    """
+
+    def check_while_waiting(self, check: Callable[[], None]) -> None:
+        """Call ``check`` about every WAIT_CHECK_SECONDS while a step waits; what it
+        raises ends the step at once (the transport stays usable where it can)."""
         ...

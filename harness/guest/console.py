@@ -27,19 +27,28 @@ import secrets
 import select
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import pexpect
 import pexpect.fdpexpect
 
-from harness.guest import CommandResult, GuestError, GuestTimeout, LocalPath
+from harness.guest import (
+    WAIT_CHECK_SECONDS,
+    CommandResult,
+    GuestError,
+    GuestTimeout,
+    LocalPath,
+)
 
 # Longest encoded command sent as a single line; longer ones are staged in a file.
 _MAX_INLINE = 3000
 # Most file bytes one get() command sends (base64 adds a third, plus newlines).
 _MAX_CHUNK = 384 * 1024
 _REPL = 'set -o pipefail; while IFS= read -r line; do eval "$line"; done'
+# Longest wait for the shell to answer again after ^C (a timeout, an abandoned step).
+_RECOVERY_SECONDS = 10.0
 _SETUP = f"stty -echo -onlcr 2>/dev/null; exec sh -c '{_REPL}'\n"
 
 
@@ -141,6 +150,8 @@ class ConsoleGuest:
         self._child = pexpect.fdpexpect.fdspawn(stream.fileno(), timeout=connect_timeout,
                                                 maxread=65536)
         self._broken: str | None = None
+        self._check: Callable[[], None] | None = None
+        self._abandoned = False  # a step was given up while the guest still ran it
         self._synchronise(connect_timeout)
 
     @classmethod
@@ -152,6 +163,12 @@ class ConsoleGuest:
         except BaseException:
             stream.close()
             raise
+
+    def check_while_waiting(self, check: Callable[[], None]) -> None:
+        """Call ``check`` about every WAIT_CHECK_SECONDS while waiting for the guest; what
+        it raises ends the step at once: the command gets ^C, and the console is set
+        up again before the next step."""
+        self._check = check
 
     # -- protocol -----------------------------------------------------------------
 
@@ -193,9 +210,41 @@ class ConsoleGuest:
         self._broken = f"the {self.name} closed while {doing}"
         return GuestError(f"{self._broken}: the guest crashed or powered off")
 
-    def _check_usable(self) -> None:
+    def _check_usable(self, timeout: float) -> None:
+        """Refuse a broken console; after an abandoned step, set the console up again."""
         if self._broken:
             raise GuestError(f"{self._broken}; the transport cannot be used any more")
+        if self._abandoned:
+            self._abandoned = False
+            self._synchronise(_recovery_seconds(timeout))
+
+    def _expect(self, pattern: bytes | re.Pattern[bytes], timeout: float) -> None:
+        """Wait up to ``timeout`` for ``pattern`` (bytes: exactly; else a regex), running
+        the check in between; pexpect.TIMEOUT and EOF as pexpect raises them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            wait = left if self._check is None else min(left, WAIT_CHECK_SECONDS)
+            try:
+                if isinstance(pattern, bytes):
+                    self._child.expect_exact(pattern, timeout=wait)
+                else:
+                    self._child.expect(pattern, timeout=wait, searchwindowsize=256)
+                return
+            except pexpect.TIMEOUT:
+                if time.monotonic() >= deadline or self._check is None:
+                    raise
+            try:
+                self._check()
+            except BaseException:
+                self._abandon()
+                raise
+
+    def _abandon(self) -> None:
+        """^C the running command now; the next step sets the console up again first."""
+        self._abandoned = True
+        with contextlib.suppress(GuestError):
+            self._send(b"\x03")
 
     def _framed(self, producer: str, timeout: float, what: str) -> tuple[bytes, int]:
         """Run shell text ``producer`` framed by markers; return (its output, exit status).
@@ -204,7 +253,7 @@ class ConsoleGuest:
         end marker carries the count, so output lost on the way is an error,
         never a silently shorter result.
         """
-        self._check_usable()
+        self._check_usable(timeout)
         tag = secrets.token_hex(8)
         start_text, start = _marker("S", tag)
         end_text, end = _marker("E", tag)
@@ -216,10 +265,10 @@ class ConsoleGuest:
                    .encode())
         end_pattern = re.compile(re.escape(end) + rb"_(\d+)_(\d+)\r?\n")
         try:
-            self._child.expect_exact(start, timeout=timeout)
-            self._child.expect(end_pattern, timeout=timeout, searchwindowsize=256)
+            self._expect(start, timeout)
+            self._expect(end_pattern, timeout)
         except pexpect.TIMEOUT:
-            self._interrupt()
+            self._interrupt(timeout)
             raise GuestTimeout(
                 f"{what} did not finish within {timeout:g} s on the {self.name} (interrupted)"
             ) from None
@@ -239,11 +288,11 @@ class ConsoleGuest:
             )
         return output, status
 
-    def _interrupt(self) -> None:
+    def _interrupt(self, timeout: float) -> None:
         """^C the timed-out command (it ends the loop too) and set the console up again."""
         try:
             self._send(b"\x03")
-            self._synchronise(timeout=10.0)
+            self._synchronise(_recovery_seconds(timeout))
         except GuestError:
             self._broken = self._broken or f"the {self.name} did not recover after a timeout"
 
@@ -273,16 +322,15 @@ class ConsoleGuest:
         tag = secrets.token_hex(8)
         start_text, start = _marker("S", tag)
         end_text, end = _marker("E", tag)
-        self._check_usable()
+        self._check_usable(timeout)
         self._send(f"echo {start_text}; head -c {len(payload)} | base64 -d > "
                    f"{shlex.quote(remote)}; echo {end_text}_$?\n".encode())
         try:
-            self._child.expect_exact(start, timeout=timeout)
+            self._expect(start, timeout)
             self._send(payload)
-            self._child.expect(re.compile(re.escape(end) + rb"_(\d+)\r?\n"), timeout=timeout,
-                               searchwindowsize=256)
+            self._expect(re.compile(re.escape(end) + rb"_(\d+)\r?\n"), timeout)
         except pexpect.TIMEOUT:
-            self._interrupt()
+            self._interrupt(timeout)
             raise GuestTimeout(f"copying {local} to {remote} did not finish within "
                                f"{timeout:g} s (interrupted)") from None
         except pexpect.EOF:
@@ -334,6 +382,12 @@ class ConsoleGuest:
         """Close the stream (the guest keeps running)."""
         self._broken = self._broken or f"the {self.name} was closed"
         self._stream.close()
+
+
+def _recovery_seconds(timeout: float) -> float:
+    """How long the shell gets to answer again after ^C: the step's own bound (a
+    bounded cleanup stays bounded), between 2 and _RECOVERY_SECONDS."""
+    return max(2.0, min(_RECOVERY_SECONDS, timeout))
 
 
 def _check_remote(remote: str) -> None:

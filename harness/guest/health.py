@@ -5,61 +5,46 @@ WARNING behind its back; those lines are the evidence that matters most for
 a driver test. The watch reads the kernel log from a source that grows for
 the whole life of the machine (the UART console log of a VM, or ``dmesg``
 over the Guest itself on a board) and remembers how far it has read, so each
-problem is reported exactly once, by the step during which it appeared.
+problem is reported exactly once, by the step during which it appeared. What
+counts as a problem, and how a report is named, is harness.guest.reports.
+
+A VM's console log is read while a step waits too (the transports call the
+watch's check), so a kernel that Oopsed holding a lock fails the step at once
+instead of at its timeout; and once the guest is known to be dead, no step
+runs at all (cleanup after a crash must not wait for a dead machine).
 """
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from harness.guest import CommandResult, Guest, GuestError, KernelProblem, LocalPath
-
-# (kind, pattern), most severe first: the kind reported is the most severe seen.
-PROBLEMS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("panic", re.compile(r"Kernel panic - not syncing")),
-    ("Oops", re.compile(r"\bOops\b|Internal error: |general protection fault")),
-    ("soft lockup", re.compile(r"soft lockup - CPU#")),
-    ("hung task", re.compile(r"INFO: task .+ blocked for more than \d+ seconds")),
-    ("RCU stall", re.compile(r"rcu_\w+ (self-)?detected stall|rcu: INFO: \w+ detected stall")),
-    ("BUG", re.compile(r"\bBUG: ")),
-    # Page poisoning (debug kernels) found a freed page written to: pr_err, no BUG.
-    ("page poison corruption", re.compile(r"pagealloc: (memory corruption|single bit error)")),
-    ("WARNING", re.compile(r"\bWARNING: ")),
+from harness.guest import (
+    CommandResult,
+    Guest,
+    GuestError,
+    KernelProblem,
+    LocalPath,
+    WatchesWhileWaiting,
 )
+from harness.guest.reports import find_problem, scan
 
-# A report is whole once one of these follows it (or the guest died).
-_REPORT_END = re.compile(r"---\[ end (trace|Kernel panic)")
-_CONTEXT_BEFORE = 3
-_MAX_EXCERPT_LINES = 80
 _SETTLE_SECONDS = 1.0
-
-
-def find_problem(text: str) -> KernelProblem | None:
-    """The most severe problem in ``text`` with its excerpt, or None."""
-    lines = text.splitlines()
-    hits = [(index, kind_rank, kind)
-            for index, line in enumerate(lines)
-            for kind_rank, (kind, pattern) in enumerate(PROBLEMS)
-            if pattern.search(line)]
-    if not hits:
-        return None
-    first = min(index for index, _, _ in hits)
-    worst_index, _, worst_kind = min(hits, key=lambda hit: (hit[1], hit[0]))
-    last = max(index for index, _, _ in hits)
-    stop = last + 1
-    while stop < len(lines) and stop - first < _MAX_EXCERPT_LINES:
-        stop += 1
-        if _REPORT_END.search(lines[stop - 1]):
-            break
-    excerpt = "\n".join(lines[max(0, first - _CONTEXT_BEFORE):stop])
-    return KernelProblem(worst_kind, excerpt, headline=lines[worst_index].strip())
+# A report is taken as whole once it ended and nothing more came for this long
+# (a panic follows an Oops's end marker within milliseconds).
+_QUIET_SECONDS = 0.2
+T = TypeVar("T")
 
 
 class LogSource(Protocol):
     """Something that returns the kernel log text that appeared since the last call."""
+
+    # True when reading does not go through the guest, so the log can be read
+    # while a step waits for the guest (and a report ends the step at once).
+    independent: bool
 
     def read_new(self) -> str:
         """Text added since the previous call."""
@@ -68,6 +53,8 @@ class LogSource(Protocol):
 
 class ConsoleLogSource:
     """New text of a console log file that another process (QEMU) appends to."""
+
+    independent = True
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -92,6 +79,8 @@ class DmesgSource:
     Lines are told apart by their ``[seconds]`` timestamp prefix, so the
     source needs CONFIG_PRINTK_TIME (or ``printk.time=1``) on the board.
     """
+
+    independent = False
 
     def __init__(self, guest: Guest) -> None:
         self._guest = guest
@@ -137,15 +126,22 @@ class HealthWatch:
     def poll(self) -> KernelProblem | None:
         """The problem in the log since the last call, or None (never raises it)."""
         text = self.source.read_new()
-        problem = find_problem(text)
-        if problem is None:
+        if not scan(text):
             return None
-        # A report is printed over time: give it a moment to finish.
-        deadline = time.monotonic() + self.settle_seconds
-        while not _REPORT_END.search(text) and time.monotonic() < deadline:
+        # A report is printed over time: give it a moment to finish, and what
+        # it leads to (a panic) a moment to follow.
+        quiet_from = time.monotonic()
+        deadline = quiet_from + self.settle_seconds
+        while time.monotonic() < deadline:
+            if (all(report.complete for report in scan(text))
+                    and time.monotonic() - quiet_from >= _QUIET_SECONDS):
+                break
             time.sleep(0.05)
-            text += self.source.read_new()
-        problem = find_problem(text) or problem
+            more = self.source.read_new()
+            if more:
+                text, quiet_from = text + more, time.monotonic()
+        problem = find_problem(text)
+        assert problem is not None  # scan() found a report in this text
         self.seen_problems.append(problem)
         return problem
 
@@ -155,7 +151,14 @@ class WatchedGuest:
 
     ``explain`` is asked about a transport failure first (for instance to wait
     for a dying VM and say how it died); a kernel problem found in the log
-    still takes precedence, since it is the cause.
+    still takes precedence, since it is the cause. When the transport can
+    check while it waits and the log is read without the guest, the watch is
+    read during the step too, so a report ends the step within a second or
+    two rather than at its timeout.
+
+    Once the guest is known to be dead (its kernel panicked, or ``explain``
+    says the machine is gone), no step runs any more: each raises at once, so
+    cleanup after a crash costs nothing and waits for nothing.
     """
 
     def __init__(self, guest: Guest, watch: HealthWatch,
@@ -163,36 +166,65 @@ class WatchedGuest:
         self.guest = guest
         self.watch = watch
         self._explain = explain
+        self.dead: str | None = None  # why the guest can run nothing more
+        self._step_cap: float | None = None
+        if watch.source.independent and isinstance(guest, WatchesWhileWaiting):
+            guest.check_while_waiting(watch.check)
 
-    def _step(self, action: Callable[[], CommandResult | None]) -> CommandResult | None:
+    @contextmanager
+    def bounded(self, seconds: float) -> Iterator[None]:
+        """No command in the block may take longer than ``seconds`` (cleanup after a
+        failure: the guest may be wedged, and the failure is already known)."""
+        previous, self._step_cap = self._step_cap, seconds
+        try:
+            yield
+        finally:
+            self._step_cap = previous
+
+    def _step(self, what: str, action: Callable[[], T]) -> T:
+        if self.dead is not None:
+            raise GuestError(f"{what} not run: {self.dead}")
         try:
             result = action()
-        except KernelProblem:
+        except KernelProblem as problem:
+            self._reported(problem, what)
             raise
         except GuestError as error:
             better = self._explain(error) if self._explain is not None else None
-            problem = self.watch.poll()
-            if problem is not None:
-                raise problem from error
+            if better is not None:
+                self.dead = str(better)
+            cause = self.watch.poll()
+            if cause is not None:
+                raise self._reported(cause, what) from error
             if better is not None:
                 raise better from error
             raise
-        self.watch.check()
+        found = self.watch.poll()
+        if found is not None:
+            raise self._reported(found, what)
         return result
+
+    def _reported(self, problem: KernelProblem, what: str) -> KernelProblem:
+        """Note the step a report appeared in, and whether the guest died of it."""
+        problem.step = problem.step or what
+        if problem.fatal and self.dead is None:
+            cause = "" if problem.kind == "panic" else f" after {problem.kind}"
+            self.dead = f"the guest kernel panicked{cause}: {problem.headline}"
+        return problem
 
     def run(self, command: str, timeout: float = 60.0) -> CommandResult:
         """Guest.run, then a health check."""
-        result = self._step(lambda: self.guest.run(command, timeout))
-        assert result is not None
-        return result
+        if self._step_cap is not None:
+            timeout = min(timeout, self._step_cap)
+        return self._step(repr(command), lambda: self.guest.run(command, timeout))
 
     def put(self, local: LocalPath, remote: str) -> None:
         """Guest.put, then a health check."""
-        self._step(lambda: self.guest.put(local, remote))
+        self._step(f"copying {local} to {remote}", lambda: self.guest.put(local, remote))
 
     def get(self, remote: str, local: LocalPath) -> None:
         """Guest.get, then a health check."""
-        self._step(lambda: self.guest.get(remote, local))
+        self._step(f"reading {remote}", lambda: self.guest.get(remote, local))
 
     def close(self) -> None:
         """Close the wrapped transport."""

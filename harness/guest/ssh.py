@@ -15,6 +15,7 @@ import logging
 import shlex
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,7 +23,13 @@ from urllib.parse import urlsplit
 import paramiko
 
 from harness.errors import HarnessError
-from harness.guest import CommandResult, GuestError, GuestTimeout, LocalPath
+from harness.guest import (
+    WAIT_CHECK_SECONDS,
+    CommandResult,
+    GuestError,
+    GuestTimeout,
+    LocalPath,
+)
 
 _CHUNK = 65536
 
@@ -79,6 +86,12 @@ class SshGuest:
             raise GuestError(f"SSH connection to {target} is not open")
         transport.set_keepalive(5)
         self._transport = transport
+        self._check: Callable[[], None] | None = None
+
+    def check_while_waiting(self, check: Callable[[], None]) -> None:
+        """Call ``check`` about every WAIT_CHECK_SECONDS while a command runs; what it
+        raises ends the step at once (its channel is closed; the connection stays)."""
+        self._check = check
 
     def _session(self, what: str) -> paramiko.Channel:
         if not self._transport.is_active():
@@ -95,7 +108,15 @@ class SshGuest:
         The channel stays open so the caller can still read stderr.
         """
         channel.settimeout(0.2)
+        checked = time.monotonic()
         while True:
+            if self._check is not None and time.monotonic() - checked >= WAIT_CHECK_SECONDS:
+                checked = time.monotonic()
+                try:
+                    self._check()
+                except BaseException:
+                    channel.close()
+                    raise
             try:
                 data: bytes | None = channel.recv(_CHUNK)
             except TimeoutError:

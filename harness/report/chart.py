@@ -18,12 +18,15 @@ from matplotlib.ticker import FuncFormatter
 
 from harness.errors import HarnessError
 from harness.report.in_tree import HUGE_ORDER, InTreeResult
-from harness.report.model import RunResult, Side
+from harness.report.model import KernelReport, RunResult, Side
 
 BEFORE_COLOR = "#9ecae1"
 AFTER_COLOR = "#08519c"
 PROVEN_COLOR = "#1a7f37"
 NOT_PROVEN_COLOR = "#cf222e"
+# Console lines of a kernel report drawn where the measurement it stopped would be.
+_EXCERPT_LINES = 14
+_EXCERPT_WIDTH = 110
 
 
 def _size_label(pages: int, page_size: int) -> str:
@@ -41,13 +44,15 @@ def _count_label(value: float, _position: object) -> str:
 
 def _draw_buddy(axes: Axes, before: Sequence[int], after: Sequence[int], page_size: int,
                 top: float) -> None:
-    """Free blocks per order, before and after, as paired bars on a symlog axis."""
+    """Free blocks per order, before and after (when measured), as paired bars on a
+    symlog axis."""
     orders = range(len(before))
     width = 0.4
     axes.bar([o - width / 2 for o in orders], before, width,
              color=BEFORE_COLOR, label="before compaction")
-    axes.bar([o + width / 2 for o in orders], after, width,
-             color=AFTER_COLOR, label="after compaction")
+    if after:
+        axes.bar([o + width / 2 for o in orders], after, width,
+                 color=AFTER_COLOR, label="after compaction")
     # Counts span decades (thousands of order-0 blocks, a handful of order-10):
     # symlog keeps zeros visible, which plain log would drop.
     axes.set_yscale("symlog", linthresh=1, linscale=0.4)
@@ -90,6 +95,36 @@ def _draw_side(axes: Axes, side: Side, result: RunResult, top: float) -> None:
     _evidence_box(axes, lines)
 
 
+def _title(result: RunResult | InTreeResult) -> str:
+    """A row's title: what ran, on which release, the verdict, and the kernel report."""
+    title = f"{result.label}  —  {result.release or 'release unknown'}  —  {result.verdict.upper()}"
+    report = result.kernel_report
+    if report is not None:
+        title += f"\n{report.kind}: {_shorten(report.headline)}"
+    return title
+
+
+def _shorten(line: str) -> str:
+    return line if len(line) <= _EXCERPT_WIDTH else line[:_EXCERPT_WIDTH - 1] + "…"
+
+
+def _draw_not_measured(axes: Axes, what: str, report: KernelReport | None) -> None:
+    """A panel whose measurement a kernel report stopped: the report's excerpt instead."""
+    axes.set_axis_off()
+    if report is None:
+        axes.text(0.5, 0.5, f"{what} not run", ha="center", va="center",
+                  transform=axes.transAxes, color="#666666")
+        return
+    lines = report.excerpt.splitlines()
+    shown = [_shorten(line) for line in lines[:_EXCERPT_LINES]]
+    if len(lines) > len(shown):
+        shown.append(f"… {len(lines) - len(shown)} more lines in result.json")
+    axes.set_title(f"{what}: not measured, the kernel reported {report.kind}", fontsize=10,
+                   color=NOT_PROVEN_COLOR)
+    axes.text(0.0, 1.0, "\n".join(shown), ha="left", va="top", transform=axes.transAxes,
+              family="monospace", fontsize=6)
+
+
 # The in-tree users' own numbers worth a bar next to the migration counters.
 _PANEL_FIGURES = {"zsmalloc_pages": "zsmalloc pages in all (debugfs)",
                   "zram_compact_pages_compacted": "zram compact: pages freed"}
@@ -98,27 +133,41 @@ _PANEL_FIGURES = {"zsmalloc_pages": "zsmalloc pages in all (debugfs)",
 def _draw_in_tree(row: SubFigure, result: InTreeResult) -> None:
     """An in-tree scenario: free blocks per order, and its pages found and moved."""
     color = PROVEN_COLOR if result.proven else NOT_PROVEN_COLOR
-    row.suptitle(f"{result.label}  —  {result.release}  —  {result.verdict.upper()}",
-                 fontsize=12, fontweight="bold", color=color)
+    row.suptitle(_title(result), fontsize=12, fontweight="bold", color=color)
     buddy, pages = row.subplots(1, 2, width_ratios=(3, 2))
-    peak = max(*result.buddy_before, *result.buddy_after, 1)
-    _draw_buddy(buddy, result.buddy_before, result.buddy_after, result.page_size, peak * 12)
     tracked = result.tracked
-    buddy.set_title(f"{result.scenario}: {tracked.moved} of {tracked.before} "
-                    f"{tracked.kind} changed PFN ({tracked.moved_share:.0%})", fontsize=10)
-    order = min(HUGE_ORDER, len(result.buddy_before) - 1)
-    before, after = (pages * result.page_size >> 20
-                     for pages in result.free_pages_at_least(order))
-    _evidence_box(buddy, [f"free memory in blocks ≥ {_size_label(1 << order, result.page_size)}"
-                          f": {before} → {after} MiB",
-                          f"data read back: {result.data_checked} × {result.data_unit}, "
-                          f"{result.data_mismatches} mismatches"])
-    bars = {f"{tracked.kind} found": tracked.before, "… moved to a new PFN": tracked.moved,
-            "pgmigrate_success Δ": result.pgmigrate_success_delta}
+    if not result.buddy_before:
+        _draw_not_measured(buddy, "free blocks per order", result.kernel_report)
+    else:
+        peak = max(*result.buddy_before, *result.buddy_after, 1)
+        _draw_buddy(buddy, result.buddy_before, result.buddy_after, result.page_size,
+                    peak * 12)
+        buddy.set_title(f"{result.scenario}: {tracked.moved} of {tracked.before} {tracked.kind} "
+                        f"changed PFN ({tracked.moved_share:.0%})" if tracked else
+                        f"{result.scenario}: pages not compared", fontsize=10)
+        order = min(HUGE_ORDER, len(result.buddy_before) - 1)
+        before, after = ("?" if pages is None else pages * result.page_size >> 20
+                         for pages in result.free_pages_at_least(order))
+        data = ("not read back" if result.data_checked is None else
+                f"{result.data_checked} × {result.data_unit}, "
+                f"{result.data_mismatches} mismatches")
+        _evidence_box(buddy, [f"free memory in blocks ≥ "
+                              f"{_size_label(1 << order, result.page_size)}: "
+                              f"{before} → {after} MiB", f"data read back: {data}"])
+    bars: dict[str, int] = {}
+    if tracked is not None:
+        bars.update({f"{tracked.kind} found": tracked.before,
+                     "… moved to a new PFN": tracked.moved})
+    if result.pgmigrate_success_delta is not None:
+        bars["pgmigrate_success Δ"] = result.pgmigrate_success_delta
     bars.update({f"{name} Δ": value for name, value in result.vmstat_delta.items()
                  if name == "balloon_migrate"})
     bars.update({label: result.figures[name] for name, label in _PANEL_FIGURES.items()
                  if name in result.figures})
+    if not bars:
+        _draw_not_measured(pages, "pages of the in-tree user",
+                           result.kernel_report if result.buddy_before else None)
+        return
     names = list(bars)[::-1]
     pages.barh(names, [bars[name] for name in names], color=AFTER_COLOR)
     for y, name in enumerate(names):
@@ -141,18 +190,19 @@ def build_figure(results: Sequence[RunResult], in_tree: Sequence[InTreeResult] =
     rows = figure.subfigures(count, 1, squeeze=False)[:, 0]
     for row, result in zip(rows[:len(results)], results, strict=True):
         color = PROVEN_COLOR if result.proven else NOT_PROVEN_COLOR
-        row.suptitle(f"{result.label}  —  {result.release}  —  {result.verdict.upper()}",
-                     fontsize=12, fontweight="bold", color=color)
+        row.suptitle(_title(result), fontsize=12, fontweight="bold", color=color)
         axes_row = row.subplots(1, 2, sharey=True)
-        peak = max(max(*side.buddy_before, *side.buddy_after, 1) for side in result.sides)
+        peak = max((max(*side.buddy_before, *side.buddy_after, 1) for side in result.sides),
+                   default=1)
         top = peak * 12  # a decade of headroom above the bars for the evidence box
-        if result.unmovable is None:
-            axes_row[0].text(0.5, 0.5, "movable=0 control not run", ha="center",
-                             va="center", transform=axes_row[0].transAxes, color="#666666")
-            axes_row[0].set_axis_off()
-        else:
-            _draw_side(axes_row[0], result.unmovable, result, top)
-        _draw_side(axes_row[1], result.movable, result, top)
+        report = result.kernel_report
+        for axes, side, what in ((axes_row[0], result.unmovable, "movable=0 control"),
+                                 (axes_row[1], result.movable, "movable=1")):
+            if side is None:
+                _draw_not_measured(axes, what, report)
+                report = None  # the excerpt once, in the first panel it stopped
+            else:
+                _draw_side(axes, side, result, top)
         axes_row[1].tick_params(labelleft=True)  # sharey hides them; each side reads alone
     for row, in_tree_result in zip(rows[len(results):], in_tree, strict=True):
         _draw_in_tree(row, in_tree_result)

@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from harness.report.model import NOT_PROVEN, PROVEN
+from harness.report.model import (
+    NOT_PROVEN,
+    PROVEN,
+    KernelReport,
+    kernel_report_from_dict,
+    kernel_report_to_dict,
+)
 
 HUGE_ORDER = 9  # 2 MiB with 4 KiB pages: a huge page, the allocation compaction is for
 
@@ -41,7 +47,12 @@ class TrackedPages:
 
 @dataclass(frozen=True)
 class InTreeResult:
-    """Everything the report shows for one in-tree scenario on one arch x kernel."""
+    """Everything the report shows for one in-tree scenario on one arch x kernel.
+
+    A scenario cut short by a kernel report keeps what it measured before: a
+    measurement it never took is None (buddyinfo: empty), and the result is
+    not proven.
+    """
 
     scenario: str  # "zram" or "balloon"
     arch: str
@@ -49,22 +60,28 @@ class InTreeResult:
     release: str  # uname -r in the guest
     proven: bool
     reasons: tuple[str, ...]  # why the verdict is what it is
-    tracked: TrackedPages
-    pgmigrate_success_delta: int
-    buddy_before: tuple[int, ...]  # free blocks per order, all zones, before compaction
-    buddy_after: tuple[int, ...]
-    data_checked: int  # items compared after the experiment (see data_unit)
-    data_mismatches: int  # items that differed from what was written
-    data_unit: str  # what one item is, e.g. "1 MiB zram chunk"
+    tracked: TrackedPages | None = None
+    pgmigrate_success_delta: int | None = None
+    buddy_before: tuple[int, ...] = ()  # free blocks per order, all zones, before compaction
+    buddy_after: tuple[int, ...] = ()
+    data_checked: int | None = None  # items compared after the experiment (see data_unit)
+    data_mismatches: int | None = None  # items that differed from what was written
+    data_unit: str = ""  # what one item is, e.g. "1 MiB zram chunk"
     figures: Mapping[str, int] = field(default_factory=dict)  # the user's own numbers
     vmstat_delta: Mapping[str, int] = field(default_factory=dict)
     seconds: Mapping[str, float] = field(default_factory=dict)  # wall time per phase
     notes: tuple[str, ...] = ()
     page_size: int = 4096
+    kernel_report: KernelReport | None = None  # the report that ended the scenario, if any
 
     def __post_init__(self) -> None:
-        if len(self.buddy_before) != len(self.buddy_after) or not self.buddy_before:
-            raise ValueError("buddy_before and buddy_after need the same, non-zero, orders")
+        if self.buddy_after and len(self.buddy_before) != len(self.buddy_after):
+            raise ValueError("buddy_before and buddy_after need the same orders")
+        complete = (self.tracked is not None and self.buddy_after
+                    and self.pgmigrate_success_delta is not None
+                    and self.data_checked is not None and self.kernel_report is None)
+        if self.proven and not complete:
+            raise ValueError("a proven InTreeResult needs every measurement and no kernel report")
         object.__setattr__(self, "buddy_before", tuple(self.buddy_before))
         object.__setattr__(self, "buddy_after", tuple(self.buddy_after))
         object.__setattr__(self, "reasons", tuple(self.reasons))
@@ -80,17 +97,20 @@ class InTreeResult:
     def label(self) -> str:
         return f"{self.scenario} · {self.arch} · {self.kernel}"
 
-    def free_pages_at_least(self, order: int) -> tuple[int, int]:
-        """Free pages held in blocks of order >= ``order``, before and after compaction:
-        what an allocation of that order can use (compaction merges blocks, so
-        their count can fall while the memory in them grows)."""
-        def pages(counts: tuple[int, ...]) -> int:
+    def free_pages_at_least(self, order: int) -> tuple[int | None, int | None]:
+        """Free pages held in blocks of order >= ``order``, before and after compaction
+        (None: not measured): what an allocation of that order can use (compaction
+        merges blocks, so their count can fall while the memory in them grows)."""
+        def pages(counts: tuple[int, ...]) -> int | None:
+            if not counts:
+                return None
             return sum(count << index for index, count in enumerate(counts) if index >= order)
         return pages(self.buddy_before), pages(self.buddy_after)
 
 
 def in_tree_to_dict(result: InTreeResult) -> dict[str, Any]:
-    """The JSON object of one in-tree result (key names match the sample driver's)."""
+    """The JSON object of one in-tree result (key names match the sample driver's;
+    null for what a scenario cut short by a kernel report did not measure)."""
     tracked = result.tracked
     return {
         "scenario": result.scenario,
@@ -100,12 +120,13 @@ def in_tree_to_dict(result: InTreeResult) -> dict[str, Any]:
         "verdict": result.verdict,
         "proven": result.proven,
         "reasons": list(result.reasons),
-        "migrated_pages": tracked.moved,
-        "total_pages": tracked.before,
-        "migrated_share": round(tracked.moved_share, 4),
+        "kernel_report": kernel_report_to_dict(result.kernel_report),
+        "migrated_pages": tracked.moved if tracked else None,
+        "total_pages": tracked.before if tracked else None,
+        "migrated_share": round(tracked.moved_share, 4) if tracked else None,
         "tracked_pages": {"kind": tracked.kind, "before": tracked.before,
                           "after": tracked.after, "moved": tracked.moved,
-                          "arrived": tracked.arrived},
+                          "arrived": tracked.arrived} if tracked else None,
         "pgmigrate_success_delta": result.pgmigrate_success_delta,
         "data": {"unit": result.data_unit, "checked": result.data_checked,
                  "mismatches": result.data_mismatches},
@@ -121,10 +142,11 @@ def in_tree_to_dict(result: InTreeResult) -> dict[str, Any]:
 
 def in_tree_from_dict(data: Mapping[str, Any]) -> InTreeResult:
     """Rebuild a record ``in_tree_to_dict`` wrote (KeyError/TypeError on a bad one)."""
+    tracked = data["tracked_pages"]
     return InTreeResult(
         scenario=data["scenario"], arch=data["arch"], kernel=data["kernel"],
         release=data["release"], proven=data["proven"], reasons=tuple(data["reasons"]),
-        tracked=TrackedPages(**data["tracked_pages"]),
+        tracked=TrackedPages(**tracked) if tracked is not None else None,
         pgmigrate_success_delta=data["pgmigrate_success_delta"],
         buddy_before=tuple(data["buddyinfo_before"]),
         buddy_after=tuple(data["buddyinfo_after"]),
@@ -132,4 +154,5 @@ def in_tree_from_dict(data: Mapping[str, Any]) -> InTreeResult:
         data_unit=data["data"]["unit"], figures=data["figures"],
         vmstat_delta=data["vmstat_delta"], seconds=data["seconds"],
         notes=tuple(data["notes"]), page_size=data["page_size"],
+        kernel_report=kernel_report_from_dict(data.get("kernel_report")),
     )

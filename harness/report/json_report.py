@@ -17,7 +17,13 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.report.in_tree import InTreeResult, in_tree_from_dict, in_tree_to_dict
-from harness.report.model import HighOrder, RunResult, Side
+from harness.report.model import (
+    HighOrder,
+    RunResult,
+    Side,
+    kernel_report_from_dict,
+    kernel_report_to_dict,
+)
 
 SCHEMA = "harness.result"
 SCHEMA_VERSION = 1
@@ -51,9 +57,11 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
     """The result object of one arch x kernel: what ``harness run --json`` prints.
 
     The top-level evidence (migrated_pages, ...) is the movable=1 side, the one
-    the verdict is about; ``sides`` has both sides of the A/B in full.
+    the verdict is about (null when a kernel report ended the A/B before it);
+    ``sides`` has the sides of the A/B that were measured, in full.
     """
     sides = {side.label: _side_dict(side) for side in result.sides}
+    movable = sides.get("movable=1", {})
     return {
         "arch": result.arch,
         "kernel": result.kernel,
@@ -61,11 +69,9 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
         "verdict": result.verdict,
         "proven": result.proven,
         "reasons": list(result.reasons),
-        "migrated_pages": result.movable.migrated_pages,
-        "total_pages": result.movable.total_pages,
-        "migrated_share": round(result.movable.migrated_share, 4),
-        "pgmigrate_success_delta": result.movable.pgmigrate_success_delta,
-        "verify_mismatches": result.movable.verify_mismatches,
+        "kernel_report": kernel_report_to_dict(result.kernel_report),
+        **{key: movable.get(key) for key in ("migrated_pages", "total_pages", "migrated_share",
+                                             "pgmigrate_success_delta", "verify_mismatches")},
         "high_order_success": {
             label: side["high_order_success"] for label, side in sides.items()
         },
@@ -157,11 +163,13 @@ def read_results(path: Path) -> list[RunResult]:
                 release=item["release"],
                 proven=item["proven"],
                 reasons=tuple(item["reasons"]),
-                movable=_side_from_dict(item["sides"]["movable=1"]),
+                movable=(_side_from_dict(item["sides"]["movable=1"])
+                         if "movable=1" in item["sides"] else None),
                 unmovable=(_side_from_dict(item["sides"]["movable=0"])
                            if "movable=0" in item["sides"] else None),
                 notes=tuple(item["notes"]),
                 page_size=item["page_size"],
+                kernel_report=kernel_report_from_dict(item.get("kernel_report")),
             )
             for item in document["results"]
         ]

@@ -8,12 +8,38 @@ are all rendered from them, so the three never disagree.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 PROVEN = "proven"
 NOT_PROVEN = "not proven"
 COSTLY_ORDER = 3  # PAGE_ALLOC_COSTLY_ORDER: above it the allocator needs compaction
+
+
+@dataclass(frozen=True)
+class KernelReport:
+    """A kernel report (panic, Oops, BUG, WARNING, lockup, ...) that ended a scenario.
+
+    A kernel that reports trouble during a scenario fails it: the report is
+    the verdict's first reason, and what was measured before it is kept.
+    """
+
+    kind: str  # "Oops", "BUG", "WARNING", "soft lockup", ...
+    headline: str  # the report's most telling line, e.g. "kernel BUG at mm/migrate.c:1073!"
+    excerpt: str  # the console lines of the report, as printed
+    fatal: bool = False  # the kernel panicked: nothing after it could run
+    step: str | None = None  # the command during which it appeared, when known
+
+
+def kernel_report_to_dict(report: KernelReport | None) -> dict[str, Any] | None:
+    """The JSON form of a kernel report (None stays None), for every result type."""
+    return asdict(report) if report is not None else None
+
+
+def kernel_report_from_dict(data: Mapping[str, Any] | None) -> KernelReport | None:
+    """Rebuild what kernel_report_to_dict wrote (TypeError on a malformed one)."""
+    return KernelReport(**data) if data is not None else None
 
 
 @dataclass(frozen=True)
@@ -73,21 +99,29 @@ class Side:
 
 @dataclass(frozen=True)
 class RunResult:
-    """Everything the report shows for one arch x kernel."""
+    """Everything the report shows for one arch x kernel.
+
+    A side is None when the A/B stopped before that round was measured (a
+    kernel report during it); such a result is never proven.
+    """
 
     arch: str
     kernel: str  # the kernel spec as the user gave it (debian:6.1, git:...)
     release: str  # uname -r in the guest
     proven: bool
     reasons: tuple[str, ...]  # why the verdict is what it is, one short sentence each
-    movable: Side
+    movable: Side | None  # the movable=1 round
     unmovable: Side | None = None  # the movable=0 control, when the A/B ran
     notes: tuple[str, ...] = ()  # what was done to keep numbers clean, e.g. proactiveness 0
     page_size: int = 4096
+    kernel_report: KernelReport | None = None  # the report that ended the A/B, if any
 
     def __post_init__(self) -> None:
-        if not self.movable.movable or (self.unmovable is not None and self.unmovable.movable):
+        if ((self.movable is not None and not self.movable.movable)
+                or (self.unmovable is not None and self.unmovable.movable)):
             raise ValueError("RunResult.movable must be movable=1 and unmovable movable=0")
+        if self.proven and (self.movable is None or self.kernel_report is not None):
+            raise ValueError("a proven RunResult needs its movable=1 round and no kernel report")
         object.__setattr__(self, "reasons", tuple(self.reasons))
         object.__setattr__(self, "notes", tuple(self.notes))
 
@@ -101,8 +135,8 @@ class RunResult:
 
     @property
     def sides(self) -> tuple[Side, ...]:
-        """movable=0 first (when present), then movable=1: the order every view uses."""
-        return (self.unmovable, self.movable) if self.unmovable else (self.movable,)
+        """movable=0 first, then movable=1, those measured: the order every view uses."""
+        return tuple(side for side in (self.unmovable, self.movable) if side is not None)
 
     @property
     def high_order(self) -> int:
@@ -111,4 +145,5 @@ class RunResult:
         for side in self.sides:
             if side.high_order is not None:
                 return side.high_order.order
-        return min(COSTLY_ORDER + 1, len(self.movable.buddy_before) - 1)
+        orders = min((len(side.buddy_before) for side in self.sides), default=COSTLY_ORDER + 2)
+        return min(COSTLY_ORDER + 1, orders - 1)

@@ -14,15 +14,47 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.report.in_tree import HUGE_ORDER, InTreeResult
-from harness.report.model import HighOrder, RunResult, Side
+from harness.report.model import HighOrder, KernelReport, RunResult, Side
 
 # vmstat counters worth a row when the check recorded their deltas.
 _VMSTAT_ROWS = ("compact_isolated", "compact_migrate_scanned", "compact_free_scanned",
                 "pgmigrate_fail")
 
 
-def _change(before: int, after: int) -> str:
+_NOT_MEASURED = "not measured"
+# Console lines of a kernel report shown under its table (result.json has them all).
+_EXCERPT_LINES = 30
+
+
+def _change(before: int | None, after: int | None) -> str:
+    if before is None:
+        return _NOT_MEASURED
+    if after is None:
+        return f"{before} → {_NOT_MEASURED}"
     return f"{before} → {after} ({after - before:+d})"
+
+
+def _caption(result: RunResult | InTreeResult, *extra: str) -> Text:
+    """Verdict, reasons and notes: what every table ends with."""
+    style = "bold green" if result.proven else "bold red"
+    return Text.assemble(
+        ("verdict: ", "bold"), (result.verdict.upper(), style),
+        *((f"\n{reason}", "") for reason in result.reasons),
+        *((f"\nnote: {note}", "dim") for note in result.notes),
+        *((f"\n{line}", "dim") for line in extra),
+    )
+
+
+def _kernel_report_text(report: KernelReport) -> Text:
+    """The kernel report under its table: kind, step and the console excerpt."""
+    lines = report.excerpt.splitlines()
+    shown = lines[:_EXCERPT_LINES]
+    if len(lines) > len(shown):
+        shown.append(f"… {len(lines) - len(shown)} more lines in result.json")
+    fatal = ", then the kernel panicked" if report.fatal else ""
+    step = f" during {report.step}" if report.step else ""
+    return Text.assemble((f"kernel report ({report.kind}{fatal}){step}:\n", "bold red"),
+                         ("\n".join(shown), "dim"))
 
 
 class _Row(NamedTuple):
@@ -82,62 +114,62 @@ def _rows(result: RunResult) -> list[_Row]:
 
 def build_table(result: RunResult) -> Table:
     """One arch x kernel as a rich Table, verdict and reasons in the caption."""
-    style = "bold green" if result.proven else "bold red"
+    control, movable = result.unmovable, result.movable
+    both = control is not None and movable is not None
     table = Table(
-        title=f"{result.label}  ({result.release})",
-        caption=Text.assemble(
-            ("verdict: ", "bold"), (result.verdict.upper(), style),
-            *((f"\n{reason}", "") for reason in result.reasons),
-            *((f"\nnote: {note}", "dim") for note in result.notes),
-            ("\n1 − 0: movable=1 minus movable=0, after compaction" if result.unmovable
-             else "", "dim"),
-        ),
+        title=f"{result.label}  ({result.release or 'release unknown'})",
+        caption=_caption(result, *(("1 − 0: movable=1 minus movable=0, after compaction",)
+                                   if both else ())),
         caption_justify="left",
     )
     table.add_column("evidence", style="bold", no_wrap=True)
+    if not result.sides:
+        table.add_column("value")
+        table.add_row("A/B rounds", "none measured before the kernel report")
+        return table
     for side in result.sides:
         table.add_column(side.label, justify="right")
-    control = result.unmovable
-    if control is not None:
+    if both:
         table.add_column("1 − 0", justify="right", style="cyan")
     for row in _rows(result):
         cells = [row.cell(side) for side in result.sides]
-        if control is not None:
-            cells.append(f"{row.value(result.movable) - row.value(control):+d}")
+        if control is not None and movable is not None:
+            cells.append(f"{row.value(movable) - row.value(control):+d}")
         table.add_row(row.name, *cells)
     return table
 
 
 def build_in_tree_table(result: InTreeResult) -> Table:
     """One in-tree scenario run (zram, balloon) as a rich Table: evidence, then figures."""
-    style = "bold green" if result.proven else "bold red"
-    table = Table(
-        title=f"{result.label}  ({result.release})",
-        caption=Text.assemble(
-            ("verdict: ", "bold"), (result.verdict.upper(), style),
-            *((f"\n{reason}", "") for reason in result.reasons),
-            *((f"\nnote: {note}", "dim") for note in result.notes),
-        ),
-        caption_justify="left",
-    )
+    table = Table(title=f"{result.label}  ({result.release or 'release unknown'})",
+                  caption=_caption(result), caption_justify="left")
     table.add_column("evidence", style="bold", no_wrap=True)
     table.add_column("value", justify="right")
     tracked = result.tracked
-    order = min(HUGE_ORDER, len(result.buddy_before) - 1)
-    table.add_row(f"{tracked.kind} moved (new PFN)",
-                  f"{tracked.moved} / {tracked.before} ({tracked.moved_share:.0%})")
-    table.add_row("pgmigrate_success Δ", str(result.pgmigrate_success_delta))
+    if tracked is None:
+        table.add_row("pages moved (new PFN)", _NOT_MEASURED)
+    else:
+        table.add_row(f"{tracked.kind} moved (new PFN)",
+                      f"{tracked.moved} / {tracked.before} ({tracked.moved_share:.0%})")
+    delta = result.pgmigrate_success_delta
+    table.add_row("pgmigrate_success Δ", _NOT_MEASURED if delta is None else str(delta))
     for name in _VMSTAT_ROWS:
         if name in result.vmstat_delta:
             table.add_row(f"{name} Δ", str(result.vmstat_delta[name]))
     for name, value in result.figures.items():
         table.add_row(name, f"{value:,}")
-    table.add_row("free order-0 blocks", _change(result.buddy_before[0], result.buddy_after[0]))
-    before, after = result.free_pages_at_least(order)
-    table.add_row(f"free MiB in blocks ≥ order {order}",
-                  _change(before * result.page_size >> 20, after * result.page_size >> 20))
-    table.add_row("data read back", f"{result.data_checked} × {result.data_unit}, "
-                                    f"{result.data_mismatches} mismatches")
+    if result.buddy_before:
+        order = min(HUGE_ORDER, len(result.buddy_before) - 1)
+        table.add_row("free order-0 blocks", _change(
+            result.buddy_before[0], result.buddy_after[0] if result.buddy_after else None))
+        before, after = (None if pages is None else pages * result.page_size >> 20
+                         for pages in result.free_pages_at_least(order))
+        table.add_row(f"free MiB in blocks ≥ order {order}", _change(before, after))
+    else:
+        table.add_row("free blocks (buddyinfo)", _NOT_MEASURED)
+    table.add_row("data read back", _NOT_MEASURED if result.data_checked is None else
+                  f"{result.data_checked} × {result.data_unit}, "
+                  f"{result.data_mismatches} mismatches")
     table.add_row("seconds", ", ".join(f"{name} {value:.1f}"
                                        for name, value in result.seconds.items()))
     return table
@@ -145,9 +177,15 @@ def build_in_tree_table(result: InTreeResult) -> Table:
 
 def render_tables(results: Sequence[RunResult],
                   in_tree: Sequence[InTreeResult] = ()) -> Group:
-    """All tables of a run, in order, as one renderable."""
-    return Group(*(build_table(result) for result in results),
-                 *(build_in_tree_table(result) for result in in_tree))
+    """All tables of a run, in order, as one renderable; each kernel report under its table."""
+    parts: list[Table | Text] = []
+    everything: tuple[RunResult | InTreeResult, ...] = (*results, *in_tree)
+    for result in everything:
+        parts.append(build_table(result) if isinstance(result, RunResult)
+                     else build_in_tree_table(result))
+        if result.kernel_report is not None:
+            parts.append(_kernel_report_text(result.kernel_report))
+    return Group(*parts)
 
 
 def print_tables(results: Sequence[RunResult], console: Console | None = None,

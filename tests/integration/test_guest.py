@@ -58,7 +58,9 @@ def test_a_kernel_panic_fails_the_step_with_the_panic_text(boot: BootFactory) ->
     with boot() as guest:
         with pytest.raises(KernelProblem) as caught:
             guest.run("echo c > /proc/sysrq-trigger", timeout=60)
-        assert caught.value.kind == "panic"
+        # 4.8 crashes with a NULL dereference and panics on it (kind Oops); newer
+        # kernels call panic() at once (kind panic): the guest is gone either way.
+        assert caught.value.fatal and caught.value.kind in ("Oops", "panic")
         assert "Kernel panic - not syncing" in caught.value.excerpt
         assert "sysrq" in caught.value.excerpt.lower()
         assert not guest.vm.running()  # panic=-1 and -no-reboot ended QEMU

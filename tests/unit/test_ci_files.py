@@ -114,7 +114,7 @@ def test_linters_reject_broken_workflows(tmp_path: Path) -> None:
 def test_workflow_runs_the_suite_caches_and_publishes() -> None:
     text = WORKFLOW.read_text()
     assert re.search(r"\.ci/run --kernel \"\$KERNEL\" --arch x86_64 --arch arm64", text)
-    assert 'kernels=["debian:5.10", "debian:6.1"]' in text
+    assert 'kernels=["debian:5.10", "debian:7.2"]' in text
     assert 'KERNEL="git:$GITHUB_WORKSPACE/linux@$GITHUB_SHA"' in text
     assert "~/.cache/harness" in text
     assert "harness/runs/**/*.png" in text and "harness/runs/junit.xml" in text

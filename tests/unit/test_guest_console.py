@@ -12,12 +12,13 @@ import pty
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness.guest import GuestError, GuestTimeout
+from harness.guest import GuestError, GuestTimeout, KernelProblem
 from harness.guest.console import ConsoleGuest
 
 BUSYBOX = shutil.which("busybox")
@@ -42,21 +43,39 @@ class PtyStream:
         os.close(self.fd)
 
 
-@pytest.fixture
-def shell(tmp_path: Path) -> Iterator[tuple[ConsoleGuest, subprocess.Popen[bytes]]]:
-    """An interactive busybox ash on a fresh pty, as the guest's console loop starts it."""
+def _start_shell(tmp_path: Path, *command: str,
+                 ) -> tuple[ConsoleGuest, subprocess.Popen[bytes]]:
+    """busybox ``command`` (an interactive ash by default) on a fresh pty, and a console."""
     applets = tmp_path / "bin"
     applets.mkdir()
     subprocess.run([BUSYBOX or "busybox", "--install", "-s", str(applets)], check=True)
     master, slave = pty.openpty()
     env = {"PATH": str(applets), "HOME": str(tmp_path)}
-    process = subprocess.Popen([str(applets / "setsid"), "-c", str(applets / "sh")],
+    process = subprocess.Popen([str(applets / "setsid"), "-c", str(applets / "sh"), *command],
                                stdin=slave, stdout=slave, stderr=slave, env=env,
                                cwd=tmp_path, close_fds=True)
     os.close(slave)
-    guest = ConsoleGuest(PtyStream(master), name="test pty", connect_timeout=10)
+    return ConsoleGuest(PtyStream(master), name="test pty", connect_timeout=10), process
+
+
+@pytest.fixture
+def shell(tmp_path: Path) -> Iterator[tuple[ConsoleGuest, subprocess.Popen[bytes]]]:
+    """An interactive busybox ash on a fresh pty, as the guest's console loop starts it."""
+    guest, process = _start_shell(tmp_path)
     try:
         yield guest, process
+    finally:
+        process.kill()
+        process.wait()
+        guest.close()
+
+
+@pytest.fixture
+def respawning_shell(tmp_path: Path) -> Iterator[ConsoleGuest]:
+    """A shell that comes back after ^C kills it, as the guest's /init gives hvc0 one."""
+    guest, process = _start_shell(tmp_path, "-c", "trap : INT; while :; do sh; done")
+    try:
+        yield guest
     finally:
         process.kill()
         process.wait()
@@ -127,6 +146,26 @@ def test_timeout_interrupts_and_recovers(
     # this test (no init respawns it), so the transport says it is unusable...
     with pytest.raises(GuestError):
         guest.run("true")
+
+
+def test_a_check_ends_a_waiting_command_at_once_and_the_console_recovers(
+        respawning_shell: ConsoleGuest) -> None:
+    """What the health watch raises while a command hangs ends the step within a second;
+    the next step finds the console set up again."""
+    guest = respawning_shell
+    checks: list[float] = []
+
+    def kernel_reports_on_second_check() -> None:
+        checks.append(time.monotonic())
+        if len(checks) == 2:
+            raise KernelProblem("Oops", "[ 1.0] general protection fault: 0000 [#1] SMP")
+
+    guest.check_while_waiting(kernel_reports_on_second_check)
+    started = time.monotonic()
+    with pytest.raises(KernelProblem, match="general protection fault"):
+        guest.run("sleep 30", timeout=60)
+    assert time.monotonic() - started < 2.5
+    assert guest.run("echo back", timeout=10).stdout == "back\n"
 
 
 def test_shell_dying_mid_command_is_reported(

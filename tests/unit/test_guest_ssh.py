@@ -1,14 +1,15 @@
-"""SSH transport: addresses, keys, connection errors and file copies (no SSH server needed)."""
+"""SSH transport: addresses, keys, connection errors, file copies and waiting (no SSH server needed)."""
 
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from harness.errors import HarnessError
-from harness.guest import GuestError
+from harness.guest import GuestError, KernelProblem
 from harness.guest.ssh import SshGuest, SshTarget, connect_ssh
 
 
@@ -154,3 +155,57 @@ def test_put_into_a_missing_directory_says_why(local_guest: SshGuest, tmp_path: 
     (tmp_path / "in").write_bytes(b"x")
     with pytest.raises(GuestError, match="cannot write /nonexistent/dir/f"):
         local_guest.put(str(tmp_path / "in"), "/nonexistent/dir/f")
+
+
+# ----------------------------------------------------------------------------- waiting
+
+class SilentChannel:
+    """An SSH channel whose command never prints, never exits (a wedged guest)."""
+
+    def __init__(self) -> None:
+        self.status_event = threading.Event()
+        self.closed = False
+
+    def settimeout(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def recv(self, size: int) -> bytes:
+        time.sleep(self.seconds)
+        raise TimeoutError
+
+    def exit_status_ready(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Connection:
+    """Just enough of paramiko's client and transport for SshGuest to wait on a channel."""
+
+    def get_transport(self) -> "Connection":
+        return self
+
+    def set_keepalive(self, seconds: int) -> None:
+        pass
+
+    def is_active(self) -> bool:
+        return True
+
+
+def test_a_check_ends_a_waiting_command_at_once() -> None:
+    guest = SshGuest(Connection(), SshTarget("root", "board", 22))  # type: ignore[arg-type]
+    calls: list[float] = []
+
+    def kernel_reports_on_second_check() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 2:
+            raise KernelProblem("Oops", "[ 1.0] general protection fault: 0000 [#1] SMP")
+
+    guest.check_while_waiting(kernel_reports_on_second_check)
+    channel = SilentChannel()
+    started = time.monotonic()
+    with pytest.raises(KernelProblem):
+        guest._finish(channel, "'sleep 600'", time.monotonic() + 600, 600,  # type: ignore[arg-type]
+                      bytearray())
+    assert time.monotonic() - started < 2.5 and channel.closed

@@ -1,0 +1,118 @@
+"""Scripted guests for the tests of what happens when a kernel reports trouble.
+
+``ScriptedGuest`` is a transport: each command's output comes from ``answer``,
+and a command can make the kernel print a report to the console log (as the
+UART would) and then hang, as a command does on a kernel that Oopsed holding a
+lock. While it hangs it runs the watch's check, as the real transports do.
+"""
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from harness import procfs
+from harness.check.driver import DEBUGFS
+from harness.guest import CommandResult, GuestTimeout
+from harness.guest.health import ConsoleLogSource, HealthWatch, WatchedGuest
+
+PROCFS = Path(__file__).resolve().parent.parent / "data" / "procfs" / "4.8.15-x86_64"
+
+
+class ScriptedGuest:
+    """A transport whose commands are answered by ``answer`` (None: the command hangs)."""
+
+    def __init__(self, log: Path, answer: Callable[[str], str | None]) -> None:
+        self.log = log
+        self.answer = answer
+        self.commands: list[tuple[str, float]] = []  # (command, timeout) as run
+        self._check: Callable[[], None] | None = None
+
+    def check_while_waiting(self, check: Callable[[], None]) -> None:
+        self._check = check
+
+    def print_report(self, text: str) -> None:
+        """The kernel prints ``text`` on its console."""
+        with self.log.open("a") as console:
+            console.write(text)
+
+    def run(self, command: str, timeout: float = 60.0) -> CommandResult:
+        self.commands.append((command, timeout))
+        output = self.answer(command)
+        if output is None:
+            self._hang(command, timeout)
+        status = 1 if command.startswith("test -w") else 0
+        return CommandResult(command, output or "", status)
+
+    def _hang(self, command: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            if self._check is not None:
+                self._check()
+        raise GuestTimeout(f"{command!r} did not finish within {timeout:g} s")
+
+    def put(self, local: Path, remote: str) -> None:
+        pass
+
+    def get(self, remote: str, local: Path) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def watched(guest: ScriptedGuest) -> WatchedGuest:
+    """``guest`` behind the health watch, as a QEMU guest is."""
+    guest.log.touch()
+    return WatchedGuest(guest, HealthWatch(ConsoleLogSource(guest.log), settle_seconds=0.5))
+
+
+class SampleKernel:
+    """Answers for the sample driver's A/B on a 4.8.15 guest (recorded procfs texts).
+
+    ``crash`` is printed when the movable=1 round compacts; that compaction and
+    everything after it hang, as on a kernel that died holding a lock.
+    """
+
+    PAGES = 16
+
+    def __init__(self, guest_log: Path, crash: str) -> None:
+        self.guest = ScriptedGuest(guest_log, self.answer)
+        self.crash = crash
+        self.movable = False
+        self.crashed = False
+        self.snapshots = 0
+
+    def answer(self, command: str) -> str | None:
+        if self.crashed:
+            return None
+        if command == "echo 1 > /proc/sys/vm/compact_memory" and self.movable:
+            self.crashed = True
+            self.guest.print_report(self.crash)
+            return None
+        if command.startswith("insmod"):
+            self.movable = "movable=1" in command
+        if command == "uname -r":
+            return "4.8.15\n"
+        if command == "cat /proc/meminfo":
+            return "MemTotal: 250000 kB\nMemFree: 200000 kB\n"
+        if command == f"cat {DEBUGFS}/pages":
+            return "".join(f"{index} {1000 + 8 * index}\n" for index in range(self.PAGES))
+        if command == f"cat {DEBUGFS}/stats":
+            return "isolated 0\nmigrated 0\nputback 0\neagain 0\nfailed 0\n"
+        if command == f"cat {DEBUGFS}/verify":
+            return f"checked {self.PAGES} mismatches 0\n"
+        if "try_alloc" in command:
+            return "order 9 requested 64 succeeded 3\n"
+        if command == procfs.snapshot_command():
+            self.snapshots += 1
+            return snapshot_text("before" if self.snapshots % 2 else "after")
+        return ""
+
+
+def snapshot_text(when: str) -> str:
+    """What ``procfs.snapshot_command()`` prints, from the recorded 4.8.15 texts."""
+    pairs = re.findall(r"echo '([^']+)'; cat /proc/(\w+)", procfs.snapshot_command())
+    return "".join(f"{marker}\n{(PROCFS / f'{name}.{when}.txt').read_text()}"
+                   for marker, name in pairs)
