@@ -214,9 +214,9 @@ static inline void ms_unmap(void *addr)
 }
 #else
 /*
- * checkpatch of 6.x calls kmap_atomic() deprecated in favour of
- * kmap_local_page(), which only exists from 5.11 on; this branch is only
- * built for kernels without it.
+ * checkpatch of 6.x calls kmap_atomic() (and 7.x kunmap_atomic()) deprecated
+ * in favour of kmap_local_page(), which only exists from 5.11 on; this branch
+ * is only built for kernels without it.
  */
 static inline void *ms_map(struct page *page)
 {

@@ -7,7 +7,9 @@ cache work directory that becomes the entry only when the build succeeded.
 The O= tree stays inside the entry so ``make -C build_dir M=...`` builds
 modules against it; its generated Makefile locates itself (``$(lastword
 $(MAKEFILE_LIST))`` on 4.8, ``$(CURDIR)`` later), so the rename from the work
-directory to the entry does not break it.
+directory to the entry does not break it. From 6.x on kbuild writes the
+output directory into that Makefile as an absolute path; the build replaces
+it with the same self-locating expression (``_self_locating_output``).
 """
 
 import errno
@@ -301,6 +303,7 @@ def _build(plan: BuildPlan, work: Path) -> None:
         if isinstance(error, HarnessError) and kept:
             raise HarnessError(f"{error} (full log: {kept})") from None
         raise
+    _self_locating_output(build_dir / "Makefile")
     seconds = round(time.monotonic() - started, 1)
     for index, fragment in enumerate(fragments):
         (work / "fragments").mkdir(exist_ok=True)
@@ -326,6 +329,26 @@ def _build(plan: BuildPlan, work: Path) -> None:
     }
     (work / "build.json").write_text(json.dumps(meta, indent=2) + "\n")
     console.print(f"built {label}: release {release} in {seconds:.0f} s")
+
+
+# 7.x's generated O= Makefile: `export KBUILD_OUTPUT = /abs/work/dir/build`.
+_ABSOLUTE_OUTPUT = re.compile(r"^export KBUILD_OUTPUT = /.*$", re.MULTILINE)
+_SELF_LOCATING_OUTPUT = (
+    "export KBUILD_OUTPUT = $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))")
+
+
+def _self_locating_output(makefile: Path) -> None:
+    """Let the O= tree's Makefile find itself wherever the entry lives.
+
+    The work directory is renamed into the cache entry after the build, so an
+    absolute KBUILD_OUTPUT would point at a directory that no longer exists
+    (``make -C build M=...`` then stops: "specified kernel directory ... does
+    not exist"). Older kernels' Makefiles are left as they are.
+    """
+    text = makefile.read_text()
+    fixed = _ABSOLUTE_OUTPUT.sub(lambda _: _SELF_LOCATING_OUTPUT, text)
+    if fixed != text:
+        makefile.write_text(fixed)
 
 
 def srcarch(arch: Arch) -> str:

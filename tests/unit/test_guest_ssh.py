@@ -1,4 +1,4 @@
-"""SSH transport: addresses, keys, connection errors, file copies and waiting (no SSH server needed)."""
+"""SSH transport: addresses, keys, connection errors, file copies, waiting (no server)."""
 
 import socket
 import subprocess

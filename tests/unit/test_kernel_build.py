@@ -272,3 +272,25 @@ def test_second_process_waits_and_takes_the_first_ones_entry(
     waiter.join(timeout=30)
     assert len(results) == 1 and results[0].cached  # type: ignore[attr-defined]
     assert "waiting for another process" in capsys.readouterr().err
+
+
+def test_an_absolute_output_directory_in_the_generated_makefile_becomes_self_locating(
+        tmp_path: Path) -> None:
+    """7.x writes the work directory into build/Makefile; the entry is renamed after."""
+    from harness.kernel.build import _self_locating_output
+
+    makefile = tmp_path / "Makefile"
+    makefile.write_text("# generated\nexport KBUILD_OUTPUT = /cache/.key.partial/build\n"
+                        "include /src/Makefile\n")
+    _self_locating_output(makefile)
+    assert "/cache/.key.partial" not in makefile.read_text()
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    (moved / "Makefile").write_text(makefile.read_text().replace(
+        "include /src/Makefile", "all:\n\t@echo $(KBUILD_OUTPUT)"))
+    done = subprocess.run(["make", "-s", "-C", str(moved)], capture_output=True, text=True)
+    assert done.stdout.strip() == str(moved)
+    old = "# 5.10\ninclude /src/Makefile\n"
+    makefile.write_text(old)
+    _self_locating_output(makefile)
+    assert makefile.read_text() == old
