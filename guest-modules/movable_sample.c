@@ -777,30 +777,33 @@ static unsigned long ms_release_each(unsigned long nr)
  * Pages in the balloon are taken out with balloon_page_list_dequeue(), which
  * skips the ones the VM holds isolated: an isolated balloon page cannot be
  * deflated. The VM holds a page only for one migration attempt (its retries
- * included), so wait for it to migrate the page or put it back. Returns how
- * many had to be waited for: the evidence that an unload raced with a
- * compaction.
+ * included), so wait for it to migrate the page or put it back. One page at
+ * a time, like ms_release_each(), so a compaction running meanwhile can
+ * still isolate the pages not released yet. Returns how many pages were
+ * isolated when the balloon list ran dry: the evidence that an unload raced
+ * with a compaction.
  */
 static unsigned long ms_release_pages(unsigned long nr)
 {
 	unsigned long left = nr, isolated = 0;
-	struct page *page, *next;
+	struct page *page;
 	LIST_HEAD(taken);
 
 	if (!movable)
 		return ms_release_each(nr);
-	for (;;) {
-		left -= balloon_page_list_dequeue(&ms.balloon, &taken, left);
-		list_for_each_entry_safe(page, next, &taken, lru) {
-			list_del(&page->lru);
-			ms_clear_index(page);
-			put_page(page);
+	while (left) {
+		if (!balloon_page_list_dequeue(&ms.balloon, &taken, 1)) {
+			if (!isolated)
+				isolated = left;
+			schedule_timeout_uninterruptible(1);
+			continue;
 		}
-		if (!left)
-			break;
-		if (!isolated)
-			isolated = left;
-		schedule_timeout_uninterruptible(1);
+		page = list_first_entry(&taken, struct page, lru);
+		list_del(&page->lru);
+		ms_clear_index(page);
+		put_page(page);
+		left--;
+		cond_resched();
 	}
 	xa_destroy(&ms.index_of);
 	return isolated;

@@ -463,7 +463,10 @@ _ZI_ZONE = re.compile(r"Node\s+(\d+),\s*zone\s+([A-Za-z]\w*)\s*")
 _ZI_PAGES_FREE = re.compile(r"\s*pages free\s+(\d+)\s*")
 _ZI_VALUE = re.compile(r"\s*([a-z][a-z0-9_]*)\s+(\d+)\s*")
 _ZI_PROTECTION = re.compile(r"\s*protection:\s*\((-?\d+(?:,\s*-?\d+)*)\)\s*")
-_ZI_TRAILER = re.compile(r"\s*(node_unreclaimable|start_pfn|node_inactive_ratio):\s+(\d+)\s*")
+# reserved_highatomic and free_highatomic: 7.x.
+_ZI_TRAILER = re.compile(
+    r"\s*(node_unreclaimable|start_pfn|node_inactive_ratio|reserved_highatomic|free_highatomic)"
+    r":\s+(\d+)\s*")
 _ZI_PAGESET = re.compile(r"\s*[a-z][a-z_ ]*:\s+-?\d+\s*")
 _ZI_REQUIRED = ("min", "low", "high", "spanned", "present", "managed")
 

@@ -332,9 +332,11 @@ def _build(plan: BuildPlan, work: Path) -> None:
 
 
 # 7.x's generated O= Makefile: `export KBUILD_OUTPUT = /abs/work/dir/build`.
+# ``:=``: evaluated where it stands, while MAKEFILE_LIST ends in this Makefile
+# (``=`` would be evaluated later, inside the kernel's own Makefile).
 _ABSOLUTE_OUTPUT = re.compile(r"^export KBUILD_OUTPUT = /.*$", re.MULTILINE)
 _SELF_LOCATING_OUTPUT = (
-    "export KBUILD_OUTPUT = $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))")
+    "export KBUILD_OUTPUT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))")
 
 
 def _self_locating_output(makefile: Path) -> None:
