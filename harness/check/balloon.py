@@ -76,8 +76,10 @@ FRAGMENTS = ("balloon",)
 VIRTIO_DEVICES = ("balloon",)  # virtio-balloon-pci on x86_64, virtio-balloon-device on arm64
 CONFIG_NEEDS = (
     ConfigNeed("VIRTIO_BALLOON", "balloon", "the virtio-balloon driver"),
-    ConfigNeed("MEMORY_BALLOON", "balloon", "balloon_inflate/deflate counters"),
-    ConfigNeed("BALLOON_COMPACTION", "balloon", "movable balloon pages, balloon_migrate"),
+    # 7.0 renamed the balloon core and its migration (mm/balloon.c).
+    ConfigNeed("MEMORY_BALLOON", "balloon", "balloon_inflate/deflate counters", ("BALLOON",)),
+    ConfigNeed("BALLOON_COMPACTION", "balloon", "movable balloon pages, balloon_migrate",
+               ("BALLOON_MIGRATION",)),
     ConfigNeed("PROC_PAGE_MONITOR", "balloon", "/proc/kpageflags to find balloon PFNs"),
     *COMPACTION_NEEDS,
 )

@@ -60,6 +60,16 @@ class ConfigNeed:
     symbol: str  # without CONFIG_
     fragment: str  # the shipped fragment in kernel-configs/ that sets it
     why: str  # what the scenario uses it for, for the error message
+    renamed: tuple[str, ...] = ()  # the same option's name in other eras (any one will do)
+
+    def met_by(self, values: Mapping[str, str]) -> bool:
+        """Built in (=y) under any of its names."""
+        return any(values.get(name) == "y" for name in (self.symbol, *self.renamed))
+
+    def describe(self) -> str:
+        """``CONFIG_X`` or ``CONFIG_X (or CONFIG_Y)``."""
+        others = "".join(f" (or CONFIG_{name})" for name in self.renamed)
+        return f"CONFIG_{self.symbol}{others}"
 
 
 # Options every in-tree scenario needs; the compaction fragment is always merged.
@@ -74,12 +84,12 @@ def missing_config(config_text: str, needs: Iterable[ConfigNeed]) -> list[Config
     """The needs a .config text does not build in (=y); =m counts as missing
     because the guest image loads no modules of the kernel's own."""
     values = parse_dotconfig(config_text)
-    return [need for need in needs if values.get(need.symbol) != "y"]
+    return [need for need in needs if not need.met_by(values)]
 
 
 def config_error(scenario: str, config: str, missing: list[ConfigNeed]) -> HarnessError:
     """One line: which options are not set where, and which --config adds them."""
-    names = ", ".join(f"CONFIG_{need.symbol}" for need in missing)
+    names = ", ".join(need.describe() for need in missing)
     verb = "is" if len(missing) == 1 else "are"
     fragments = " ".join(f"--config {name}"
                          for name in dict.fromkeys(need.fragment for need in missing))

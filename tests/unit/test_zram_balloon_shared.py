@@ -193,3 +193,11 @@ def test_scenario_choices_match_the_runner() -> None:
 def test_one_kernel_serves_every_in_tree_scenario() -> None:
     assert cell_fragments() == ("zram", "balloon")
     assert cell_fragments(["debug", "zram", "debug"]) == ("zram", "balloon", "debug")
+
+
+def test_a_need_is_met_under_the_name_another_era_gives_it() -> None:
+    """7.0 renamed BALLOON_COMPACTION to BALLOON_MIGRATION; either satisfies the balloon."""
+    need = next(need for need in balloon.CONFIG_NEEDS if need.symbol == "BALLOON_COMPACTION")
+    assert not missing_config("CONFIG_BALLOON_MIGRATION=y\n", [need])
+    assert missing_config("# CONFIG_BALLOON_MIGRATION is not set\n", [need]) == [need]
+    assert need.describe() == "CONFIG_BALLOON_COMPACTION (or CONFIG_BALLOON_MIGRATION)"
