@@ -779,9 +779,9 @@ static unsigned long ms_release_each(unsigned long nr)
  * deflated. The VM holds a page only for one migration attempt (its retries
  * included), so wait for it to migrate the page or put it back. One page at
  * a time, like ms_release_each(), so a compaction running meanwhile can
- * still isolate the pages not released yet. Returns how many pages were
- * isolated when the balloon list ran dry: the evidence that an unload raced
- * with a compaction.
+ * still isolate the pages not released yet. Returns the most pages the VM
+ * held isolated at once while the unload ran (the balloon core's count): the
+ * evidence that an unload raced with a compaction.
  */
 static unsigned long ms_release_pages(unsigned long nr)
 {
@@ -792,9 +792,8 @@ static unsigned long ms_release_pages(unsigned long nr)
 	if (!movable)
 		return ms_release_each(nr);
 	while (left) {
+		isolated = max(isolated, READ_ONCE(ms.balloon.isolated_pages));
 		if (!balloon_page_list_dequeue(&ms.balloon, &taken, 1)) {
-			if (!isolated)
-				isolated = left;
 			schedule_timeout_uninterruptible(1);
 			continue;
 		}
