@@ -188,7 +188,10 @@ def qemu_command(machine: Machine, image: Path, initrd: Path, accelerator: str,
         # Multi-threaded TCG: each vCPU gets a host thread, so two vCPUs really
         # run at the same moment (QEMU 7.2 supports it for both guest arches).
         "-accel", "tcg,thread=multi" if accelerator == "tcg" else accelerator,
-        "-m", str(memory_mib), "-smp", str(cpus),
+        # One CPU per socket: x86_64 guests have no ACPI, so the firmware's MP
+        # table is all they learn CPUs from, and SeaBIOS lists only the first
+        # CPU of each package there (QEMU's default -smp N is N cores in one).
+        "-m", str(memory_mib), "-smp", f"{cpus},sockets={cpus},cores=1,threads=1",
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-kernel", str(image), "-initrd", str(initrd),
         "-append", kernel_command_line(machine, cmdline_extra),

@@ -151,3 +151,13 @@ def test_page_poisoning_stays_off_under_kasan_without_the_upstream_fix(
     (tmp_path / "source" / "mm" / "page_poison.c").write_text(page_poison_c)
     assert runtime_parameters(kernel) == expected
     assert ("page poisoning stays off on 4.8.15" in capsys.readouterr().err) == (not expected)
+
+
+def test_every_vcpu_is_a_socket_of_its_own_under_multi_threaded_tcg(tmp_path: Path) -> None:
+    """x86_64 guests learn CPUs only from SeaBIOS's MP table, which lists one CPU per
+    package: with QEMU's default topology (N cores, one socket) Linux saw 1 CPU of 2."""
+    command = qemu.qemu_command(
+        get_machine("x86_64"), tmp_path / "Image", tmp_path / "initrd", "tcg", 256, 2,
+        tmp_path / "console.log", tmp_path, None, [], [])
+    assert command[command.index("-smp") + 1] == "2,sockets=2,cores=1,threads=1"
+    assert command[command.index("-accel") + 1] == "tcg,thread=multi"
