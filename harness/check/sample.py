@@ -19,8 +19,9 @@ from harness.check.steps import (
 from harness.report.model import HighOrder, Side
 
 # Counters the evidence reports as deltas; compact_stall/fail/success count
-# only allocation-driven compaction and stay flat on a manual one (FACTS.md),
-# so they are shown but never used by the verdict.
+# only allocation-driven compaction (direct compaction in the allocator's slow
+# path, mm/page_alloc.c) and stay flat on `echo 1 > compact_memory` (measured:
+# 0 on every manual compaction here), so they are shown but never used by the verdict.
 VMSTAT_KEYS = (
     "pgmigrate_success", "pgmigrate_fail", "compact_migrate_scanned",
     "compact_free_scanned", "compact_isolated", "compact_stall", "compact_fail",

@@ -53,7 +53,8 @@ BUILDS = "kernel-build"
 # Bump when the recipe below changes what a build produces, to miss old entries.
 RECIPE = 1
 BASE_CONFIG = "tinyconfig"
-# Fixed build identity: the same inputs give the same image (FACTS.md).
+# Fixed build identity: with timestamp, user and host pinned, the same inputs
+# give the same image (measured on 4.8.15 and 6.1 builds here).
 REPRODUCIBLE_ENV = {
     "KBUILD_BUILD_TIMESTAMP": "1970-01-01 00:00:00 UTC",
     "KBUILD_BUILD_USER": "harness",

@@ -2,8 +2,9 @@
 
 The config is tinyconfig plus fragments merged with the tree's own
 ``scripts/kconfig/merge_config.sh`` and completed by ``olddefconfig``.
-Kconfig silently drops an option whose dependencies are unmet (FACTS.md:
-VM_EVENT_COUNTERS, and VIRTIO_PCI behind 6.1's VIRTIO_MENU), so after the
+Kconfig silently drops an option whose dependencies are unmet (seen here:
+tinyconfig's VM_EVENT_COUNTERS=n left /proc/vmstat without compact_* and
+pgmigrate_* lines, and 6.1's VIRTIO_PCI stayed unset behind VIRTIO_MENU), so after the
 merge every requested value is compared with the final .config; a dropped
 one is an error naming it and its unmet dependencies. A symbol the tree does
 not define at all (VIRTIO_MENU on 4.8) is only a note: fragments are shared
