@@ -124,9 +124,9 @@ def _stage(call, *args, **kwargs):  # type: ignore[no-untyped-def]
 
 def cell_fragments(config: pytest.Config) -> tuple[str, ...]:
     """The fragments every cell's kernel gets: the in-tree scenarios', then the user's."""
-    from harness.check.runner import cell_fragments as every_scenario_and
+    from harness.check import runner
 
-    return every_scenario_and(config.getoption("--kernel-config"))
+    return runner.cell_fragments(config.getoption("--kernel-config"))
 
 
 @pytest.fixture(scope="session")
