@@ -13,6 +13,7 @@ unless HARNESS_RUNS_DIR says otherwise.
 import importlib.resources
 import os
 import secrets
+import tempfile
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -67,4 +68,19 @@ def shipped_dir(name: str) -> Path:
     if not isinstance(path, Path) or not path.is_dir():
         raise HarnessError(f"{path} is missing: this harness installation is incomplete "
                            "(reinstall it, or check out the repository again)")
+    return path
+
+
+def write_atomically(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file renamed over it, so a
+    reader (or a run killed meanwhile) sees the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path

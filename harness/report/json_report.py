@@ -8,14 +8,13 @@ picture from an old run, for instance).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.paths import write_atomically
 from harness.report.in_tree import InTreeResult, in_tree_from_dict, in_tree_to_dict
 from harness.report.model import (
     HighOrder,
@@ -36,7 +35,7 @@ def _high_order_dict(high: HighOrder | None) -> dict[str, int] | None:
             "before": high.before, "after": high.after}
 
 
-def _side_dict(side: Side) -> dict[str, Any]:
+def side_to_dict(side: Side) -> dict[str, Any]:
     return {
         "movable": int(side.movable),
         "migrated_pages": side.migrated_pages,
@@ -60,7 +59,7 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
     the verdict is about (null when a kernel report ended the A/B before it);
     ``sides`` has the sides of the A/B that were measured, in full.
     """
-    sides = {side.label: _side_dict(side) for side in result.sides}
+    sides = {side.label: side_to_dict(side) for side in result.sides}
     movable = sides.get("movable=1", {})
     return {
         "arch": result.arch,
@@ -99,20 +98,10 @@ def run_document(results: Sequence[RunResult],
 def write_json(results: Sequence[RunResult], path: Path,
                in_tree: Sequence[InTreeResult] = ()) -> Path:
     """Write the run's JSON file atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(run_document(results, in_tree), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, json.dumps(run_document(results, in_tree), indent=2) + "\n")
 
 
-def _side_from_dict(data: dict[str, Any]) -> Side:
+def side_from_dict(data: dict[str, Any]) -> Side:
     high = data["high_order_success"]
     return Side(
         movable=bool(data["movable"]),
@@ -163,9 +152,9 @@ def read_results(path: Path) -> list[RunResult]:
                 release=item["release"],
                 proven=item["proven"],
                 reasons=tuple(item["reasons"]),
-                movable=(_side_from_dict(item["sides"]["movable=1"])
+                movable=(side_from_dict(item["sides"]["movable=1"])
                          if "movable=1" in item["sides"] else None),
-                unmovable=(_side_from_dict(item["sides"]["movable=0"])
+                unmovable=(side_from_dict(item["sides"]["movable=0"])
                            if "movable=0" in item["sides"] else None),
                 notes=tuple(item["notes"]),
                 page_size=item["page_size"],

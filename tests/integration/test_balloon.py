@@ -11,16 +11,19 @@ target has: the balloon is driven through QEMU's monitor.
 import pytest
 
 from harness.check import balloon
+from harness.check.scenario import require, run_on
 from harness.errors import HarnessError
+from harness.report.in_tree import InTreeResult
 
 
 def test_balloon_pages_migrate_and_guest_survives_deflate(kernel_build, guest_with,  # type: ignore[no-untyped-def]
                                                           harness_results: list) -> None:
     """Inflate into interleaved holes, compact: balloon pages move; deflate, memory usable."""
     kernel = kernel_build
-    balloon.require_balloon_config(kernel)  # before booting
-    guest = guest_with(virtio_devices=balloon.VIRTIO_DEVICES)
-    result = balloon.run_balloon(guest, kernel=kernel.spec, arch=kernel.arch)
+    require(balloon.BalloonScenario(), kernel)  # before booting
+    guest = guest_with(virtio_devices=balloon.BalloonScenario.needs.virtio_devices)
+    result = run_on(balloon.BalloonScenario(), guest, kernel)
+    assert isinstance(result, InTreeResult)
     harness_results.append(result)
     print(f"{result.label}: {result.reasons[0]}; seconds {dict(result.seconds)}")
     assert result.proven, "; ".join(result.reasons)  # a kernel report: its headline first
@@ -39,4 +42,4 @@ def test_balloon_scenario_refuses_a_kernel_built_without_balloon(  # type: ignor
     with pytest.raises(HarnessError, match=r"CONFIG_BALLOON_COMPACTION .*not set in "
                                            r"\S+/\.config: the balloon scenario needs "
                                            r".*--config balloon$"):
-        balloon.require_balloon_config(kernel_without(present))
+        require(balloon.BalloonScenario(), kernel_without(present))

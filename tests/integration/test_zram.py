@@ -8,16 +8,19 @@ for the module.
 
 import pytest
 
-from harness.check.zram import require_zram_config, run_zram
+from harness.check.scenario import require, run_on
+from harness.check.zram import ZramScenario
 from harness.errors import HarnessError
+from harness.report.in_tree import InTreeResult
 
 
 def test_zsmalloc_pages_migrate_and_data_survives(kernel_build, guest,  # type: ignore[no-untyped-def]
                                                   harness_results: list) -> None:
     """Fill zram, discard every other chunk, compact: zspages move, every chunk reads back."""
     kernel = kernel_build
-    require_zram_config(kernel)  # before booting: a clear line if an option is missing
-    result = run_zram(guest, kernel=kernel.spec, arch=kernel.arch)
+    require(ZramScenario(), kernel)  # before booting: a clear line if an option is missing
+    result = run_on(ZramScenario(), guest, kernel)
+    assert isinstance(result, InTreeResult)
     harness_results.append(result)
     print(f"{result.label}: {result.reasons[0]}; seconds {dict(result.seconds)}")
     assert result.proven, "; ".join(result.reasons)  # a kernel report: its headline first
@@ -29,4 +32,4 @@ def test_zram_scenario_refuses_a_kernel_built_without_zram(kernel_without) -> No
     """A kernel whose .config lacks CONFIG_ZRAM is refused before any VM boots, by name."""
     with pytest.raises(HarnessError, match=r"CONFIG_ZRAM .*not set in \S+/\.config: "
                                            r"the zram scenario needs .*--config zram$"):
-        require_zram_config(kernel_without("ZRAM"))
+        require(ZramScenario(), kernel_without("ZRAM"))

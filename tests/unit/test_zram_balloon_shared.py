@@ -24,6 +24,7 @@ from harness.check.in_tree import (
     require_config,
 )
 from harness.check.runner import SCENARIOS, cell_fragments
+from harness.check.scenario import require
 from harness.errors import HarnessError
 from harness.procfs import parse_zoneinfo
 from harness.report.chart import build_figure, write_chart
@@ -63,8 +64,8 @@ def test_a_default_kernel_is_refused_by_name(path: Path, scenario, tmp_path: Pat
 @pytest.mark.parametrize("path", recorded_configs("in-tree"), ids=lambda p: p.name)
 def test_a_kernel_built_with_the_fragments_passes(path: Path, tmp_path: Path) -> None:
     kernel = kernel_with_config(tmp_path, path.read_text())
-    zram.require_zram_config(kernel)
-    balloon.require_balloon_config(kernel)
+    require(zram.ZramScenario(), kernel)
+    require(balloon.BalloonScenario(), kernel)
 
 
 def test_a_module_is_not_enough_and_one_option_is_named_alone() -> None:
@@ -77,7 +78,7 @@ def test_an_unreadable_config_says_rebuild(tmp_path: Path) -> None:
     kernel = kernel_with_config(tmp_path, "")
     kernel.config.unlink()
     with pytest.raises(HarnessError, match="rebuild the kernel"):
-        zram.require_zram_config(kernel)
+        require(zram.ZramScenario(), kernel)
 
 
 def test_compaction_options_point_at_the_compaction_fragment(tmp_path: Path) -> None:
@@ -85,7 +86,7 @@ def test_compaction_options_point_at_the_compaction_fragment(tmp_path: Path) -> 
                      if need.symbol != "VM_EVENT_COUNTERS")
     with pytest.raises(HarnessError, match=r"CONFIG_VM_EVENT_COUNTERS is not set .*"
                                            r"--config compaction$"):
-        zram.require_zram_config(kernel_with_config(tmp_path, text))
+        require(zram.ZramScenario(), kernel_with_config(tmp_path, text))
 
 
 def words(*flags: int) -> bytes:
@@ -187,7 +188,7 @@ def test_scenario_choices_match_the_runner() -> None:
     assert (*SCENARIOS, "all") == SCENARIO_CHOICES
     assert selected_scenarios(None) == ("sample",)
     assert selected_scenarios(["balloon", "zram", "balloon"]) == ("balloon", "zram")
-    assert selected_scenarios(["zram", "all"]) == SCENARIOS
+    assert selected_scenarios(["zram", "all"]) == tuple(SCENARIOS)
 
 
 def test_one_kernel_serves_every_in_tree_scenario() -> None:
