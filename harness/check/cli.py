@@ -1,4 +1,5 @@
-"""``harness run``: the main job. Build, boot, load the driver, compact, prove.
+"""``harness run``: the main job. Build, boot, load the driver, compact, prove;
+``harness report RUN_DIR``: the same verdicts and reports again from a run's saved evidence.
 
 With no arguments it runs both arches on the default kernel (the one closest
 to 4.8 that a fresh Debian machine can obtain), prints one table per
@@ -13,6 +14,12 @@ kernel per cell serves every scenario, it is the kernel the pytest plugin
 builds for that cell (so either warms the other's cache), and from 6.17 on the
 sample driver itself needs the balloon core. A user fragment can still turn an
 option off (the scenario then refuses with the option's name before booting).
+
+Each scenario's evidence is saved in the run directory (``evidence/``, one JSON
+file per scenario and cell, numbered in run order) the moment it is collected;
+``harness report`` judges those files again with the scenarios' own ``judge``
+and writes result.json and the picture anew, so a run killed halfway still
+has a report of what it finished.
 """
 
 import argparse
@@ -23,7 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.arch import ARCHES, get_arch
-from harness.check.sample import ScenarioSettings
+from harness.check import runner
+from harness.check.sample import SAMPLE, SampleAB, ScenarioSettings
 from harness.check.target import TargetOptions, validate_target
 from harness.defaults import CPUS, MEMORY_MIB, TARGET, TRANSPORT, TRANSPORTS
 from harness.errors import HarnessError
@@ -33,9 +41,7 @@ if TYPE_CHECKING:
 
 DEFAULT_KERNEL = "debian:5.10"  # 5.10 has the same driver API as 4.8 and is on the mirror
 FALLBACK_KERNEL = "debian:6.1"
-# Spelled out here so --help works without importing the scenarios (and QMP);
-# tests/unit/test_zram_balloon_shared.py checks it against harness.check.runner.SCENARIOS.
-SCENARIO_CHOICES = ("sample", "zram", "balloon", "all")
+SCENARIO_CHOICES = (*runner.SCENARIOS, "all")
 EVIDENCE = "evidence"  # the run directory's folder of saved evidence, one file per scenario run
 
 
@@ -56,8 +62,6 @@ def default_kernel() -> str:
 def command(args: argparse.Namespace) -> int:
     """Run every scenario asked for on every arch x kernel; exit 1 unless all proven."""
     # Heavy imports (matplotlib, paramiko) only when the command runs.
-    from harness.check.runner import SCENARIOS, cell_fragments, check
-    from harness.check.sample import SAMPLE, SampleAB
     from harness.check.scenario import Result, Scenario
     from harness.kernel.build import build_kernel
     from harness.paths import new_run_dir
@@ -67,7 +71,7 @@ def command(args: argparse.Namespace) -> int:
                            memory_mib=args.memory, cpus=args.cpus,
                            ssh_key=Path(args.ssh_key) if args.ssh_key else None)
     names = selected_scenarios(args.scenario)
-    fragments = cell_fragments(args.config)
+    fragments = runner.cell_fragments(args.config)
     kernels = args.kernel or [default_kernel()]
     run_dir = new_run_dir("run")
     results: list[Result] = []
@@ -76,11 +80,12 @@ def command(args: argparse.Namespace) -> int:
             kernel = build_kernel(kernel_spec, arch, fragments, force=args.force)
             # Fresh scenarios per cell (the sample's module is this kernel's);
             # --fragment is the sample A/B's setting.
-            scenarios: dict[str, Scenario] = {name: cls() for name, cls in SCENARIOS.items()}
+            scenarios: dict[str, Scenario] = {name: cls()
+                                              for name, cls in runner.SCENARIOS.items()}
             scenarios[SAMPLE] = SampleAB(ScenarioSettings(fragment=args.fragment))
             for name in names:
                 cell = f"{arch}-{_slug(kernel_spec)}-{name}"
-                results.append(check(
+                results.append(runner.check(
                     scenarios[name], kernel, target, run_dir=run_dir / cell,
                     evidence_path=run_dir / EVIDENCE / f"{len(results):02d}-{cell}.json",
                     force=args.force))
@@ -111,7 +116,6 @@ def render(results: Sequence["Result"], run_dir: Path, as_json: bool) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     """Judge a run directory's saved evidence again and render it, with no machine."""
-    from harness.check.runner import scenario_named
     from harness.check.scenario import load_evidence, verdict
 
     run_dir = Path(args.run_dir)
@@ -125,7 +129,7 @@ def report_command(args: argparse.Namespace) -> int:
     for path in paths:
         evidence = load_evidence(path)
         try:
-            results.append(verdict(scenario_named(evidence.scenario), evidence))
+            results.append(verdict(runner.scenario_named(evidence.scenario), evidence))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise HarnessError(f"{path} has malformed {evidence.scenario} evidence: "
                                f"{error!r}") from None
@@ -134,12 +138,9 @@ def report_command(args: argparse.Namespace) -> int:
 
 def selected_scenarios(chosen: list[str] | None) -> tuple[str, ...]:
     """The --scenario values in order, each once; ``all`` means every scenario."""
-    from harness.check.runner import SCENARIOS
-    from harness.check.sample import SAMPLE
-
     names = chosen or [SAMPLE]
     if "all" in names:
-        return tuple(SCENARIOS)
+        return tuple(runner.SCENARIOS)
     return tuple(dict.fromkeys(names))
 
 

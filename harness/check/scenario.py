@@ -18,19 +18,9 @@ written atomically) the moment it ends; ``verdict`` judges it and applies a
 kernel report, so ``harness run`` and ``harness report RUN_DIR`` (which only
 reads the saved files) give the same verdict from the same evidence.
 
-Adding a scenario, e.g. ``stress``::
-
-    class Stress:
-        name = "stress"
-        needs = Needs(config=COMPACTION_NEEDS)
-
-        def prepare(self, kernel, force): pass
-        def collect(self, guest, evidence):
-            evidence.facts["failed"] = int(must(guest, "run-stress; echo $?"))
-        def judge(self, evidence):
-            ...  # rules, then an InTreeResult / RunResult
-
-and one line in ``harness.check.runner.SCENARIOS``.
+Adding a scenario is one module with such an object and one line in
+``harness.check.runner.SCENARIOS``: README.md, "Scenarios (for developers)",
+has a sketch.
 """
 
 from __future__ import annotations
