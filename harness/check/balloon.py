@@ -239,11 +239,7 @@ def _experiment(guest: Guest, host: BalloonControl, settings: BalloonSettings,
             must(guest, f"rm {WORKDIR}/a")
 
         counts_start = _vmstat_counters(guest)
-        target = ram - pages * PAGE
-        with evidence.phase("inflate"):
-            host.set_target(target)
-            wait_for_balloon(host, target, settings)
-        counts_inflated = _vmstat_counters(guest)
+        counts_inflated = _resize(guest, host, ram - pages * PAGE, settings, evidence, "inflate")
         figures["balloon_inflate"] = facts["inflated"] = (
             counts_inflated["balloon_inflate"] - counts_start["balloon_inflate"])
         must(guest, f"umount {WORKDIR}; sync; echo 3 > /proc/sys/vm/drop_caches")
@@ -252,16 +248,23 @@ def _experiment(guest: Guest, host: BalloonControl, settings: BalloonSettings,
         figures["balloon_migrate"] = facts["balloon_migrate"] = (
             facts["vmstat_delta"]["balloon_migrate"])
 
-        with evidence.phase("deflate"):
-            host.set_target(ram)
-            wait_for_balloon(host, ram, settings)
-        counts_deflated = _vmstat_counters(guest)
+        counts_deflated = _resize(guest, host, ram, settings, evidence, "deflate")
         figures["balloon_deflate"] = facts["deflated"] = (
             counts_deflated["balloon_deflate"] - counts_inflated["balloon_deflate"])
         figures["guest_ram_bytes"] = ram
 
         with evidence.phase("use_after_deflate"):
             facts["data_intact"] = _memory_usable(guest, pages * PAGE)
+
+
+def _resize(guest: Guest, host: BalloonControl, target: int, settings: BalloonSettings,
+            evidence: Evidence, phase: str) -> dict[str, int]:
+    """Set the balloon so the guest has ``target`` bytes, wait until QEMU sees it
+    (timed as ``phase``); the guest's balloon counters then."""
+    with evidence.phase(phase):
+        host.set_target(target)
+        wait_for_balloon(host, target, settings)
+    return _vmstat_counters(guest)
 
 
 def _memory_usable(guest: Guest, size: int) -> bool:

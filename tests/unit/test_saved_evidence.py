@@ -20,7 +20,7 @@ from harness.check import runner
 from harness.check.runner import scenario_named
 from harness.check.scenario import Evidence, Needs, load_evidence, save_evidence, verdict
 from harness.check.zram import ZramScenario
-from harness.guest import Guest
+from harness.guest import Guest, KernelProblem
 from harness.kernel import build
 from harness.report.in_tree import InTreeResult
 from harness.report.model import RunResult
@@ -230,3 +230,49 @@ def test_a_run_killed_after_its_first_scenario_keeps_its_evidence(
     assert "532 / 1418 (38%)" in capsys.readouterr().out
     (item,) = json.loads((run / "result.json").read_text())["in_tree"]
     assert item["verdict"] == "proven" and item["migrated_pages"] == 532
+
+
+def readme_sketch() -> type:
+    """The scenario README.md's "Scenarios (for developers)" shows, as written there."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    code = re.search(r"```python\n(class RandomZram:.*?)```", readme, re.S)
+    assert code is not None, "README.md lost its scenario sketch"
+    namespace: dict[str, object] = {}
+    exec(  # the imports the sketch's module would have, then the sketch
+        "from harness.artifacts import KernelBuild\n"
+        "from harness.check import zram\n"
+        "from harness.check.in_tree import ZSPAGE_FIRST_PAGE, compact_and_track, "
+        "in_tree_result\n"
+        "from harness.check.sample import VMSTAT_KEYS\n"
+        "from harness.check.scenario import Evidence, Needs\n"
+        "from harness.check.steps import must, undone\n"
+        "from harness.guest import Guest\n"
+        "from harness.report.in_tree import InTreeResult\n" + code[1], namespace)
+    sketch = namespace["RandomZram"]
+    assert isinstance(sketch, type)
+    return sketch
+
+
+def test_the_readme_sketch_is_a_scenario_harness_report_judges(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Adding a scenario is its module and one line in runner.SCENARIOS: then
+    ``harness report`` judges its saved evidence like any other's."""
+    sketch = readme_sketch()
+    monkeypatch.setitem(runner.SCENARIOS, "random-zram", sketch)
+    facts = {key: recorded("zram").facts[key] for key in (
+        "buddy_before", "buddy_after", "tracked", "vmstat_delta", "pgmigrate_success_delta")}
+    facts["intact"] = True
+    run = tmp_path / "run"
+    save_evidence(Evidence("random-zram", "x86_64", "debian:5.10", "5.10.223", facts),
+                  run / "evidence" / "00-x86_64-debian_5.10-random-zram.json")
+    cut = Evidence("random-zram", "arm64", "debian:5.10", "5.10.223")
+    cut.interrupted(KernelProblem("Oops", "[ 2.0] general protection fault: 0000 [#1] SMP"))
+    save_evidence(cut, run / "evidence" / "01-arm64-debian_5.10-random-zram.json")
+    assert cli.main(["report", str(run)]) == 1
+    out = capsys.readouterr().out
+    assert "random-zram · x86_64 · debian:5.10" in out and "532 zspages moved, data intact" in out
+    assert "general protection fault" in out
+    verdicts = [item["verdict"] for item in
+                json.loads((run / "result.json").read_text())["in_tree"]]
+    assert verdicts == ["proven", "not proven"]
