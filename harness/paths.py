@@ -71,14 +71,17 @@ def shipped_dir(name: str) -> Path:
     return path
 
 
-def write_atomically(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file renamed over it, so a
-    reader (or a run killed meanwhile) sees the old file or the new one, never half."""
+def write_atomically(path: Path, data: str | bytes, mode: int | None = None) -> Path:
+    """Write ``data`` to ``path`` through a temporary file renamed over it (with
+    permission bits ``mode``, else mkstemp's 0600), so a reader, or a run killed
+    meanwhile, sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -16,8 +16,10 @@ Fixtures: ``kernel_build`` and ``movable_module`` (per session and cell),
 ``guest`` (one VM per test module and cell, health-watched), ``movable_driver``
 (the sample driver copied onto that guest, not loaded), ``harness_results``
 (add RunResults or InTreeResults; the plugin writes the JSON and the picture
-at the end). For scenarios that need more than the default kernel and machine
-(the balloon scenario's virtio-balloon device, a debug kernel):
+at the end), ``run_scenario(scenario)`` (any scenario of harness.check, run
+as ``harness run`` runs it, its evidence saved in the session's run directory).
+For tests that need more than the default kernel and machine (a device of
+their own, a debug kernel):
 ``kernel_build_with(*fragments)`` builds this cell's kernel with extra config
 fragments, and ``guest_with(fragments=..., virtio_devices=...)`` boots it with
 extra virtio devices, one VM per combination and test module.
@@ -41,6 +43,7 @@ from harness.errors import HarnessError
 from harness.guest import Guest
 
 if TYPE_CHECKING:
+    from harness.check.scenario import Result, Scenario
     from harness.check.target import TargetOptions
 
 MATRIX_FIXTURE = "harness_cell"
@@ -227,6 +230,30 @@ def harness_results(pytestconfig: pytest.Config) -> list:
     """Append RunResults (and InTreeResults) here; the session's JSON and picture
     are made from them."""
     return pytestconfig.stash[RESULTS_KEY]
+
+
+@pytest.fixture
+def run_scenario(request: pytest.FixtureRequest, kernel_build: KernelBuild,
+                 guest_with: Callable[..., Guest],
+                 harness_results: list) -> Callable[["Scenario"], "Result"]:
+    """Factory: run a scenario (harness.check.scenario) on this cell's guest, with the
+    virtio devices it needs, the way ``harness run`` does: the kernel's .config checked
+    first, its evidence saved in the session's run directory (``evidence/``, so
+    ``harness report`` can judge it again), its result added to ``harness_results``."""
+    from harness.check.scenario import require, run_on
+
+    def run(scenario: "Scenario") -> "Result":
+        _stage(require, scenario, kernel_build)
+        _stage(scenario.prepare, kernel_build, False)
+        guest = guest_with(virtio_devices=scenario.needs.virtio_devices)
+        run_dir = session_run_dir(request.config)
+        path = run_dir / "evidence" / (f"{len(list(run_dir.glob('evidence/*.json'))):02d}-"
+                                       f"{kernel_build.arch}-{scenario.name}.json")
+        result = _stage(run_on, scenario, guest, kernel_build, path)
+        harness_results.append(result)
+        return result
+
+    return run
 
 
 MARKERS = (

@@ -24,7 +24,6 @@ from harness.check.balloon import BalloonScenario
 from harness.check.driver import SampleDriver
 from harness.check.sample import SampleAB, ScenarioSettings, collect_ab
 from harness.check.scenario import (
-    AFTER_LAST_STEP,
     Evidence,
     Result,
     Scenario,
@@ -84,7 +83,7 @@ def check(scenario: Scenario, kernel: KernelBuild, target: TargetOptions = Targe
     except KernelProblem as problem:
         if not booted:
             raise
-        evidence.interrupted(problem, AFTER_LAST_STEP)
+        evidence.interrupted(problem)
         if evidence_path is not None:
             save_evidence(evidence, evidence_path)
     return verdict(scenario, evidence)

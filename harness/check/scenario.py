@@ -46,7 +46,7 @@ Result = RunResult | InTreeResult
 
 EVIDENCE_SCHEMA = "harness.evidence"
 EVIDENCE_VERSION = 1
-# What a kernel report found as the target closes (after collect returned) cut short.
+# What a kernel report found after collect returned (as the target closes) cut short.
 AFTER_LAST_STEP = "after the scenario's last step; its measurements are kept"
 
 
@@ -98,14 +98,13 @@ class Evidence:
         yield
         self.seconds[name] = time.monotonic() - began
 
-    def interrupted(self, problem: KernelProblem, stopped: str | None = None) -> None:
+    def interrupted(self, problem: KernelProblem) -> None:
         """Record ``problem``; the first report wins, a later one becomes a note, and
         what the problem collected on its way (a failed cleanup) becomes notes too."""
         self.notes += getattr(problem, "__notes__", ())
         if self.kernel_report is not None:
             self.notes.append(f"afterwards, {problem}")
             return
-        self.stopped = stopped or self.stopped
         self.kernel_report = KernelReport(kind=problem.kind, headline=problem.headline,
                                           excerpt=problem.excerpt, fatal=problem.fatal,
                                           step=problem.step)
@@ -163,6 +162,7 @@ def observe(scenario: Scenario, guest: Guest, evidence: Evidence,
         require_capabilities(guest, scenario.needs.capabilities, f"the {scenario.name} scenario")
         evidence.release = must(guest, "uname -r").strip()
         scenario.collect(guest, evidence)
+        evidence.stopped = AFTER_LAST_STEP
     except KernelProblem as problem:
         evidence.interrupted(problem)
     evidence.seconds["total"] = time.monotonic() - started

@@ -112,9 +112,8 @@ def gpf() -> KernelProblem:
     return problem
 
 
-def interrupted(evidence: Evidence, problem: KernelProblem,
-                stopped: str | None = None) -> InTreeResult:
-    evidence.interrupted(problem, stopped)
+def interrupted(evidence: Evidence, problem: KernelProblem) -> InTreeResult:
+    evidence.interrupted(problem)
     result = verdict(ZramScenario(), evidence)
     assert isinstance(result, InTreeResult)
     return result
@@ -145,22 +144,24 @@ def test_the_first_report_stays_the_verdict() -> None:
     first = interrupted(evidence, gpf())
     panic = KernelProblem("panic", "[ 9.0] Kernel panic - not syncing: Fatal exception",
                           headline="Kernel panic - not syncing: Fatal exception")
-    again = interrupted(evidence, panic, AFTER_LAST_STEP)
+    again = interrupted(evidence, panic)
     assert again.reasons == first.reasons and again.kernel_report == first.kernel_report
     assert again.notes[-1] == ("afterwards, guest kernel reported panic: Kernel panic - not "
                                "syncing: Fatal exception")
 
 
 def complete() -> Evidence:
+    """The zram run, all measured (as observe leaves it when collect returns)."""
     evidence = cut_after_compaction()
     evidence.facts.update(READ_BACK)
+    evidence.stopped = AFTER_LAST_STEP
     return evidence
 
 
 def test_a_late_report_voids_a_proof() -> None:
     proven = verdict(ZramScenario(), complete())
     assert proven.proven, proven.reasons
-    late = interrupted(complete(), gpf(), AFTER_LAST_STEP)
+    late = interrupted(complete(), gpf())
     assert not late.proven and late.reasons[0] == "general protection fault: 0000 [#1] SMP"
     assert late.reasons[1].endswith(AFTER_LAST_STEP)
     assert proven.reasons[0] not in late.reasons
