@@ -13,10 +13,9 @@ and exit status").
 from dataclasses import replace
 from typing import TypeVar
 
-from harness.report.in_tree import InTreeResult
-from harness.report.model import KernelReport, RunResult
+from harness.report.model import KernelReport, ScenarioResult
 
-R = TypeVar("R", bound=RunResult | InTreeResult)
+R = TypeVar("R", bound=ScenarioResult)
 
 
 def reported(result: R, report: KernelReport, stopped: str) -> R:

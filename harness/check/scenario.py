@@ -39,10 +39,9 @@ from harness.check.steps import must
 from harness.errors import HarnessError
 from harness.guest import Guest, KernelProblem, require_capabilities
 from harness.paths import write_atomically
-from harness.report.in_tree import InTreeResult
-from harness.report.model import KernelReport, RunResult
+from harness.report.model import KernelReport, ScenarioResult
 
-Result = RunResult | InTreeResult
+Result = ScenarioResult  # RunResult (the A/B) or InTreeResult
 
 EVIDENCE_SCHEMA = "harness.evidence"
 EVIDENCE_VERSION = 1

@@ -18,7 +18,7 @@ from matplotlib.ticker import FuncFormatter
 
 from harness.errors import HarnessError
 from harness.report.in_tree import HUGE_ORDER, InTreeResult
-from harness.report.model import KernelReport, RunResult, Side
+from harness.report.model import KernelReport, RunResult, ScenarioResult, Side
 
 BEFORE_COLOR = "#9ecae1"
 AFTER_COLOR = "#08519c"
@@ -95,7 +95,7 @@ def _draw_side(axes: Axes, side: Side, result: RunResult, top: float) -> None:
     _evidence_box(axes, lines)
 
 
-def _title(result: RunResult | InTreeResult) -> str:
+def _title(result: ScenarioResult) -> str:
     """A row's title: what ran, on which release, the verdict, and the kernel report."""
     title = f"{result.label}  —  {result.release or 'release unknown'}  —  {result.verdict.upper()}"
     report = result.kernel_report

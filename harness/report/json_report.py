@@ -19,9 +19,10 @@ from harness.report.in_tree import InTreeResult, in_tree_from_dict, in_tree_to_d
 from harness.report.model import (
     HighOrder,
     RunResult,
+    ScenarioResult,
     Side,
-    kernel_report_from_dict,
-    kernel_report_to_dict,
+    result_common_dict,
+    result_common_fields,
 )
 
 SCHEMA = "harness.result"
@@ -62,20 +63,12 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
     sides = {side.label: side_to_dict(side) for side in result.sides}
     movable = sides.get("movable=1", {})
     return {
-        "arch": result.arch,
-        "kernel": result.kernel,
-        "release": result.release,
-        "verdict": result.verdict,
-        "proven": result.proven,
-        "reasons": list(result.reasons),
-        "kernel_report": kernel_report_to_dict(result.kernel_report),
+        **result_common_dict(result),
         **{key: movable.get(key) for key in ("migrated_pages", "total_pages", "migrated_share",
                                              "pgmigrate_success_delta", "verify_mismatches")},
         "high_order_success": {
             label: side["high_order_success"] for label, side in sides.items()
         },
-        "page_size": result.page_size,
-        "notes": list(result.notes),
         "sides": sides,
     }
 
@@ -84,7 +77,7 @@ def run_document(results: Sequence[RunResult],
                  in_tree: Sequence[InTreeResult] = ()) -> dict[str, Any]:
     """The whole run: schema, time, one result object per arch x kernel, and one
     per in-tree scenario run (zram, balloon) under ``in_tree``."""
-    everything: tuple[RunResult | InTreeResult, ...] = (*results, *in_tree)
+    everything: tuple[ScenarioResult, ...] = (*results, *in_tree)
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -147,18 +140,11 @@ def read_results(path: Path) -> list[RunResult]:
     try:
         return [
             RunResult(
-                arch=item["arch"],
-                kernel=item["kernel"],
-                release=item["release"],
-                proven=item["proven"],
-                reasons=tuple(item["reasons"]),
+                **result_common_fields(item),
                 movable=(side_from_dict(item["sides"]["movable=1"])
                          if "movable=1" in item["sides"] else None),
                 unmovable=(side_from_dict(item["sides"]["movable=0"])
                            if "movable=0" in item["sides"] else None),
-                notes=tuple(item["notes"]),
-                page_size=item["page_size"],
-                kernel_report=kernel_report_from_dict(item.get("kernel_report")),
             )
             for item in document["results"]
         ]

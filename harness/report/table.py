@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.report.in_tree import HUGE_ORDER, InTreeResult
-from harness.report.model import HighOrder, KernelReport, RunResult, Side
+from harness.report.model import HighOrder, KernelReport, RunResult, ScenarioResult, Side
 
 # vmstat counters worth a row when the check recorded their deltas.
 _VMSTAT_ROWS = ("compact_isolated", "compact_migrate_scanned", "compact_free_scanned",
@@ -34,7 +34,7 @@ def _change(before: int | None, after: int | None) -> str:
     return f"{before} → {after} ({after - before:+d})"
 
 
-def _caption(result: RunResult | InTreeResult, *extra: str) -> Text:
+def _caption(result: ScenarioResult, *extra: str) -> Text:
     """Verdict, reasons and notes: what every table ends with."""
     style = "bold green" if result.proven else "bold red"
     return Text.assemble(
