@@ -126,6 +126,12 @@ def bad_run(tmp_path: Path, text: str) -> Path:
     return run
 
 
+def unreadable_run(tmp_path: Path) -> Path:
+    run = copy_run(tmp_path)
+    (run / "evidence" / "02-x86_64-debian_5.10-zram.json").mkdir()
+    return run
+
+
 def zram_evidence(**changes: object) -> str:
     data = recorded("zram").to_dict()
     data.update(changes)
@@ -149,6 +155,8 @@ def zram_facts_without(key: str) -> str:
     (lambda tmp: bad_run(tmp, zram_evidence(scenario="stress")),
      r"unknown scenario 'stress': choose from sample, zram, balloon$"),
     (lambda tmp: bad_run(tmp, zram_evidence(surprise=1)), r"is not valid evidence: TypeError"),
+    (lambda tmp: unreadable_run(tmp), r"cannot read evidence \S+/02-x86_64-debian_5.10-zram.json: "
+                                      r"Is a directory$"),
     (lambda tmp: bad_run(tmp, zram_facts_without("moved")),
      r"zram.json has malformed zram evidence: TypeError"),
 ])
