@@ -3,7 +3,7 @@
 
 tests/data/evidence/5.10.223-x86_64/ is the evidence directory of
 ``harness run --arch x86_64 --kernel debian:5.10 --scenario all`` (2026-12-02,
-TCG, 2 vCPUs): the sample A/B, zram and balloon, all PROVEN.
+TCG, 2 vCPUs, this branch's final code): the sample A/B, zram and balloon, all PROVEN.
 """
 
 import json
@@ -39,29 +39,29 @@ def test_the_recorded_evidence_is_proven_by_each_judge() -> None:
     sample = verdict(scenario_named("sample"), recorded("sample"))
     assert isinstance(sample, RunResult) and sample.proven, sample.reasons
     assert sample.movable is not None and sample.unmovable is not None
-    assert (sample.movable.migrated_pages, sample.movable.total_pages) == (5766, 6671)
+    assert (sample.movable.migrated_pages, sample.movable.total_pages) == (5760, 6666)
     assert sample.unmovable.migrated_pages == 0
     zram = verdict(scenario_named("zram"), recorded("zram"))
     assert isinstance(zram, InTreeResult) and zram.proven, zram.reasons
-    assert zram.tracked is not None and (zram.tracked.moved, zram.tracked.before) == (532, 1418)
+    assert zram.tracked is not None and (zram.tracked.moved, zram.tracked.before) == (638, 1419)
     assert (zram.data_checked, zram.data_mismatches) == (65, 0)
     balloon = verdict(scenario_named("balloon"), recorded("balloon"))
     assert isinstance(balloon, InTreeResult) and balloon.proven, balloon.reasons
-    assert balloon.tracked is not None and balloon.tracked.moved == 9936
-    assert balloon.figures["balloon_migrate"] == 9936
+    assert balloon.tracked is not None and balloon.tracked.moved == 9391
+    assert balloon.figures["balloon_migrate"] == 9391
 
 
 @pytest.mark.parametrize("scenario,change,reason", [
-    ("sample", lambda f: f["movable=1"]["driver_counters"].update(migrated=5765),
-     "movable=1: 5766 pages changed PFN but the driver migrated only 5765"),
+    ("sample", lambda f: f["movable=1"]["driver_counters"].update(migrated=5759),
+     "movable=1: 5760 pages changed PFN but the driver migrated only 5759"),
     ("sample", lambda f: f["movable=1"]["high_order_success"].update(after=10),
      "order-9 allocations after compaction: 10 with movable pages vs 10 without (no gain)"),
     ("zram", lambda f: f.update(mismatches=1),
      "1 chunks read back differ from what was written"),
-    ("zram", lambda f: f.update(pgmigrate_success_delta=531),
-     "pgmigrate_success rose by 531, less than the 532 zsmalloc pages that moved"),
-    ("balloon", lambda f: f.update(balloon_migrate=9935),
-     "balloon_migrate rose by 9935, but 9936 balloon pages changed PFN"),
+    ("zram", lambda f: f.update(pgmigrate_success_delta=637),
+     "pgmigrate_success rose by 637, less than the 638 zsmalloc pages that moved"),
+    ("balloon", lambda f: f.update(balloon_migrate=9390),
+     "balloon_migrate rose by 9390, but 9391 balloon pages changed PFN"),
     ("balloon", lambda f: f.update(data_intact=False),
      "memory written after deflating did not read back intact"),
 ])
@@ -94,12 +94,12 @@ def test_harness_report_rejudges_a_run_directory(tmp_path: Path,
     assert cli.main(["report", str(run)]) == 0
     out = capsys.readouterr().out
     assert out.count("verdict: PROVEN") == 3
-    assert "5766 / 6671 (86%)" in out and "532 / 1418 (38%)" in out and "9936 / 20759" in out
+    assert "5760 / 6666 (86%)" in out and "638 / 1419 (45%)" in out and "9391 / 20749" in out
     document = json.loads((run / "result.json").read_text())
     assert document["proven"] and document["schema_version"] == 1
     assert [item["verdict"] for item in document["results"]] == ["proven"]
     assert [item["scenario"] for item in document["in_tree"]] == ["zram", "balloon"]
-    assert document["results"][0]["migrated_pages"] == 5766
+    assert document["results"][0]["migrated_pages"] == 5760
     assert (run / "buddyinfo.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -235,9 +235,9 @@ def test_a_run_killed_after_its_first_scenario_keeps_its_evidence(
     assert not (run / "result.json").exists()
     capsys.readouterr()
     assert cli.main(["report", str(run)]) == 0
-    assert "532 / 1418 (38%)" in capsys.readouterr().out
+    assert "638 / 1419 (45%)" in capsys.readouterr().out
     (item,) = json.loads((run / "result.json").read_text())["in_tree"]
-    assert item["verdict"] == "proven" and item["migrated_pages"] == 532
+    assert item["verdict"] == "proven" and item["migrated_pages"] == 638
 
 
 def readme_sketch() -> type:
@@ -279,7 +279,7 @@ def test_the_readme_sketch_is_a_scenario_harness_report_judges(
     save_evidence(cut, run / "evidence" / "01-arm64-debian_5.10-random-zram.json")
     assert cli.main(["report", str(run)]) == 1
     out = capsys.readouterr().out
-    assert "random-zram · x86_64 · debian:5.10" in out and "532 zspages moved, data intact" in out
+    assert "random-zram · x86_64 · debian:5.10" in out and "638 zspages moved, data intact" in out
     assert "general protection fault" in out
     verdicts = [item["verdict"] for item in
                 json.loads((run / "result.json").read_text())["in_tree"]]
