@@ -75,20 +75,27 @@ def command(args: argparse.Namespace) -> int:
     kernels = args.kernel or [default_kernel()]
     run_dir = new_run_dir("run")
     results: list[Result] = []
-    for kernel_spec in kernels:
-        for arch in arches:
-            kernel = build_kernel(kernel_spec, arch, fragments, force=args.force)
-            # Fresh scenarios per cell (the sample's module is this kernel's);
-            # --fragment is the sample A/B's setting.
-            scenarios: dict[str, Scenario] = {name: cls()
-                                              for name, cls in runner.SCENARIOS.items()}
-            scenarios[SAMPLE] = SampleAB(ScenarioSettings(fragment=args.fragment))
-            for name in names:
-                cell = f"{arch}-{_slug(kernel_spec)}-{name}"
-                results.append(runner.check(
-                    scenarios[name], kernel, target, run_dir=run_dir / cell,
-                    evidence_path=run_dir / EVIDENCE / f"{len(results):02d}-{cell}.json",
-                    force=args.force))
+    try:
+        for kernel_spec in kernels:
+            for arch in arches:
+                kernel = build_kernel(kernel_spec, arch, fragments, force=args.force)
+                # Fresh scenarios per cell (the sample's module is this kernel's);
+                # --fragment is the sample A/B's setting.
+                scenarios: dict[str, Scenario] = {name: cls()
+                                                  for name, cls in runner.SCENARIOS.items()}
+                scenarios[SAMPLE] = SampleAB(ScenarioSettings(fragment=args.fragment))
+                for name in names:
+                    cell = f"{arch}-{_slug(kernel_spec)}-{name}"
+                    results.append(runner.check(
+                        scenarios[name], kernel, target, run_dir=run_dir / cell,
+                        evidence_path=run_dir / EVIDENCE / f"{len(results):02d}-{cell}.json",
+                        force=args.force))
+    except (HarnessError, KeyboardInterrupt) as failure:
+        if results:
+            failure.add_note(f"the evidence of the {len(results)} scenario run(s) finished "
+                             f"is in {run_dir / EVIDENCE}: `harness report {run_dir}` "
+                             "judges and renders it")
+        raise
     return render(results, run_dir, args.json)
 
 

@@ -230,10 +230,13 @@ def test_a_run_killed_after_its_first_scenario_keeps_its_evidence(
             "--scenario", "balloon"]
     assert cli.main(argv) == 130  # interrupted
     (run,) = (tmp_path / "runs").glob("*-run-*")
+    assert capsys.readouterr().err.splitlines() == [
+        "harness: interrupted",
+        f"harness: note: the evidence of the 1 scenario run(s) finished is in {run}/evidence: "
+        f"`harness report {run}` judges and renders it"]
     assert [path.name for path in (run / "evidence").iterdir()] == [
         "00-x86_64-debian_5.10-zram.json"]
     assert not (run / "result.json").exists()
-    capsys.readouterr()
     assert cli.main(["report", str(run)]) == 0
     assert "638 / 1419 (45%)" in capsys.readouterr().out
     (item,) = json.loads((run / "result.json").read_text())["in_tree"]
