@@ -43,8 +43,9 @@ from harness.errors import HarnessError
 from harness.guest import Guest
 
 if TYPE_CHECKING:
-    from harness.check.scenario import Result, Scenario
+    from harness.check.scenario import Scenario
     from harness.check.target import TargetOptions
+    from harness.report.model import ScenarioResult
 
 MATRIX_FIXTURE = "harness_cell"
 RESULTS_KEY = pytest.StashKey[list]()
@@ -235,14 +236,14 @@ def harness_results(pytestconfig: pytest.Config) -> list:
 @pytest.fixture
 def run_scenario(request: pytest.FixtureRequest, kernel_build: KernelBuild,
                  guest_with: Callable[..., Guest],
-                 harness_results: list) -> Callable[["Scenario"], "Result"]:
+                 harness_results: list) -> Callable[["Scenario"], "ScenarioResult"]:
     """Factory: run a scenario (harness.check.scenario) on this cell's guest, with the
     virtio devices it needs, the way ``harness run`` does: the kernel's .config checked
     first, its evidence saved in the session's run directory (``evidence/``, so
     ``harness report`` can judge it again), its result added to ``harness_results``."""
     from harness.check.scenario import require, run_on
 
-    def run(scenario: "Scenario") -> "Result":
+    def run(scenario: "Scenario") -> "ScenarioResult":
         _stage(require, scenario, kernel_build)
         _stage(scenario.prepare, kernel_build, False)
         guest = guest_with(virtio_devices=scenario.needs.virtio_devices)

@@ -37,7 +37,7 @@ from harness.defaults import CPUS, MEMORY_MIB, TARGET, TRANSPORT, TRANSPORTS
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
-    from harness.check.scenario import Result
+    from harness.report.model import ScenarioResult
 
 DEFAULT_KERNEL = "debian:5.10"  # 5.10 has the same driver API as 4.8 and is on the mirror
 FALLBACK_KERNEL = "debian:6.1"
@@ -62,7 +62,7 @@ def default_kernel() -> str:
 def command(args: argparse.Namespace) -> int:
     """Run every scenario asked for on every arch x kernel; exit 1 unless all proven."""
     # Heavy imports (matplotlib, paramiko) only when the command runs.
-    from harness.check.scenario import Result, Scenario
+    from harness.check.scenario import Scenario
     from harness.kernel.build import build_kernel
     from harness.paths import new_run_dir
 
@@ -74,7 +74,7 @@ def command(args: argparse.Namespace) -> int:
     fragments = runner.cell_fragments(args.config)
     kernels = args.kernel or [default_kernel()]
     run_dir = new_run_dir("run")
-    results: list[Result] = []
+    results: list[ScenarioResult] = []
     try:
         for kernel_spec in kernels:
             for arch in arches:
@@ -99,7 +99,7 @@ def command(args: argparse.Namespace) -> int:
     return render(results, run_dir, args.json)
 
 
-def render(results: Sequence["Result"], run_dir: Path, as_json: bool) -> int:
+def render(results: Sequence["ScenarioResult"], run_dir: Path, as_json: bool) -> int:
     """Write result.json and buddyinfo.png into ``run_dir``, print the tables (or the
     JSON objects); 0 when every result is proven, else 1."""
     from harness.report.chart import write_chart

@@ -25,7 +25,6 @@ from harness.check.driver import SampleDriver
 from harness.check.sample import SampleAB, ScenarioSettings, collect_ab
 from harness.check.scenario import (
     Evidence,
-    Result,
     Scenario,
     observe,
     require,
@@ -37,7 +36,7 @@ from harness.check.target import TargetOptions, open_target
 from harness.check.zram import ZramScenario
 from harness.errors import HarnessError
 from harness.guest import Guest, KernelProblem
-from harness.report.model import RunResult
+from harness.report.model import RunResult, ScenarioResult
 
 # Every scenario, by name, in the order ``--scenario all`` runs them.
 SCENARIOS: dict[str, type[Scenario]] = {
@@ -67,7 +66,7 @@ def cell_fragments(extra: Iterable[str] = ()) -> tuple[str, ...]:
 
 def check(scenario: Scenario, kernel: KernelBuild, target: TargetOptions = TargetOptions(),
           run_dir: Path | None = None, evidence_path: Path | None = None,
-          force: bool = False) -> Result:
+          force: bool = False) -> ScenarioResult:
     """Run ``scenario`` on a guest of ``kernel`` and judge it; its evidence is saved
     to ``evidence_path`` as soon as it is collected (and again if a report follows)."""
     require(scenario, kernel)

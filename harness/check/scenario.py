@@ -35,13 +35,12 @@ from typing import Any, Protocol
 
 from harness.artifacts import KernelBuild
 from harness.check.in_tree import ConfigNeed, require_config
+from harness.check.reported import reported
 from harness.check.steps import must
 from harness.errors import HarnessError
 from harness.guest import Guest, KernelProblem, require_capabilities
 from harness.paths import write_atomically
 from harness.report.model import KernelReport, ScenarioResult
-
-Result = ScenarioResult  # RunResult (the A/B) or InTreeResult
 
 EVIDENCE_SCHEMA = "harness.evidence"
 EVIDENCE_VERSION = 1
@@ -139,8 +138,9 @@ class Scenario(Protocol):
         """Run the experiment on ``guest``, recording raw facts into ``evidence``."""
         ...
 
-    def judge(self, evidence: Evidence) -> Result:
-        """The result of ``evidence`` by the scenario's documented rules (pure)."""
+    def judge(self, evidence: Evidence) -> ScenarioResult:
+        """The result of ``evidence`` by the scenario's documented rules (pure): a
+        RunResult for the A/B, an InTreeResult for the kernel's own users."""
         ...
 
 
@@ -171,17 +171,15 @@ def observe(scenario: Scenario, guest: Guest, evidence: Evidence,
 
 
 def run_on(scenario: Scenario, guest: Guest, kernel: KernelBuild,
-           path: Path | None = None) -> Result:
+           path: Path | None = None) -> ScenarioResult:
     """Collect ``scenario`` on a guest already running ``kernel`` (a pytest fixture's)
     and judge it: what a test calls."""
     return verdict(scenario, observe(scenario, guest, Evidence.start(scenario.name, kernel),
                                      path))
 
 
-def verdict(scenario: Scenario, evidence: Evidence) -> Result:
+def verdict(scenario: Scenario, evidence: Evidence) -> ScenarioResult:
     """Judge ``evidence``; a kernel report makes it NOT PROVEN (harness.check.reported)."""
-    from harness.check.reported import reported
-
     result = scenario.judge(evidence)
     if evidence.kernel_report is None:
         return result
