@@ -294,15 +294,11 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  #
     if not results:
         return
     from harness.report.chart import write_chart
-    from harness.report.in_tree import InTreeResult
     from harness.report.json_report import write_json
 
-    in_tree = [result for result in results if isinstance(result, InTreeResult)]
-    runs = [result for result in results if not isinstance(result, InTreeResult)]
+    terminalreporter.write_line(f"harness result: {write_json(results, run_dir / 'result.json')}")
     terminalreporter.write_line(
-        f"harness result: {write_json(runs, run_dir / 'result.json', in_tree=in_tree)}")
-    terminalreporter.write_line(
-        f"harness picture: {write_chart(runs, run_dir / 'buddyinfo.png', in_tree=in_tree)}")
+        f"harness picture: {write_chart(results, run_dir / 'buddyinfo.png')}")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -103,20 +103,15 @@ def render(results: Sequence["ScenarioResult"], run_dir: Path, as_json: bool) ->
     """Write result.json and buddyinfo.png into ``run_dir``, print the tables (or the
     JSON objects); 0 when every result is proven, else 1."""
     from harness.report.chart import write_chart
-    from harness.report.in_tree import InTreeResult, in_tree_to_dict
-    from harness.report.json_report import result_to_dict, write_json
-    from harness.report.model import RunResult
+    from harness.report.json_report import result_object, write_json
     from harness.report.table import print_tables
 
-    runs = [result for result in results if isinstance(result, RunResult)]
-    in_tree = [result for result in results if isinstance(result, InTreeResult)]
-    json_path = write_json(runs, run_dir / "result.json", in_tree=in_tree)
-    chart_path = write_chart(runs, run_dir / "buddyinfo.png", in_tree=in_tree)
+    json_path = write_json(results, run_dir / "result.json")
+    chart_path = write_chart(results, run_dir / "buddyinfo.png")
     if as_json:
-        print(json.dumps([result_to_dict(result) for result in runs]
-                         + [in_tree_to_dict(result) for result in in_tree], indent=2))
+        print(json.dumps([result_object(result) for result in results], indent=2))
     else:
-        print_tables(runs, in_tree=in_tree)
+        print_tables(results)
         print(f"result: {json_path}\npicture: {chart_path}")
     return 0 if all(result.proven for result in results) else 1
 

@@ -73,25 +73,32 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
     }
 
 
-def run_document(results: Sequence[RunResult],
-                 in_tree: Sequence[InTreeResult] = ()) -> dict[str, Any]:
-    """The whole run: schema, time, one result object per arch x kernel, and one
-    per in-tree scenario run (zram, balloon) under ``in_tree``."""
-    everything: tuple[ScenarioResult, ...] = (*results, *in_tree)
+def result_object(result: ScenarioResult) -> dict[str, Any]:
+    """The JSON object of one result, whichever scenario's: what ``--json`` prints."""
+    if isinstance(result, RunResult):
+        return result_to_dict(result)
+    assert isinstance(result, InTreeResult), result
+    return in_tree_to_dict(result)
+
+
+def run_document(results: Sequence[ScenarioResult]) -> dict[str, Any]:
+    """The whole run: schema, time, the A/B results under ``results`` and the in-tree
+    scenarios' (zram, balloon) under ``in_tree``, each in run order."""
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
-        "proven": all(result.proven for result in everything) and bool(everything),
-        "results": [result_to_dict(result) for result in results],
-        "in_tree": [in_tree_to_dict(result) for result in in_tree],
+        "proven": all(result.proven for result in results) and bool(results),
+        "results": [result_object(result) for result in results
+                    if isinstance(result, RunResult)],
+        "in_tree": [result_object(result) for result in results
+                    if not isinstance(result, RunResult)],
     }
 
 
-def write_json(results: Sequence[RunResult], path: Path,
-               in_tree: Sequence[InTreeResult] = ()) -> Path:
+def write_json(results: Sequence[ScenarioResult], path: Path) -> Path:
     """Write the run's JSON file atomically (a reader never sees half a file)."""
-    return write_atomically(path, json.dumps(run_document(results, in_tree), indent=2) + "\n")
+    return write_atomically(path, json.dumps(run_document(results), indent=2) + "\n")
 
 
 def side_from_dict(data: dict[str, Any]) -> Side:

@@ -126,17 +126,17 @@ def test_an_in_tree_scenario_keeps_what_it_measured(tmp_path: Path) -> None:
     assert result.tracked is not None and result.tracked.moved == 545
     assert result.data_checked is None and result.seconds["fill"] == 3.5
     assert result.notes[-1].startswith("resetting zram0 afterwards")
-    path = write_json([], tmp_path / "result.json", in_tree=[result])
+    path = write_json([result], tmp_path / "result.json")
     (again,) = read_in_tree(path)
     assert again == result
     console = Console(width=160, record=True)
-    print_tables([], console=console, in_tree=[result])
+    print_tables([result], console=console)
     text = console.export_text()
     assert "545 / 1200" in text and "data read back" in text and "not measured" in text
     assert "zs_compact+0x1d9/0x5a0" in text
     nothing = interrupted(Evidence("zram", arch="arm64", kernel="debian:6.1"), gpf())
     assert nothing.buddy_before == () and nothing.tracked is None
-    write_chart([], tmp_path / "buddyinfo.png", in_tree=[result, nothing])
+    write_chart([result, nothing], tmp_path / "buddyinfo.png")
 
 
 def test_the_first_report_stays_the_verdict() -> None:

@@ -156,10 +156,10 @@ def test_free_memory_counts_pages_in_large_blocks() -> None:
 
 def test_json_round_trip_and_old_files(tmp_path: Path) -> None:
     results = [in_tree_result(), in_tree_result(scenario="balloon", proven=False)]
-    path = write_json([], tmp_path / "result.json", in_tree=results)
+    path = write_json(results, tmp_path / "result.json")
     assert read_in_tree(path) == results
     assert read_results(path) == []
-    document = run_document([], results)
+    document = run_document(results)
     assert document["proven"] is False and document["results"] == []
     item = document["in_tree"][0]
     assert (item["migrated_pages"], item["total_pages"], item["verdict"]) == (700, 1200,
@@ -169,15 +169,15 @@ def test_json_round_trip_and_old_files(tmp_path: Path) -> None:
 
 
 def test_picture_has_a_row_per_in_tree_result_alone_or_after_the_sample(tmp_path: Path) -> None:
-    figure = build_figure([], [in_tree_result(), in_tree_result(scenario="balloon")])
+    figure = build_figure([in_tree_result(), in_tree_result(scenario="balloon")])
     assert len(figure.subfigs) == 2
-    path = write_chart([], tmp_path / "pic.png", in_tree=[in_tree_result()])
+    path = write_chart([in_tree_result()], tmp_path / "pic.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_table_shows_moved_pages_figures_and_verdict() -> None:
     console = Console(width=140, record=True)
-    print_tables([], console=console, in_tree=[in_tree_result()])
+    print_tables([in_tree_result()], console=console)
     text = console.export_text()
     assert "700 / 1200 (58%)" in text and "zram_compact_pages_compacted" in text
     assert "PROVEN" in text and "48 × 1 MiB zram chunk, 0 mismatches" in text
