@@ -131,21 +131,6 @@ def collect_ab(driver: SampleDriver, evidence: Evidence,
     evidence.facts[MOVABLE] = side_to_dict(run_sample_round(driver, True, settings))
 
 
-def judge_sample(evidence: Evidence) -> RunResult:
-    """The A/B's result: ``judge_ab`` (harness.check.evidence, the rules) on both
-    rounds; with a round missing (cut short) it is not proven."""
-    control, movable = (side_from_dict(evidence.facts[key]) if key in evidence.facts else None
-                        for key in (CONTROL, MOVABLE))
-    result = RunResult(arch=evidence.arch, kernel=evidence.kernel, release=evidence.release,
-                       proven=False, reasons=(), movable=movable, unmovable=control,
-                       notes=tuple(evidence.notes))
-    if control is None or movable is None:
-        return result
-    verdict = judge_ab(control, movable)
-    return replace(result, proven=verdict.proven,
-                   reasons=verdict.failures or (_proof_summary(movable),))
-
-
 def _proof_summary(movable: Side) -> str:
     """One sentence saying what a proven result rests on."""
     return (f"{movable.migrated_pages} of {movable.total_pages} driver pages changed PFN, "
@@ -183,5 +168,15 @@ class SampleAB:
         collect_ab(SampleDriver.install(guest, self.module), evidence, self.settings)
 
     def judge(self, evidence: Evidence) -> RunResult:
-        """``judge_sample``."""
-        return judge_sample(evidence)
+        """``judge_ab`` (harness.check.evidence: the rules) on both rounds; with a
+        round missing (cut short by a kernel report) the A/B is not proven."""
+        control, movable = (side_from_dict(evidence.facts[key]) if key in evidence.facts
+                            else None for key in (CONTROL, MOVABLE))
+        result = RunResult(arch=evidence.arch, kernel=evidence.kernel, release=evidence.release,
+                           proven=False, reasons=(), movable=movable, unmovable=control,
+                           notes=tuple(evidence.notes))
+        if control is None or movable is None:
+            return result
+        verdict = judge_ab(control, movable)
+        return replace(result, proven=verdict.proven,
+                       reasons=verdict.failures or (_proof_summary(movable),))
