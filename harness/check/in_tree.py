@@ -230,9 +230,9 @@ def counters(vmstat: procfs.Vmstat, names: Iterable[str]) -> Mapping[str, int]:
 
 
 def compact_and_track(guest: Guest, evidence: "Evidence", kind: PageKind,
-                      counters: Iterable[str]) -> None:
+                      names: Iterable[str]) -> None:
     """The measurement every in-tree scenario makes around one ``compact_memory``:
-    buddyinfo, the PFNs of its ``kind`` of page and the vmstat ``counters`` (those
+    buddyinfo, the PFNs of its ``kind`` of page and the vmstat counters ``names`` (those
     this kernel has) before and after, each into ``evidence`` as soon as it is read."""
     facts = evidence.facts
     evidence.doing("its measurements before compaction")
@@ -246,6 +246,6 @@ def compact_and_track(guest: Guest, evidence: "Evidence", kind: PageKind,
     facts["tracked"] = asdict(pfn_moves(kind, pages_before, find_pages(guest, kind, span)))
     after = snapshot(guest)
     facts["buddy_after"] = list(after.buddyinfo.per_order())
-    facts["vmstat_delta"] = procfs.vmstat_delta(
-        before.vmstat, after.vmstat, [key for key in counters if key in before.vmstat])
+    facts["vmstat_delta"] = procfs.vmstat_delta(before.vmstat, after.vmstat,
+                                                counters(before.vmstat, names))
     facts["pgmigrate_success_delta"] = facts["vmstat_delta"].get("pgmigrate_success", 0)
