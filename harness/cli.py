@@ -37,12 +37,18 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except HarnessError as error:
         print(f"harness: error: {error}", file=sys.stderr)
-        for note in getattr(error, "__notes__", ()):
-            print(f"harness: note: {note}", file=sys.stderr)
+        _notes(error)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print("harness: interrupted", file=sys.stderr)
+        _notes(interrupt)
         return 130
+
+
+def _notes(failure: BaseException) -> None:
+    """One ``harness: note:`` line per note the failure collected on its way."""
+    for note in getattr(failure, "__notes__", ()):
+        print(f"harness: note: {note}", file=sys.stderr)
 
 
 if __name__ == "__main__":

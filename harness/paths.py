@@ -13,6 +13,7 @@ unless HARNESS_RUNS_DIR says otherwise.
 import importlib.resources
 import os
 import secrets
+import tempfile
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -67,4 +68,22 @@ def shipped_dir(name: str) -> Path:
     if not isinstance(path, Path) or not path.is_dir():
         raise HarnessError(f"{path} is missing: this harness installation is incomplete "
                            "(reinstall it, or check out the repository again)")
+    return path
+
+
+def write_atomically(path: Path, data: str | bytes, mode: int | None = None) -> Path:
+    """Write ``data`` to ``path`` through a temporary file renamed over it (with
+    permission bits ``mode``, else mkstemp's 0600), so a reader, or a run killed
+    meanwhile, sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path

@@ -16,8 +16,10 @@ Fixtures: ``kernel_build`` and ``movable_module`` (per session and cell),
 ``guest`` (one VM per test module and cell, health-watched), ``movable_driver``
 (the sample driver copied onto that guest, not loaded), ``harness_results``
 (add RunResults or InTreeResults; the plugin writes the JSON and the picture
-at the end). For scenarios that need more than the default kernel and machine
-(the balloon scenario's virtio-balloon device, a debug kernel):
+at the end), ``run_scenario(scenario)`` (any scenario of harness.check, run
+as ``harness run`` runs it, its evidence saved in the session's run directory).
+For tests that need more than the default kernel and machine (a device of
+their own, a debug kernel):
 ``kernel_build_with(*fragments)`` builds this cell's kernel with extra config
 fragments, and ``guest_with(fragments=..., virtio_devices=...)`` boots it with
 extra virtio devices, one VM per combination and test module.
@@ -41,7 +43,9 @@ from harness.errors import HarnessError
 from harness.guest import Guest
 
 if TYPE_CHECKING:
+    from harness.check.scenario import Scenario
     from harness.check.target import TargetOptions
+    from harness.report.model import ScenarioResult
 
 MATRIX_FIXTURE = "harness_cell"
 RESULTS_KEY = pytest.StashKey[list]()
@@ -229,6 +233,30 @@ def harness_results(pytestconfig: pytest.Config) -> list:
     return pytestconfig.stash[RESULTS_KEY]
 
 
+@pytest.fixture
+def run_scenario(request: pytest.FixtureRequest, kernel_build: KernelBuild,
+                 guest_with: Callable[..., Guest],
+                 harness_results: list) -> Callable[["Scenario"], "ScenarioResult"]:
+    """Factory: run a scenario (harness.check.scenario) on this cell's guest, with the
+    virtio devices it needs, the way ``harness run`` does: the kernel's .config checked
+    first, its evidence saved in the session's run directory (``evidence/``, so
+    ``harness report`` can judge it again), its result added to ``harness_results``."""
+    from harness.check.scenario import require, run_on
+
+    def run(scenario: "Scenario") -> "ScenarioResult":
+        _stage(require, scenario, kernel_build)
+        _stage(scenario.prepare, kernel_build, False)
+        guest = guest_with(virtio_devices=scenario.needs.virtio_devices)
+        run_dir = session_run_dir(request.config)
+        path = run_dir / "evidence" / (f"{len(list(run_dir.glob('evidence/*.json'))):02d}-"
+                                       f"{kernel_build.arch}-{scenario.name}.json")
+        result = _stage(run_on, scenario, guest, kernel_build, path)
+        harness_results.append(result)
+        return result
+
+    return run
+
+
 MARKERS = (
     "vm: boots a real kernel in QEMU (or talks to a board); needs the build stage",
     "build: builds real kernels (minutes each when cold, cached afterwards)",
@@ -266,15 +294,11 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  #
     if not results:
         return
     from harness.report.chart import write_chart
-    from harness.report.in_tree import InTreeResult
     from harness.report.json_report import write_json
 
-    in_tree = [result for result in results if isinstance(result, InTreeResult)]
-    runs = [result for result in results if not isinstance(result, InTreeResult)]
+    terminalreporter.write_line(f"harness result: {write_json(results, run_dir / 'result.json')}")
     terminalreporter.write_line(
-        f"harness result: {write_json(runs, run_dir / 'result.json', in_tree=in_tree)}")
-    terminalreporter.write_line(
-        f"harness picture: {write_chart(runs, run_dir / 'buddyinfo.png', in_tree=in_tree)}")
+        f"harness picture: {write_chart(results, run_dir / 'buddyinfo.png')}")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -11,7 +11,8 @@ The experiment, and why each step is there:
 1. Fill a private tmpfs with two files written one page each in turn, so
    their pages interleave in physical memory; delete the first file, leaving
    a free page between two pages of the second.
-2. Inflate the balloon through QMP (``balloon`` with the guest's new size) by
+2. Inflate the balloon through the control the target offers (QEMU: QMP's
+   ``balloon`` with the guest's new size) by
    as many pages as were freed, and wait until QEMU's ``query-balloon`` shows
    the guest gave them all: the balloon driver allocates order-0 pages, which
    the buddy allocator serves from those single free pages first.
@@ -41,9 +42,6 @@ The verdict rule (``judge_balloon``; README "In-tree users"):
 
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-from qemu.qmp import QMPError
 
 from harness import procfs
 from harness.artifacts import KernelBuild
@@ -52,23 +50,21 @@ from harness.check.in_tree import (
     BALLOON_PAGE,
     COMPACTION_NEEDS,
     ConfigNeed,
-    Progress,
-    find_pages,
-    pfn_moves,
-    pfn_span,
-    require_config,
+    compact_and_track,
+    in_tree_result,
+    measured,
 )
 from harness.check.sample import VMSTAT_KEYS
+from harness.check.scenario import Evidence, Needs
 from harness.check.steps import (
-    compact_memory,
     mem_free_pages,
     must,
+    preflight,
     quiet_background_compaction,
-    snapshot,
     undone,
 )
 from harness.errors import HarnessError
-from harness.guest import Guest, GuestError, KernelProblem
+from harness.guest import BalloonControl, Guest, GuestError, OffersBalloon
 from harness.report.in_tree import InTreeResult, TrackedPages
 
 SCENARIO = "balloon"
@@ -88,45 +84,6 @@ PAGE = 4096
 WORKDIR = "/run/harness-balloon"
 
 
-class BalloonHost(Protocol):
-    """The host side of the balloon: what QEMU's monitor offers."""
-
-    def set_target(self, guest_bytes: int) -> None:
-        """Ask the guest to shrink or grow to ``guest_bytes`` of memory."""
-
-    def actual(self) -> int:
-        """The guest's memory size as the balloon device reports it, in bytes."""
-
-
-class QmpBalloon:
-    """BalloonHost over QMP: ``balloon`` and ``query-balloon``."""
-
-    def __init__(self, vm: Any) -> None:
-        self.vm = vm
-
-    def set_target(self, guest_bytes: int) -> None:
-        self._qmp("balloon", value=guest_bytes)
-
-    def actual(self) -> int:
-        return int(self._qmp("query-balloon")["actual"])
-
-    def _qmp(self, command: str, **arguments: Any) -> Any:
-        try:
-            return self.vm.qmp(command, **arguments)
-        except QMPError as error:
-            raise GuestError(f"QMP {command} failed: {error}; does QEMU have a "
-                             "virtio-balloon device?") from None
-
-
-def balloon_host(guest: Guest) -> BalloonHost:
-    """The QMP balloon of a QEMU guest; a HarnessError for anything else (a board)."""
-    vm = getattr(guest, "vm", None)
-    if vm is None or not callable(getattr(vm, "qmp", None)):
-        raise HarnessError("the balloon scenario inflates the balloon through QEMU's monitor "
-                           "(QMP): run it on a qemu target, not on a board over ssh://")
-    return QmpBalloon(vm)
-
-
 @dataclass(frozen=True)
 class BalloonSettings:
     """How much memory the two interleaved files cover, and time limits."""
@@ -144,7 +101,7 @@ class BalloonSettings:
         return pages
 
 
-def wait_for_balloon(host: BalloonHost, target: int, settings: BalloonSettings) -> float:
+def wait_for_balloon(host: BalloonControl, target: int, settings: BalloonSettings) -> float:
     """Block until QEMU reports ``target`` bytes; seconds waited, or GuestError."""
     started = last_change = time.monotonic()
     last = host.actual()
@@ -205,14 +162,9 @@ def judge_balloon(evidence: BalloonEvidence) -> Verdict:
     return Verdict(proven=not failures, failures=tuple(failures))
 
 
-def require_balloon_config(kernel: KernelBuild) -> None:
-    """Fail before booting when the kernel lacks an option the scenario needs."""
-    require_config(kernel, SCENARIO, CONFIG_NEEDS)
-
-
 def _preflight(guest: Guest) -> None:
     """Say clearly what the running kernel or machine lacks."""
-    checks = (
+    preflight(guest, (
         ("ls /sys/bus/virtio/drivers/virtio_balloon/ | grep -q virtio",
          "no virtio-balloon device bound to the virtio_balloon driver: the kernel needs "
          "CONFIG_VIRTIO_BALLOON (--config balloon) and QEMU a virtio-balloon device"),
@@ -221,10 +173,7 @@ def _preflight(guest: Guest) -> None:
          "(--config balloon)"),
         ("test -r /proc/kpageflags", "no /proc/kpageflags in the running kernel "
                                      "(CONFIG_PROC_PAGE_MONITOR; --config balloon sets it)"),
-    )
-    for command, message in checks:
-        if not guest.run(command).ok:
-            raise GuestError(message)
+    ))
 
 
 def _balloon_counters(vmstat: procfs.Vmstat) -> dict[str, int]:
@@ -236,94 +185,86 @@ def _vmstat_counters(guest: Guest) -> dict[str, int]:
     return _balloon_counters(procfs.parse_vmstat(must(guest, "cat /proc/vmstat")))
 
 
-def run_balloon(guest: Guest, host: BalloonHost | None = None,
-                settings: BalloonSettings = BalloonSettings(), kernel: str = "",
-                arch: str = "") -> InTreeResult:
-    """Run the experiment in this module's docstring on ``guest``; judge it.
+class BalloonScenario:
+    """The experiment of this module's docstring as a Scenario (harness.check.scenario)."""
 
-    ``host`` defaults to the QMP balloon of a QEMU guest. The balloon is
-    deflated and the work tmpfs unmounted even when a step fails. A kernel
-    report ends the experiment: NOT PROVEN, with what was measured before it.
-    """
-    host = host or balloon_host(guest)
-    progress = Progress(SCENARIO, arch=arch, kernel=kernel)
-    try:
-        evidence = _experiment(guest, host, settings, progress)
-    except KernelProblem as problem:
-        return progress.interrupted(problem)
-    verdict = judge_balloon(evidence)
-    return progress.result(proven=verdict.proven,
-                           reasons=verdict.failures or (_summary(evidence),),
-                           data_checked=1, data_mismatches=0 if evidence.data_intact else 1)
+    name = SCENARIO
+    needs = Needs(fragments=FRAGMENTS, config=CONFIG_NEEDS, virtio_devices=VIRTIO_DEVICES,
+                  capabilities=(OffersBalloon,))
+
+    def __init__(self, settings: BalloonSettings = BalloonSettings()) -> None:
+        self.settings = settings
+
+    def prepare(self, kernel: KernelBuild, force: bool) -> None:
+        """Nothing to build: virtio-balloon is the kernel's own."""
+
+    def collect(self, guest: Guest, evidence: Evidence) -> None:
+        """Run the experiment with the balloon the target offers; the balloon is
+        deflated and the work tmpfs unmounted even when a step fails."""
+        assert isinstance(guest, OffersBalloon)  # observe checked needs.capabilities
+        _experiment(guest, guest.balloon(), self.settings, evidence)
+
+    def judge(self, evidence: Evidence) -> InTreeResult:
+        """``judge_balloon`` on complete evidence; evidence cut short is not proven."""
+        if "data_intact" not in evidence.facts:  # the last fact: memory usable after
+            return in_tree_result(evidence)
+        record = measured(BalloonEvidence, evidence.facts)
+        verdict = judge_balloon(record)
+        return in_tree_result(evidence, verdict.proven, verdict.failures or (_summary(record),),
+                              data_checked=1, data_mismatches=0 if record.data_intact else 1)
 
 
-def _experiment(guest: Guest, host: BalloonHost, settings: BalloonSettings,
-                progress: Progress) -> BalloonEvidence:
-    """The steps of the experiment; every figure goes into ``progress`` when measured."""
-    figures = progress.figures
-    progress.release = must(guest, "uname -r").strip()
+def _experiment(guest: Guest, host: BalloonControl, settings: BalloonSettings,
+                evidence: Evidence) -> None:
+    """The steps of the experiment; every fact goes into ``evidence`` when measured."""
+    facts = evidence.facts
+    figures: dict[str, int] = facts.setdefault("figures", {})
     _preflight(guest)
     ram = host.actual()
-    progress.notes += quiet_background_compaction(guest)
+    evidence.notes += quiet_background_compaction(guest)
     must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
     pages = settings.balloon_pages(mem_free_pages(guest))
-    figures["balloon_pages"] = pages
-    progress.data_unit = f"{pages * PAGE >> 20} MiB file written after deflating"
-    progress.notes.append(f"balloon of {pages} pages ({pages * PAGE >> 20} MiB) inflated into "
+    figures["balloon_pages"] = facts["requested_pages"] = pages
+    facts["data_unit"] = f"{pages * PAGE >> 20} MiB file written after deflating"
+    evidence.notes.append(f"balloon of {pages} pages ({pages * PAGE >> 20} MiB) inflated into "
                           "the holes of two interleaved tmpfs files")
     must(guest, f"mkdir -p {WORKDIR} && mount -t tmpfs -o size={2 * pages * PAGE + (1 << 20)} "
                 f"harness-balloon {WORKDIR}")
     with undone(guest, lambda: _restore(guest, host, ram),
                 "unmounting the work tmpfs and deflating the balloon"):
-        with progress.phase("interleave"):
+        with evidence.phase("interleave"):
             must(guest, f"cd {WORKDIR} && exec 3>a 4>b && i=0 && while [ $i -lt {pages} ]; "
                         f"do printf %{PAGE}s >&3; printf %{PAGE}s >&4; i=$((i+1)); done",
                  timeout=1800)
             must(guest, f"rm {WORKDIR}/a")
 
         counts_start = _vmstat_counters(guest)
-        target = ram - pages * PAGE
-        with progress.phase("inflate"):
-            host.set_target(target)
-            wait_for_balloon(host, target, settings)
-        counts_inflated = _vmstat_counters(guest)
-        inflated = counts_inflated["balloon_inflate"] - counts_start["balloon_inflate"]
-        figures["balloon_inflate"] = inflated
+        counts_inflated = _resize(guest, host, ram - pages * PAGE, settings, evidence, "inflate")
+        figures["balloon_inflate"] = facts["inflated"] = (
+            counts_inflated["balloon_inflate"] - counts_start["balloon_inflate"])
         must(guest, f"umount {WORKDIR}; sync; echo 3 > /proc/sys/vm/drop_caches")
 
-        progress.doing = "its measurements before compaction"
-        before = snapshot(guest)
-        progress.buddy_before = before.buddyinfo.per_order()
-        span = pfn_span(before.zoneinfo)
-        pfns_before = find_pages(guest, BALLOON_PAGE, span)
-        with progress.phase("compact_memory"):
-            compact_memory(guest)
-        progress.doing = "its measurements after compaction"
-        pfns_after = find_pages(guest, BALLOON_PAGE, span)
-        progress.tracked = pfn_moves(BALLOON_PAGE, pfns_before, pfns_after)
-        after = snapshot(guest)
-        progress.buddy_after = after.buddyinfo.per_order()
-        progress.vmstat_delta = procfs.vmstat_delta(
-            before.vmstat, after.vmstat,
-            [key for key in (*VMSTAT_KEYS, *BALLOON_COUNTERS) if key in before.vmstat])
-        progress.pgmigrate_success_delta = progress.vmstat_delta.get("pgmigrate_success", 0)
-        figures["balloon_migrate"] = progress.vmstat_delta["balloon_migrate"]
+        compact_and_track(guest, evidence, BALLOON_PAGE, (*VMSTAT_KEYS, *BALLOON_COUNTERS))
+        figures["balloon_migrate"] = facts["balloon_migrate"] = (
+            facts["vmstat_delta"]["balloon_migrate"])
 
-        with progress.phase("deflate"):
-            host.set_target(ram)
-            wait_for_balloon(host, ram, settings)
-        counts_deflated = _vmstat_counters(guest)
-        figures["balloon_deflate"] = (counts_deflated["balloon_deflate"]
-                                      - counts_inflated["balloon_deflate"])
+        counts_deflated = _resize(guest, host, ram, settings, evidence, "deflate")
+        figures["balloon_deflate"] = facts["deflated"] = (
+            counts_deflated["balloon_deflate"] - counts_inflated["balloon_deflate"])
         figures["guest_ram_bytes"] = ram
 
-        with progress.phase("use_after_deflate"):
-            data_intact = _memory_usable(guest, pages * PAGE)
+        with evidence.phase("use_after_deflate"):
+            facts["data_intact"] = _memory_usable(guest, pages * PAGE)
 
-    return BalloonEvidence(
-        requested_pages=pages, tracked=progress.tracked, inflated=inflated,
-        deflated=figures["balloon_deflate"], balloon_migrate=figures["balloon_migrate"],
-        pgmigrate_success_delta=progress.pgmigrate_success_delta, data_intact=data_intact)
+
+def _resize(guest: Guest, host: BalloonControl, target: int, settings: BalloonSettings,
+            evidence: Evidence, phase: str) -> dict[str, int]:
+    """Set the balloon so the guest has ``target`` bytes, wait until QEMU sees it
+    (timed as ``phase``); the guest's balloon counters then."""
+    with evidence.phase(phase):
+        host.set_target(target)
+        wait_for_balloon(host, target, settings)
+    return _vmstat_counters(guest)
 
 
 def _memory_usable(guest: Guest, size: int) -> bool:
@@ -338,7 +279,7 @@ def _memory_usable(guest: Guest, size: int) -> bool:
     return written == read
 
 
-def _restore(guest: Guest, host: BalloonHost, ram: int) -> None:
+def _restore(guest: Guest, host: BalloonControl, ram: int) -> None:
     """Leave the guest as found: tmpfs unmounted, balloon deflated (best effort)."""
     guest.run(f"umount {WORKDIR} 2>/dev/null; rmdir {WORKDIR} 2>/dev/null")
     try:

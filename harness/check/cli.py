@@ -1,4 +1,5 @@
-"""``harness run``: the main job. Build, boot, load the driver, compact, prove.
+"""``harness run``: the main job. Build, boot, load the driver, compact, prove;
+``harness report RUN_DIR``: the same verdicts and reports again from a run's saved evidence.
 
 With no arguments it runs both arches on the default kernel (the one closest
 to 4.8 that a fresh Debian machine can obtain), prints one table per
@@ -13,24 +14,35 @@ kernel per cell serves every scenario, it is the kernel the pytest plugin
 builds for that cell (so either warms the other's cache), and from 6.17 on the
 sample driver itself needs the balloon core. A user fragment can still turn an
 option off (the scenario then refuses with the option's name before booting).
+
+Each scenario's evidence is saved in the run directory (``evidence/``, one JSON
+file per scenario and cell, numbered in run order) the moment it is collected;
+``harness report`` judges those files again with the scenarios' own ``judge``
+and writes result.json and the picture anew, so a run killed halfway still
+has a report of what it finished.
 """
 
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.arch import ARCHES, get_arch
-from harness.check.sample import ScenarioSettings
+from harness.check import runner
+from harness.check.sample import SAMPLE, SampleAB, ScenarioSettings
 from harness.check.target import TargetOptions, validate_target
 from harness.defaults import CPUS, MEMORY_MIB, TARGET, TRANSPORT, TRANSPORTS
 from harness.errors import HarnessError
 
+if TYPE_CHECKING:
+    from harness.report.model import ScenarioResult
+
 DEFAULT_KERNEL = "debian:5.10"  # 5.10 has the same driver API as 4.8 and is on the mirror
 FALLBACK_KERNEL = "debian:6.1"
-# Spelled out here so --help works without importing the scenarios (and QMP);
-# tests/unit/test_zram_balloon_shared.py checks it against harness.check.runner.SCENARIOS.
-SCENARIO_CHOICES = ("sample", "zram", "balloon", "all")
+SCENARIO_CHOICES = (*runner.SCENARIOS, "all")
+EVIDENCE = "evidence"  # the run directory's folder of saved evidence, one file per scenario run
 
 
 def default_kernel() -> str:
@@ -48,67 +60,89 @@ def default_kernel() -> str:
 
 
 def command(args: argparse.Namespace) -> int:
-    """Run the A/B for every arch x kernel asked for; exit 1 unless all proven."""
+    """Run every scenario asked for on every arch x kernel; exit 1 unless all proven."""
     # Heavy imports (matplotlib, paramiko) only when the command runs.
-    from harness.check.runner import (
-        SAMPLE,
-        cell_fragments,
-        check_ab,
-        check_in_tree,
-        prepare,
-    )
+    from harness.check.scenario import Scenario
     from harness.kernel.build import build_kernel
     from harness.paths import new_run_dir
-    from harness.report.chart import write_chart
-    from harness.report.in_tree import InTreeResult, in_tree_to_dict
-    from harness.report.json_report import result_to_dict, write_json
-    from harness.report.model import RunResult
-    from harness.report.table import print_tables
 
     arches = [get_arch(name).name for name in (args.arch or list(ARCHES))]
     target = TargetOptions(target=validate_target(args.target), transport=args.transport,
                            memory_mib=args.memory, cpus=args.cpus,
                            ssh_key=Path(args.ssh_key) if args.ssh_key else None)
-    scenarios = selected_scenarios(args.scenario)
-    fragments = cell_fragments(args.config)
+    names = selected_scenarios(args.scenario)
+    fragments = runner.cell_fragments(args.config)
     kernels = args.kernel or [default_kernel()]
-    settings = ScenarioSettings(fragment=args.fragment)
     run_dir = new_run_dir("run")
-    results: list[RunResult] = []
-    in_tree: list[InTreeResult] = []
-    for kernel_spec in kernels:
-        for arch in arches:
-            cell_dir = run_dir / f"{arch}-{_slug(kernel_spec)}"
-            if SAMPLE in scenarios:
-                prepared = prepare(arch, kernel_spec, fragments, args.force)
-                kernel = prepared.kernel
-                results.append(check_ab(prepared, target, settings, run_dir=cell_dir))
-            else:
+    results: list[ScenarioResult] = []
+    try:
+        for kernel_spec in kernels:
+            for arch in arches:
                 kernel = build_kernel(kernel_spec, arch, fragments, force=args.force)
-            for name in scenarios:
-                if name != SAMPLE:
-                    in_tree.append(check_in_tree(kernel, name, target,
-                                                 run_dir=cell_dir.with_name(
-                                                     f"{cell_dir.name}-{name}")))
-    json_path = write_json(results, run_dir / "result.json", in_tree=in_tree)
-    chart_path = write_chart(results, run_dir / "buddyinfo.png", in_tree=in_tree)
-    if args.json:
-        print(json.dumps([result_to_dict(result) for result in results]
-                         + [in_tree_to_dict(result) for result in in_tree], indent=2))
+                # Fresh scenarios per cell (the sample's module is this kernel's);
+                # --fragment is the sample A/B's setting.
+                scenarios: dict[str, Scenario] = {name: cls()
+                                                  for name, cls in runner.SCENARIOS.items()}
+                scenarios[SAMPLE] = SampleAB(ScenarioSettings(fragment=args.fragment))
+                for name in names:
+                    cell = f"{arch}-{_slug(kernel_spec)}-{name}"
+                    results.append(runner.check(
+                        scenarios[name], kernel, target, run_dir=run_dir / cell,
+                        evidence_path=run_dir / EVIDENCE / f"{len(results):02d}-{cell}.json",
+                        force=args.force))
+    except (HarnessError, KeyboardInterrupt) as failure:
+        if results:
+            failure.add_note(f"the evidence of the {len(results)} scenario run(s) finished "
+                             f"is in {run_dir / EVIDENCE}: `harness report {run_dir}` "
+                             "judges and renders it")
+        raise
+    return render(results, run_dir, args.json)
+
+
+def render(results: Sequence["ScenarioResult"], run_dir: Path, as_json: bool) -> int:
+    """Write result.json and buddyinfo.png into ``run_dir``, print the tables (or the
+    JSON objects); 0 when every result is proven, else 1."""
+    from harness.report.chart import write_chart
+    from harness.report.json_report import result_object, write_json
+    from harness.report.table import print_tables
+
+    json_path = write_json(results, run_dir / "result.json")
+    chart_path = write_chart(results, run_dir / "buddyinfo.png")
+    if as_json:
+        print(json.dumps([result_object(result) for result in results], indent=2))
     else:
-        print_tables(results, in_tree=in_tree)
+        print_tables(results)
         print(f"result: {json_path}\npicture: {chart_path}")
-    proven = all(result.proven for result in results) and all(r.proven for r in in_tree)
-    return 0 if proven else 1
+    return 0 if all(result.proven for result in results) else 1
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """Judge a run directory's saved evidence again and render it, with no machine."""
+    from harness.check.scenario import load_evidence, verdict
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise HarnessError(f"{run_dir} is not a directory")
+    paths = sorted((run_dir / EVIDENCE).glob("*.json"))
+    if not paths:
+        raise HarnessError(f"{run_dir} has no saved evidence ({EVIDENCE}/*.json): "
+                           "not a harness run directory, or no scenario finished collecting")
+    results = []
+    for path in paths:
+        evidence = load_evidence(path)
+        try:
+            results.append(verdict(runner.scenario_named(evidence.scenario), evidence))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise HarnessError(f"{path} has malformed {evidence.scenario} evidence: "
+                               f"{error!r}") from None
+    return render(results, run_dir, args.json)
 
 
 def selected_scenarios(chosen: list[str] | None) -> tuple[str, ...]:
     """The --scenario values in order, each once; ``all`` means every scenario."""
-    from harness.check.runner import SAMPLE, SCENARIOS
-
     names = chosen or [SAMPLE]
     if "all" in names:
-        return SCENARIOS
+        return tuple(runner.SCENARIOS)
     return tuple(dict.fromkeys(names))
 
 
@@ -145,3 +179,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true", help="rebuild kernel and module")
     parser.add_argument("--json", action="store_true", help="print the result objects as JSON")
     parser.set_defaults(func=command)
+    report = subparsers.add_parser(
+        "report", help="judge a run directory's saved evidence again and redraw its "
+                       "table, result.json and picture (no machine needed)")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of harness run")
+    report.add_argument("--json", action="store_true", help="print the result objects as JSON")
+    report.set_defaults(func=report_command)

@@ -20,29 +20,35 @@ Before anything boots, ``require_config`` checks the kernel's .config for
 every option a scenario needs, so a missing option is one clear line naming
 the fragment to add instead of a confusing failure inside the guest.
 
-Each scenario records what it measures in a ``Progress`` as soon as it has
-it, so a kernel report that ends the scenario early still leaves a result with
-everything measured before it.
+Each scenario records what it measures in its Evidence (harness.check.scenario)
+as soon as it has it, under the names ``in_tree_result`` reads, so a kernel
+report that ends the scenario early still leaves a result with everything
+measured before it.
 """
 
 import gzip
 import shlex
 import tempfile
-import time
 from array import array
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from harness import procfs
 from harness.artifacts import KernelBuild
-from harness.check.reported import reported
-from harness.check.steps import undone
+from harness.check.steps import compact_memory, snapshot, undone
 from harness.errors import HarnessError
-from harness.guest import Guest, GuestError, KernelProblem
+from harness.guest import Guest, GuestError
 from harness.kernel.config import parse_dotconfig
 from harness.report.in_tree import InTreeResult, TrackedPages
+
+if TYPE_CHECKING:  # scenario imports this module
+    from _typeshed import DataclassInstance
+
+    from harness.check.scenario import Evidence
+
+    M = TypeVar("M", bound=DataclassInstance)
 
 KPAGEFLAGS = "/proc/kpageflags"
 KPF_LRU = 5
@@ -109,53 +115,33 @@ def require_config(kernel: KernelBuild, scenario: str, needs: Iterable[ConfigNee
         raise config_error(scenario, str(kernel.config), missing)
 
 
-@dataclass
-class Progress:
-    """What an in-tree scenario has measured so far, filled in as it goes."""
+def measured(cls: "type[M]", facts: Mapping[str, Any]) -> "M":
+    """A scenario's record of complete evidence (ZramEvidence, BalloonEvidence), its
+    fields read from the facts of the same names (``tracked`` as TrackedPages)."""
+    values = {item.name: facts[item.name] for item in fields(cls)}
+    values["tracked"] = TrackedPages(**values["tracked"])
+    return cls(**values)
 
-    scenario: str
-    arch: str
-    kernel: str
-    release: str = ""
-    doing: str = "its setup"  # where a kernel report now would stop it
-    tracked: TrackedPages | None = None
-    pgmigrate_success_delta: int | None = None
-    buddy_before: tuple[int, ...] = ()
-    buddy_after: tuple[int, ...] = ()
-    vmstat_delta: dict[str, int] = field(default_factory=dict)
-    figures: dict[str, int] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    data_unit: str = ""
-    started: float = field(default_factory=time.monotonic)
 
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """Time the block as ``seconds[name]``; a report during it stops ``name``."""
-        self.doing = f"its {name} phase"
-        began = time.monotonic()
-        yield
-        self.seconds[name] = time.monotonic() - began
-
-    def result(self, proven: bool = False, reasons: tuple[str, ...] = (),
-               data_checked: int | None = None,
-               data_mismatches: int | None = None) -> InTreeResult:
-        """The result of everything recorded (``seconds["total"]`` up to now)."""
-        return InTreeResult(
-            scenario=self.scenario, arch=self.arch, kernel=self.kernel, release=self.release,
-            proven=proven, reasons=reasons, tracked=self.tracked,
-            pgmigrate_success_delta=self.pgmigrate_success_delta,
-            buddy_before=self.buddy_before, buddy_after=self.buddy_after,
-            data_checked=data_checked, data_mismatches=data_mismatches,
-            data_unit=self.data_unit, figures=self.figures, vmstat_delta=self.vmstat_delta,
-            seconds={**self.seconds, "total": time.monotonic() - self.started},
-            notes=tuple(self.notes))
-
-    def interrupted(self, problem: KernelProblem) -> InTreeResult:
-        """The NOT PROVEN result of a scenario a kernel report ended now."""
-        return reported(self.result(), problem,
-                        f"the {self.scenario} scenario stopped in {self.doing}; what it "
-                        "measured before is kept")
+def in_tree_result(evidence: "Evidence", proven: bool = False, reasons: tuple[str, ...] = (),
+                   data_checked: int | None = None,
+                   data_mismatches: int | None = None) -> InTreeResult:
+    """The record of an in-tree scenario's evidence: the facts every in-tree scenario
+    keeps under the same names (``tracked``, ``buddy_before``, ``pgmigrate_success_delta``,
+    ...), None or empty where it was cut short before measuring them."""
+    facts = evidence.facts
+    tracked = facts.get("tracked")
+    return InTreeResult(
+        scenario=evidence.scenario, arch=evidence.arch, kernel=evidence.kernel,
+        release=evidence.release, proven=proven, reasons=reasons,
+        tracked=TrackedPages(**tracked) if tracked is not None else None,
+        pgmigrate_success_delta=facts.get("pgmigrate_success_delta"),
+        buddy_before=tuple(facts.get("buddy_before", ())),
+        buddy_after=tuple(facts.get("buddy_after", ())),
+        data_checked=data_checked, data_mismatches=data_mismatches,
+        data_unit=facts.get("data_unit", ""), figures=facts.get("figures", {}),
+        vmstat_delta=facts.get("vmstat_delta", {}), seconds=evidence.seconds,
+        notes=tuple(evidence.notes))
 
 
 @dataclass(frozen=True)
@@ -241,3 +227,25 @@ def pfn_moves(kind: PageKind, before: frozenset[int], after: frozenset[int]) -> 
 def counters(vmstat: procfs.Vmstat, names: Iterable[str]) -> Mapping[str, int]:
     """The named vmstat counters that this kernel has (absent ones are left out)."""
     return {name: vmstat[name] for name in names if name in vmstat}
+
+
+def compact_and_track(guest: Guest, evidence: "Evidence", kind: PageKind,
+                      names: Iterable[str]) -> None:
+    """The measurement every in-tree scenario makes around one ``compact_memory``:
+    buddyinfo, the PFNs of its ``kind`` of page and the vmstat counters ``names`` (those
+    this kernel has) before and after, each into ``evidence`` as soon as it is read."""
+    facts = evidence.facts
+    evidence.doing("its measurements before compaction")
+    before = snapshot(guest)
+    facts["buddy_before"] = list(before.buddyinfo.per_order())
+    span = pfn_span(before.zoneinfo)
+    pages_before = find_pages(guest, kind, span)
+    with evidence.phase("compact_memory"):
+        compact_memory(guest)
+    evidence.doing("its measurements after compaction")
+    facts["tracked"] = asdict(pfn_moves(kind, pages_before, find_pages(guest, kind, span)))
+    after = snapshot(guest)
+    facts["buddy_after"] = list(after.buddyinfo.per_order())
+    facts["vmstat_delta"] = procfs.vmstat_delta(before.vmstat, after.vmstat,
+                                                counters(before.vmstat, names))
+    facts["pgmigrate_success_delta"] = facts["vmstat_delta"].get("pgmigrate_success", 0)

@@ -3,43 +3,32 @@
 A panic, Oops, BUG, WARNING, lockup, hung task or RCU stall while a scenario
 runs ends it at the step it appeared in (the guest may be wedged or dead), and
 its result is NOT PROVEN with the report's headline as the first reason, the
-console excerpt, and everything measured before it. ``harness run`` exits 1 for
-it, as for any migration not proven, and goes on with the other cells and
-scenarios, each on a VM of its own. Exit 2 stays for the harness's own failures
-(README "Verdicts and exit status").
+console excerpt, and everything measured before it (the scenario's Evidence
+keeps it: harness.check.scenario). ``harness run`` exits 1 for it, as for any
+migration not proven, and goes on with the other cells and scenarios, each on a
+VM of its own. Exit 2 stays for the harness's own failures (README "Verdicts
+and exit status").
 """
 
 from dataclasses import replace
 from typing import TypeVar
 
-from harness.guest import KernelProblem
-from harness.report.in_tree import InTreeResult
-from harness.report.model import KernelReport, RunResult
+from harness.report.model import KernelReport, ScenarioResult
 
-R = TypeVar("R", RunResult, InTreeResult)
+R = TypeVar("R", bound=ScenarioResult)
 
 
-def kernel_report(problem: KernelProblem) -> KernelReport:
-    """The record of a report, as results keep it."""
-    return KernelReport(kind=problem.kind, headline=problem.headline, excerpt=problem.excerpt,
-                        fatal=problem.fatal, step=problem.step)
-
-
-def reported(result: R, problem: KernelProblem, stopped: str) -> R:
-    """``result`` (what was measured) judged again after ``problem``: NOT PROVEN,
+def reported(result: R, report: KernelReport, stopped: str) -> R:
+    """``result`` (what was measured) judged again after ``report``: NOT PROVEN,
     with the report's headline first; ``stopped`` says what the report cut short.
 
-    The first report wins: a result that already has one keeps it, and the
-    later one becomes a note. What the problem collected on its way (a cleanup
-    that failed after it) becomes the result's notes too.
+    A proven result's reasons are a summary of the proof, void now; the rules
+    a result already broke stay after the report's two lines.
     """
-    notes: tuple[str, ...] = (*result.notes, *getattr(problem, "__notes__", ()))
-    if result.kernel_report is not None:
-        return replace(result, notes=(*notes, f"afterwards, {problem}"))
-    during = f" during {problem.step}" if problem.step else ""
-    then = "; the kernel then panicked" if problem.fatal else ""
-    own: tuple[str, ...] = () if result.proven else result.reasons  # a summary: void now
-    return replace(result, proven=False, kernel_report=kernel_report(problem), notes=notes,
-                   reasons=(problem.headline,
-                            f"the kernel reported {problem.kind}{during}{then}: {stopped}",
+    during = f" during {report.step}" if report.step else ""
+    then = "; the kernel then panicked" if report.fatal else ""
+    own: tuple[str, ...] = () if result.proven else result.reasons
+    return replace(result, proven=False, kernel_report=report,
+                   reasons=(report.headline,
+                            f"the kernel reported {report.kind}{during}{then}: {stopped}",
                             *own))

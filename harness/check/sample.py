@@ -4,10 +4,13 @@ Written against the Guest protocol only, so it runs the same on a QEMU guest
 (console or SSH) and on a board over SSH.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 from harness import procfs
+from harness.artifacts import KernelBuild, ModuleArtifact
 from harness.check.driver import MODULE_NAME, DriverParams, DriverState, SampleDriver
+from harness.check.evidence import judge_ab
+from harness.check.scenario import Evidence, Needs
 from harness.check.steps import (
     compact_memory,
     mem_free_pages,
@@ -16,7 +19,10 @@ from harness.check.steps import (
     snapshot,
     undone,
 )
-from harness.report.model import HighOrder, Side
+from harness.errors import HarnessError
+from harness.guest import Guest
+from harness.report.json_report import side_from_dict, side_to_dict
+from harness.report.model import HighOrder, RunResult, Side
 
 # Counters the evidence reports as deltas; compact_stall/fail/success count
 # only allocation-driven compaction (direct compaction in the allocator's slow
@@ -101,37 +107,76 @@ def run_sample_round(driver: SampleDriver, movable: bool,
     )
 
 
-@dataclass
-class ABRounds:
-    """The A/B as far as it got: its notes, the control round, then the movable one.
-
-    Filled as the rounds complete, so a kernel report during the movable=1
-    round still leaves the movable=0 round's measurements for the result.
-    """
-
-    notes: list[str] = field(default_factory=list)
-    control: Side | None = None  # movable=0
-    movable: Side | None = None  # movable=1
-
-    def stopped(self) -> str:
-        """What a kernel report now would cut short, for the verdict's reasons."""
-        if self.control is None:
-            return "the A/B stopped before its movable=0 round was complete"
-        return "the A/B stopped in its movable=1 round; the movable=0 round is kept"
+SAMPLE = "sample"
+CONTROL, MOVABLE = "movable=0", "movable=1"  # the rounds' keys in the evidence
 
 
-def run_ab(driver: SampleDriver, rounds: ABRounds,
-           settings: ScenarioSettings = ScenarioSettings()) -> None:
+def collect_ab(driver: SampleDriver, evidence: Evidence,
+               settings: ScenarioSettings = ScenarioSettings()) -> None:
     """The seed commit's claim as an experiment: the same fragmentation twice,
     first with pages the kernel cannot move (movable=0), then with movable pages.
 
-    Fills ``rounds`` as it goes. The control runs first so that a leak or a
-    stuck isolated page from the movable round cannot make the control look
-    worse than it is.
+    Each round goes into ``evidence`` as it completes, so a kernel report during
+    the movable=1 round leaves the movable=0 round's measurements. The control
+    runs first so that a leak or a stuck isolated page from the movable round
+    cannot make the control look worse than it is.
     """
-    rounds.notes += quiet_background_compaction(driver.guest)
-    rounds.notes.append(f"driver covers {settings.cover_share:.0%} of free memory, keeps 1 "
-                        f"page in {settings.fragment}; probe: {settings.probe_attempts} x order "
-                        f"{settings.probe_order}")
-    rounds.control = run_sample_round(driver, False, settings)
-    rounds.movable = run_sample_round(driver, True, settings)
+    evidence.stopped = "the A/B stopped before its movable=0 round was complete"
+    evidence.notes += quiet_background_compaction(driver.guest)
+    evidence.notes.append(f"driver covers {settings.cover_share:.0%} of free memory, keeps 1 "
+                          f"page in {settings.fragment}; probe: {settings.probe_attempts} x "
+                          f"order {settings.probe_order}")
+    evidence.facts[CONTROL] = side_to_dict(run_sample_round(driver, False, settings))
+    evidence.stopped = "the A/B stopped in its movable=1 round; the movable=0 round is kept"
+    evidence.facts[MOVABLE] = side_to_dict(run_sample_round(driver, True, settings))
+
+
+def _proof_summary(movable: Side) -> str:
+    """One sentence saying what a proven result rests on."""
+    return (f"{movable.migrated_pages} of {movable.total_pages} driver pages changed PFN, "
+            f"migratepage succeeded {movable.driver_counters.get('migrated', 0)} times, "
+            f"pgmigrate_success +{movable.pgmigrate_success_delta}, contents intact")
+
+
+class SampleAB:
+    """The sample driver's A/B as a Scenario (harness.check.scenario).
+
+    Its kernel needs nothing beyond every cell's fragments (from 6.17 the balloon
+    core, which the balloon fragment sets); its module is built in ``prepare``.
+    """
+
+    name = SAMPLE
+    needs = Needs()
+
+    def __init__(self, settings: ScenarioSettings = ScenarioSettings(),
+                 module: ModuleArtifact | None = None) -> None:
+        self.settings = settings
+        self.module = module  # built by prepare unless given: one instance per cell
+
+    def prepare(self, kernel: KernelBuild, force: bool) -> None:
+        """Build (or take from the cache) the sample driver for ``kernel``, unless
+        the module was given."""
+        from harness.module import build_module
+
+        if self.module is None:
+            self.module = build_module(kernel, force=force)
+
+    def collect(self, guest: Guest, evidence: Evidence) -> None:
+        """Copy the driver onto ``guest`` and run the A/B."""
+        if self.module is None:
+            raise HarnessError("the sample scenario's module is not built: prepare() first")
+        collect_ab(SampleDriver.install(guest, self.module), evidence, self.settings)
+
+    def judge(self, evidence: Evidence) -> RunResult:
+        """``judge_ab`` (harness.check.evidence: the rules) on both rounds; with a
+        round missing (cut short by a kernel report) the A/B is not proven."""
+        control, movable = (side_from_dict(evidence.facts[key]) if key in evidence.facts
+                            else None for key in (CONTROL, MOVABLE))
+        result = RunResult(arch=evidence.arch, kernel=evidence.kernel, release=evidence.release,
+                           proven=False, reasons=(), movable=movable, unmovable=control,
+                           notes=tuple(evidence.notes))
+        if control is None or movable is None:
+            return result
+        verdict = judge_ab(control, movable)
+        return replace(result, proven=verdict.proven,
+                       reasons=verdict.failures or (_proof_summary(movable),))

@@ -2,7 +2,7 @@
 procfs snapshots, memory figures, and the compaction itself. Written against the
 Guest protocol only."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from harness import procfs
@@ -47,6 +47,14 @@ def undone(guest: Guest, undo: Callable[[], object], what: str) -> Iterator[None
             failure.add_note(f"{what} afterwards: {error}")
         raise
     undo()
+
+
+def preflight(guest: Guest, checks: Iterable[tuple[str, str]]) -> None:
+    """Run each (command, message) check; the first that fails raises its message,
+    which says clearly what the running kernel or machine lacks."""
+    for command, message in checks:
+        if not guest.run(command).ok:
+            raise GuestError(message)
 
 
 def snapshot(guest: Guest) -> procfs.Snapshot:

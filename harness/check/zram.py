@@ -56,29 +56,26 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from harness import procfs
 from harness.artifacts import KernelBuild
 from harness.check.evidence import Verdict
 from harness.check.in_tree import (
     COMPACTION_NEEDS,
     ZSPAGE_FIRST_PAGE,
     ConfigNeed,
-    Progress,
-    find_pages,
-    pfn_moves,
-    pfn_span,
-    require_config,
+    compact_and_track,
+    in_tree_result,
+    measured,
 )
 from harness.check.sample import VMSTAT_KEYS
+from harness.check.scenario import Evidence, Needs
 from harness.check.steps import (
-    compact_memory,
     mem_free_pages,
     must,
+    preflight,
     quiet_background_compaction,
-    snapshot,
     undone,
 )
-from harness.guest import Guest, GuestError, KernelProblem
+from harness.guest import Guest, GuestError
 from harness.report.in_tree import InTreeResult, TrackedPages
 
 SCENARIO = "zram"
@@ -257,11 +254,6 @@ def judge_zram(evidence: ZramEvidence) -> Verdict:
     return Verdict(proven=not failures, failures=tuple(failures))
 
 
-def require_zram_config(kernel: KernelBuild) -> None:
-    """Fail before booting when the kernel lacks an option the scenario needs."""
-    require_config(kernel, SCENARIO, CONFIG_NEEDS)
-
-
 class Zram:
     """One zram device and its zsmalloc pool, seen through a Guest."""
 
@@ -273,17 +265,14 @@ class Zram:
 
     def preflight(self) -> None:
         """Say clearly what the running kernel lacks (a board's kernel may differ)."""
-        checks = (
+        preflight(self.guest, (
             (f"test -d {self.sysfs}", f"no {self.sysfs}: the running kernel has no zram "
                                       "(CONFIG_ZRAM; build with --config zram)"),
             ("test -r /proc/kpageflags", "no /proc/kpageflags in the running kernel "
                                          "(CONFIG_PROC_PAGE_MONITOR; --config zram sets it)"),
             ("grep -q ' debugfs ' /proc/mounts || mount -t debugfs debugfs /sys/kernel/debug",
              "cannot mount debugfs on /sys/kernel/debug"),
-        )
-        for command, message in checks:
-            if not self.guest.run(command).ok:
-                raise GuestError(message)
+        ))
 
     def reset(self) -> None:
         """Free the device's pool and return it to the unconfigured state."""
@@ -323,35 +312,42 @@ def _hasher(chunks: int, chunk_bytes: int) -> str:
             f"iflag=fullblock 2>/dev/null | sha256sum; i=$((i+1)); done")
 
 
-def run_zram(guest: Guest, settings: ZramSettings = ZramSettings(), kernel: str = "",
-             arch: str = "") -> InTreeResult:
-    """Run the experiment in this module's docstring on ``guest``; judge it.
+class ZramScenario:
+    """The experiment of this module's docstring as a Scenario (harness.check.scenario)."""
 
-    ``kernel`` and ``arch`` label the result (the guest's ``uname`` fills the
-    release). The device is reset before and after, so a board is left as
-    found. A kernel report ends the experiment: NOT PROVEN, with what was
-    measured before it.
-    """
-    progress = Progress(SCENARIO, arch=arch, kernel=kernel,
-                        data_unit=f"{settings.chunk_mib} MiB zram chunk")
-    try:
-        evidence = _experiment(guest, settings, progress)
-    except KernelProblem as problem:
-        return progress.interrupted(problem)
-    verdict = judge_zram(evidence)
-    return progress.result(proven=verdict.proven,
-                           reasons=verdict.failures or (_summary(evidence),),
-                           data_checked=evidence.chunks_checked,
-                           data_mismatches=evidence.mismatches)
+    name = SCENARIO
+    needs = Needs(fragments=FRAGMENTS, config=CONFIG_NEEDS)
+
+    def __init__(self, settings: ZramSettings = ZramSettings()) -> None:
+        self.settings = settings
+
+    def prepare(self, kernel: KernelBuild, force: bool) -> None:
+        """Nothing to build: zram and zsmalloc are the kernel's own."""
+
+    def collect(self, guest: Guest, evidence: Evidence) -> None:
+        """Run the experiment; the device is reset before and after, so a board is
+        left as found."""
+        _experiment(guest, self.settings, evidence)
+
+    def judge(self, evidence: Evidence) -> InTreeResult:
+        """``judge_zram`` on complete evidence; evidence cut short is not proven."""
+        if "mismatches" not in evidence.facts:  # the last fact: the read-back
+            return in_tree_result(evidence)
+        record = measured(ZramEvidence, evidence.facts)
+        verdict = judge_zram(record)
+        return in_tree_result(evidence, verdict.proven, verdict.failures or (_summary(record),),
+                              data_checked=record.chunks_checked,
+                              data_mismatches=record.mismatches)
 
 
-def _experiment(guest: Guest, settings: ZramSettings, progress: Progress) -> ZramEvidence:
-    """The steps of the experiment; every figure goes into ``progress`` when measured."""
-    figures = progress.figures
-    progress.release = must(guest, "uname -r").strip()
+def _experiment(guest: Guest, settings: ZramSettings, evidence: Evidence) -> None:
+    """The steps of the experiment; every fact goes into ``evidence`` when measured."""
+    facts = evidence.facts
+    figures: dict[str, int] = facts.setdefault("figures", {})
+    facts["data_unit"] = f"{settings.chunk_mib} MiB zram chunk"
     zram = Zram(guest, settings.device)
     zram.preflight()
-    progress.notes += quiet_background_compaction(guest)
+    evidence.notes += quiet_background_compaction(guest)
     zram.reset()
     with undone(guest, zram.release, f"resetting {settings.device}"):
         must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
@@ -361,13 +357,13 @@ def _experiment(guest: Guest, settings: ZramSettings, progress: Progress) -> Zra
         fine_offset = chunks * chunk_bytes
         size = fine_offset + chunk_bytes
         compressor = zram.configure(size, settings.compressor)
-        progress.notes.append(
+        evidence.notes.append(
             f"{data_mib} MiB written to {settings.device} ({compressor}), 3/4 of the bytes "
             f"zero, every other {settings.chunk_mib} MiB chunk discarded; one more chunk of "
             "rebuildable pages, every other page discarded")
         figures["data_mib"] = data_mib
 
-        with progress.phase("fill"):
+        with evidence.phase("fill"):
             written = parse_chunk_sums(must(
                 guest, f"dd if=/dev/urandom bs=1048576 count={data_mib} 2>/dev/null | "
                        f"tr '\\000-\\277' '\\000' | "
@@ -388,7 +384,7 @@ def _experiment(guest: Guest, settings: ZramSettings, progress: Progress) -> Zra
         figures.update(stored_bytes=stored["orig_data_size"],
                        compressed_bytes=stored["compr_data_size"])
 
-        with progress.phase("discard"):
+        with evidence.phase("discard"):
             must(guest, f"i=1; while [ $i -lt {chunks} ]; do blkdiscard -o "
                         f"$((i*{chunk_bytes})) -l {chunk_bytes} /dev/{settings.device} || "
                         f"exit 1; i=$((i+2)); done; i=1; while [ $i -lt {chunk_bytes // PAGE} ]; "
@@ -398,33 +394,24 @@ def _experiment(guest: Guest, settings: ZramSettings, progress: Progress) -> Zra
             # compacts the pool itself and would empty the half-used zspages.
             must(guest, "sync; echo 1 > /proc/sys/vm/drop_caches")
 
-        progress.doing = "its measurements before compaction"
-        before = snapshot(guest)
-        progress.buddy_before = before.buddyinfo.per_order()
-        span = pfn_span(before.zoneinfo)
+        evidence.doing("its measurements before compaction")
         mm_before, classes_before = zram.stats()
         figures.update(zspages=classes_before.zspages,
                        zsmalloc_pages=classes_before.pages_used,
                        objects_used=classes_before.objects_used,
                        objects_allocated=classes_before.objects_allocated,
                        mem_used_total=mm_before["mem_used_total"])
-        pages_before = find_pages(guest, ZSPAGE_FIRST_PAGE, span)
-        with progress.phase("compact_memory"):
-            compact_memory(guest)
-        progress.doing = "its measurements after compaction"
-        pages_after = find_pages(guest, ZSPAGE_FIRST_PAGE, span)
-        progress.tracked = pfn_moves(ZSPAGE_FIRST_PAGE, pages_before, pages_after)
-        after = snapshot(guest)
-        progress.buddy_after = after.buddyinfo.per_order()
-        progress.vmstat_delta = procfs.vmstat_delta(
-            before.vmstat, after.vmstat, [key for key in VMSTAT_KEYS if key in before.vmstat])
-        progress.pgmigrate_success_delta = progress.vmstat_delta.get("pgmigrate_success", 0)
+        facts.update(zspages_before=classes_before.zspages,
+                     mem_used_before=mm_before["mem_used_total"])
+        compact_and_track(guest, evidence, ZSPAGE_FIRST_PAGE, VMSTAT_KEYS)
         mm_after, classes_after = zram.stats()
+        facts.update(zspages_after=classes_after.zspages,
+                     mem_used_after=mm_after["mem_used_total"])
         # zs_compact run by anything else (zsmalloc's shrinker under memory
         # pressure) before the explicit compact: expected 0.
         figures["pages_compacted_before"] = mm_after["pages_compacted"]
 
-        with progress.phase("zram_compact"):
+        with evidence.phase("zram_compact"):
             zram.compact()
         mm_compacted, classes_compacted = zram.stats()
         figures.update(
@@ -432,20 +419,14 @@ def _experiment(guest: Guest, settings: ZramSettings, progress: Progress) -> Zra
                                           - mm_after["pages_compacted"]),
             zram_compact_zspages_freed=classes_after.zspages - classes_compacted.zspages)
 
-        with progress.phase("verify"):
+        with evidence.phase("verify"):
             read = parse_chunk_sums(must(
                 guest, f"dd if=/dev/{settings.device} bs=1048576 2>/dev/null | "
                        f"{{ {_hasher(chunks + 1, chunk_bytes)}; }}", timeout=1800), chunks + 1)
 
-    return ZramEvidence(
-        tracked=progress.tracked,
-        zspages_before=classes_before.zspages, zspages_after=classes_after.zspages,
-        mem_used_before=mm_before["mem_used_total"], mem_used_after=mm_after["mem_used_total"],
-        pgmigrate_success_delta=progress.pgmigrate_success_delta,
-        chunks=chunks + 1, chunks_checked=len(read),
-        mismatches=(compare_chunks(written, read[:chunks], chunk_bytes)
-                    + (read[chunks] != fine_expected)),
-    )
+    facts.update(chunks=chunks + 1, chunks_checked=len(read),
+                 mismatches=(compare_chunks(written, read[:chunks], chunk_bytes)
+                             + (read[chunks] != fine_expected)))
 
 
 def _summary(evidence: ZramEvidence) -> str:

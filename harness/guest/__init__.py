@@ -98,3 +98,39 @@ class WatchesWhileWaiting(Protocol):
         """Call ``check`` about every WAIT_CHECK_SECONDS while a step waits; what it
         raises ends the step at once (the transport stays usable where it can)."""
         ...
+
+
+# What a target can offer besides running commands: a capability is a protocol
+# the object the target yields implements (QEMU's VmGuest does), so a scenario
+# asks for it by type and never reaches into the machine behind the guest.
+
+
+class BalloonControl(Protocol):
+    """The host side of a memory balloon."""
+
+    def set_target(self, guest_bytes: int) -> None:
+        """Ask the guest to shrink or grow to ``guest_bytes`` of memory."""
+        ...
+
+    def actual(self) -> int:
+        """The guest's memory size as the balloon device reports it, in bytes."""
+        ...
+
+
+@runtime_checkable
+class OffersBalloon(Protocol):
+    """a balloon the host inflates and deflates (QEMU's monitor; run it on a qemu
+    target, a board over ssh:// has none)"""
+
+    def balloon(self) -> BalloonControl:
+        """The balloon control of this guest's machine."""
+        ...
+
+
+def require_capabilities(guest: Guest, capabilities: tuple[type, ...], who: str) -> None:
+    """Refuse a guest whose target lacks one of ``capabilities`` (runtime-checkable
+    protocols), saying what it is from the protocol's docstring."""
+    for kind in capabilities:
+        if not isinstance(guest, kind):
+            what = " ".join((kind.__doc__ or kind.__name__).split())
+            raise HarnessError(f"{who} needs a target that offers {what}")

@@ -6,13 +6,12 @@ preferred to patching the kernel: the user's tree and the booted kernel stay
 exactly what the user gave.
 """
 
-import os
 import struct
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.paths import write_atomically
 
 _ELFCLASS64 = 2
 _ELFDATA2LSB = 1
@@ -84,12 +83,4 @@ def apply_module_fixups(ko: Path, fixups: tuple[str, ...]) -> None:
     changed = sum(FIXUPS[name](data, ko) for name in fixups)
     if not changed:
         return
-    handle, temporary = tempfile.mkstemp(prefix=f".{ko.name}.", dir=ko.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.chmod(temporary, ko.stat().st_mode & 0o7777)
-        os.replace(temporary, ko)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(ko, bytes(data), mode=ko.stat().st_mode & 0o7777)

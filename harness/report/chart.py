@@ -1,13 +1,15 @@
 """The picture: free blocks per order before and after compaction, movable=0 vs movable=1.
 
-One row per arch x kernel, the two A/B sides next to each other on a shared
-y axis, so the claim is visible at a glance: with movable driver pages,
-compaction turns many small free blocks into fewer large ones; without them,
-the histogram barely moves.
+One row per result, in run order: for the sample A/B the two sides next to
+each other on a shared y axis, so the claim is visible at a glance (with
+movable driver pages, compaction turns many small free blocks into fewer large
+ones; without them, the histogram barely moves); for an in-tree scenario its
+free blocks and the pages of the kernel's own user it found and saw move.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,8 +19,9 @@ from matplotlib.figure import Figure, SubFigure
 from matplotlib.ticker import FuncFormatter
 
 from harness.errors import HarnessError
+from harness.paths import write_atomically
 from harness.report.in_tree import HUGE_ORDER, InTreeResult
-from harness.report.model import KernelReport, RunResult, Side
+from harness.report.model import KernelReport, RunResult, ScenarioResult, Side
 
 BEFORE_COLOR = "#9ecae1"
 AFTER_COLOR = "#08519c"
@@ -95,7 +98,7 @@ def _draw_side(axes: Axes, side: Side, result: RunResult, top: float) -> None:
     _evidence_box(axes, lines)
 
 
-def _title(result: RunResult | InTreeResult) -> str:
+def _title(result: ScenarioResult) -> str:
     """A row's title: what ran, on which release, the verdict, and the kernel report."""
     title = f"{result.label}  —  {result.release or 'release unknown'}  —  {result.verdict.upper()}"
     report = result.kernel_report
@@ -178,34 +181,41 @@ def _draw_in_tree(row: SubFigure, result: InTreeResult) -> None:
     pages.set_title("pages of the in-tree user around one compaction", fontsize=10)
 
 
-def build_figure(results: Sequence[RunResult], in_tree: Sequence[InTreeResult] = ()) -> Figure:
+def _draw_ab(row: SubFigure, result: RunResult) -> None:
+    """The sample driver's A/B: movable=0 next to movable=1 on a shared y axis."""
+    color = PROVEN_COLOR if result.proven else NOT_PROVEN_COLOR
+    row.suptitle(_title(result), fontsize=12, fontweight="bold", color=color)
+    axes_row = row.subplots(1, 2, sharey=True)
+    peak = max((max(*side.buddy_before, *side.buddy_after, 1) for side in result.sides),
+               default=1)
+    top = peak * 12  # a decade of headroom above the bars for the evidence box
+    report = result.kernel_report
+    for axes, side, what in ((axes_row[0], result.unmovable, "movable=0 control"),
+                             (axes_row[1], result.movable, "movable=1")):
+        if side is None:
+            _draw_not_measured(axes, what, report)
+            report = None  # the excerpt once, in the first panel it stopped
+        else:
+            _draw_side(axes, side, result, top)
+    axes_row[1].tick_params(labelleft=True)  # sharey hides them; each side reads alone
+
+
+def build_figure(results: Sequence[ScenarioResult]) -> Figure:
     """The whole picture as a matplotlib Figure (no pyplot, no global state): one row
-    per sample-driver A/B, then one per in-tree scenario run."""
-    if not results and not in_tree:
+    per result, in run order."""
+    if not results:
         raise HarnessError("no results to draw: the run produced no arch x kernel result")
-    count = len(results) + len(in_tree)
+    count = len(results)
     figure = Figure(figsize=(13, 0.9 + 4.6 * count), dpi=110, layout="constrained")
     figure.suptitle("Free blocks per order before and after "
                     "echo 1 > /proc/sys/vm/compact_memory", fontsize=14, fontweight="bold")
     rows = figure.subfigures(count, 1, squeeze=False)[:, 0]
-    for row, result in zip(rows[:len(results)], results, strict=True):
-        color = PROVEN_COLOR if result.proven else NOT_PROVEN_COLOR
-        row.suptitle(_title(result), fontsize=12, fontweight="bold", color=color)
-        axes_row = row.subplots(1, 2, sharey=True)
-        peak = max((max(*side.buddy_before, *side.buddy_after, 1) for side in result.sides),
-                   default=1)
-        top = peak * 12  # a decade of headroom above the bars for the evidence box
-        report = result.kernel_report
-        for axes, side, what in ((axes_row[0], result.unmovable, "movable=0 control"),
-                                 (axes_row[1], result.movable, "movable=1")):
-            if side is None:
-                _draw_not_measured(axes, what, report)
-                report = None  # the excerpt once, in the first panel it stopped
-            else:
-                _draw_side(axes, side, result, top)
-        axes_row[1].tick_params(labelleft=True)  # sharey hides them; each side reads alone
-    for row, in_tree_result in zip(rows[len(results):], in_tree, strict=True):
-        _draw_in_tree(row, in_tree_result)
+    for row, result in zip(rows, results, strict=True):
+        if isinstance(result, RunResult):
+            _draw_ab(row, result)
+        else:
+            assert isinstance(result, InTreeResult), result
+            _draw_in_tree(row, result)
     handles, labels = next((found for found in map(Axes.get_legend_handles_labels, figure.axes)
                             if found[0]), ([], []))
     figure.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=10,
@@ -213,16 +223,10 @@ def build_figure(results: Sequence[RunResult], in_tree: Sequence[InTreeResult] =
     return figure
 
 
-def write_chart(results: Sequence[RunResult], path: Path,
-                in_tree: Sequence[InTreeResult] = ()) -> Path:
-    """Render the picture to a PNG file and return its path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure = build_figure(results, in_tree)
+def write_chart(results: Sequence[ScenarioResult], path: Path) -> Path:
+    """Render the picture to a PNG file (atomically) and return its path."""
+    figure = build_figure(results)
     FigureCanvasAgg(figure)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        figure.savefig(tmp, format="png")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    png = io.BytesIO()
+    figure.savefig(png, format="png")
+    return write_atomically(path, png.getvalue(), mode=0o644)

@@ -14,13 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from harness.report.model import (
-    NOT_PROVEN,
-    PROVEN,
-    KernelReport,
-    kernel_report_from_dict,
-    kernel_report_to_dict,
-)
+from harness.report.model import ScenarioResult, result_common_dict, result_common_fields
 
 HUGE_ORDER = 9  # 2 MiB with 4 KiB pages: a huge page, the allocation compaction is for
 
@@ -45,8 +39,8 @@ class TrackedPages:
         return self.moved / self.before if self.before else 0.0
 
 
-@dataclass(frozen=True)
-class InTreeResult:
+@dataclass(frozen=True, kw_only=True)
+class InTreeResult(ScenarioResult):
     """Everything the report shows for one in-tree scenario on one arch x kernel.
 
     A scenario cut short by a kernel report keeps what it measured before: a
@@ -55,11 +49,6 @@ class InTreeResult:
     """
 
     scenario: str  # "zram" or "balloon"
-    arch: str
-    kernel: str  # the kernel spec as the user gave it
-    release: str  # uname -r in the guest
-    proven: bool
-    reasons: tuple[str, ...]  # why the verdict is what it is
     tracked: TrackedPages | None = None
     pgmigrate_success_delta: int | None = None
     buddy_before: tuple[int, ...] = ()  # free blocks per order, all zones, before compaction
@@ -70,11 +59,9 @@ class InTreeResult:
     figures: Mapping[str, int] = field(default_factory=dict)  # the user's own numbers
     vmstat_delta: Mapping[str, int] = field(default_factory=dict)
     seconds: Mapping[str, float] = field(default_factory=dict)  # wall time per phase
-    notes: tuple[str, ...] = ()
-    page_size: int = 4096
-    kernel_report: KernelReport | None = None  # the report that ended the scenario, if any
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.buddy_after and len(self.buddy_before) != len(self.buddy_after):
             raise ValueError("buddy_before and buddy_after need the same orders")
         complete = (self.tracked is not None and self.buddy_after
@@ -84,18 +71,13 @@ class InTreeResult:
             raise ValueError("a proven InTreeResult needs every measurement and no kernel report")
         object.__setattr__(self, "buddy_before", tuple(self.buddy_before))
         object.__setattr__(self, "buddy_after", tuple(self.buddy_after))
-        object.__setattr__(self, "reasons", tuple(self.reasons))
-        object.__setattr__(self, "notes", tuple(self.notes))
         for name in ("figures", "vmstat_delta", "seconds"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
     @property
-    def verdict(self) -> str:
-        return PROVEN if self.proven else NOT_PROVEN
-
-    @property
     def label(self) -> str:
-        return f"{self.scenario} · {self.arch} · {self.kernel}"
+        """What ran where, for titles: the scenario first."""
+        return f"{self.scenario} · {super().label}"
 
     def free_pages_at_least(self, order: int) -> tuple[int | None, int | None]:
         """Free pages held in blocks of order >= ``order``, before and after compaction
@@ -114,13 +96,7 @@ def in_tree_to_dict(result: InTreeResult) -> dict[str, Any]:
     tracked = result.tracked
     return {
         "scenario": result.scenario,
-        "arch": result.arch,
-        "kernel": result.kernel,
-        "release": result.release,
-        "verdict": result.verdict,
-        "proven": result.proven,
-        "reasons": list(result.reasons),
-        "kernel_report": kernel_report_to_dict(result.kernel_report),
+        **result_common_dict(result),
         "migrated_pages": tracked.moved if tracked else None,
         "total_pages": tracked.before if tracked else None,
         "migrated_share": round(tracked.moved_share, 4) if tracked else None,
@@ -135,8 +111,6 @@ def in_tree_to_dict(result: InTreeResult) -> dict[str, Any]:
         "buddyinfo_after": list(result.buddy_after),
         "vmstat_delta": dict(result.vmstat_delta),
         "seconds": {name: round(value, 2) for name, value in result.seconds.items()},
-        "notes": list(result.notes),
-        "page_size": result.page_size,
     }
 
 
@@ -144,8 +118,7 @@ def in_tree_from_dict(data: Mapping[str, Any]) -> InTreeResult:
     """Rebuild a record ``in_tree_to_dict`` wrote (KeyError/TypeError on a bad one)."""
     tracked = data["tracked_pages"]
     return InTreeResult(
-        scenario=data["scenario"], arch=data["arch"], kernel=data["kernel"],
-        release=data["release"], proven=data["proven"], reasons=tuple(data["reasons"]),
+        **result_common_fields(data), scenario=data["scenario"],
         tracked=TrackedPages(**tracked) if tracked is not None else None,
         pgmigrate_success_delta=data["pgmigrate_success_delta"],
         buddy_before=tuple(data["buddyinfo_before"]),
@@ -153,6 +126,4 @@ def in_tree_from_dict(data: Mapping[str, Any]) -> InTreeResult:
         data_checked=data["data"]["checked"], data_mismatches=data["data"]["mismatches"],
         data_unit=data["data"]["unit"], figures=data["figures"],
         vmstat_delta=data["vmstat_delta"], seconds=data["seconds"],
-        notes=tuple(data["notes"]), page_size=data["page_size"],
-        kernel_report=kernel_report_from_dict(data.get("kernel_report")),
     )

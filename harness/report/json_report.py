@@ -8,21 +8,21 @@ picture from an old run, for instance).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.paths import write_atomically
 from harness.report.in_tree import InTreeResult, in_tree_from_dict, in_tree_to_dict
 from harness.report.model import (
     HighOrder,
     RunResult,
+    ScenarioResult,
     Side,
-    kernel_report_from_dict,
-    kernel_report_to_dict,
+    result_common_dict,
+    result_common_fields,
 )
 
 SCHEMA = "harness.result"
@@ -36,7 +36,7 @@ def _high_order_dict(high: HighOrder | None) -> dict[str, int] | None:
             "before": high.before, "after": high.after}
 
 
-def _side_dict(side: Side) -> dict[str, Any]:
+def side_to_dict(side: Side) -> dict[str, Any]:
     return {
         "movable": int(side.movable),
         "migrated_pages": side.migrated_pages,
@@ -60,59 +60,48 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
     the verdict is about (null when a kernel report ended the A/B before it);
     ``sides`` has the sides of the A/B that were measured, in full.
     """
-    sides = {side.label: _side_dict(side) for side in result.sides}
+    sides = {side.label: side_to_dict(side) for side in result.sides}
     movable = sides.get("movable=1", {})
     return {
-        "arch": result.arch,
-        "kernel": result.kernel,
-        "release": result.release,
-        "verdict": result.verdict,
-        "proven": result.proven,
-        "reasons": list(result.reasons),
-        "kernel_report": kernel_report_to_dict(result.kernel_report),
+        **result_common_dict(result),
         **{key: movable.get(key) for key in ("migrated_pages", "total_pages", "migrated_share",
                                              "pgmigrate_success_delta", "verify_mismatches")},
         "high_order_success": {
             label: side["high_order_success"] for label, side in sides.items()
         },
-        "page_size": result.page_size,
-        "notes": list(result.notes),
         "sides": sides,
     }
 
 
-def run_document(results: Sequence[RunResult],
-                 in_tree: Sequence[InTreeResult] = ()) -> dict[str, Any]:
-    """The whole run: schema, time, one result object per arch x kernel, and one
-    per in-tree scenario run (zram, balloon) under ``in_tree``."""
-    everything: tuple[RunResult | InTreeResult, ...] = (*results, *in_tree)
+def result_object(result: ScenarioResult) -> dict[str, Any]:
+    """The JSON object of one result, whichever scenario's: what ``--json`` prints."""
+    if isinstance(result, RunResult):
+        return result_to_dict(result)
+    assert isinstance(result, InTreeResult), result
+    return in_tree_to_dict(result)
+
+
+def run_document(results: Sequence[ScenarioResult]) -> dict[str, Any]:
+    """The whole run: schema, time, the A/B results under ``results`` and the in-tree
+    scenarios' (zram, balloon) under ``in_tree``, each in run order."""
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
-        "proven": all(result.proven for result in everything) and bool(everything),
-        "results": [result_to_dict(result) for result in results],
-        "in_tree": [in_tree_to_dict(result) for result in in_tree],
+        "proven": all(result.proven for result in results) and bool(results),
+        "results": [result_object(result) for result in results
+                    if isinstance(result, RunResult)],
+        "in_tree": [result_object(result) for result in results
+                    if not isinstance(result, RunResult)],
     }
 
 
-def write_json(results: Sequence[RunResult], path: Path,
-               in_tree: Sequence[InTreeResult] = ()) -> Path:
+def write_json(results: Sequence[ScenarioResult], path: Path) -> Path:
     """Write the run's JSON file atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(run_document(results, in_tree), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, json.dumps(run_document(results), indent=2) + "\n")
 
 
-def _side_from_dict(data: dict[str, Any]) -> Side:
+def side_from_dict(data: dict[str, Any]) -> Side:
     high = data["high_order_success"]
     return Side(
         movable=bool(data["movable"]),
@@ -158,18 +147,11 @@ def read_results(path: Path) -> list[RunResult]:
     try:
         return [
             RunResult(
-                arch=item["arch"],
-                kernel=item["kernel"],
-                release=item["release"],
-                proven=item["proven"],
-                reasons=tuple(item["reasons"]),
-                movable=(_side_from_dict(item["sides"]["movable=1"])
+                **result_common_fields(item),
+                movable=(side_from_dict(item["sides"]["movable=1"])
                          if "movable=1" in item["sides"] else None),
-                unmovable=(_side_from_dict(item["sides"]["movable=0"])
+                unmovable=(side_from_dict(item["sides"]["movable=0"])
                            if "movable=0" in item["sides"] else None),
-                notes=tuple(item["notes"]),
-                page_size=item["page_size"],
-                kernel_report=kernel_report_from_dict(item.get("kernel_report")),
             )
             for item in document["results"]
         ]

@@ -32,16 +32,6 @@ class KernelReport:
     step: str | None = None  # the command during which it appeared, when known
 
 
-def kernel_report_to_dict(report: KernelReport | None) -> dict[str, Any] | None:
-    """The JSON form of a kernel report (None stays None), for every result type."""
-    return asdict(report) if report is not None else None
-
-
-def kernel_report_from_dict(data: Mapping[str, Any] | None) -> KernelReport | None:
-    """Rebuild what kernel_report_to_dict wrote (TypeError on a malformed one)."""
-    return KernelReport(**data) if data is not None else None
-
-
 @dataclass(frozen=True)
 class HighOrder:
     """High-order allocation attempts (the driver's try_alloc) around one compaction."""
@@ -97,12 +87,14 @@ class Side:
         return sum(self.buddy_before[order:]), sum(self.buddy_after[order:])
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """Everything the report shows for one arch x kernel.
+@dataclass(frozen=True, kw_only=True)
+class ScenarioResult:
+    """What every scenario's result has, whatever it measured: where it ran, the
+    verdict and the reasons for it, the notes, and the kernel report that ended it.
 
-    A side is None when the A/B stopped before that round was measured (a
-    kernel report during it); such a result is never proven.
+    The sample A/B (``RunResult``) and the in-tree users (``InTreeResult``) add
+    their own measurements; the report's common parts (caption, title, the JSON
+    keys both share) are rendered from these fields alone.
     """
 
     arch: str
@@ -110,18 +102,11 @@ class RunResult:
     release: str  # uname -r in the guest
     proven: bool
     reasons: tuple[str, ...]  # why the verdict is what it is, one short sentence each
-    movable: Side | None  # the movable=1 round
-    unmovable: Side | None = None  # the movable=0 control, when the A/B ran
     notes: tuple[str, ...] = ()  # what was done to keep numbers clean, e.g. proactiveness 0
     page_size: int = 4096
-    kernel_report: KernelReport | None = None  # the report that ended the A/B, if any
+    kernel_report: KernelReport | None = None  # the report that ended the scenario, if any
 
     def __post_init__(self) -> None:
-        if ((self.movable is not None and not self.movable.movable)
-                or (self.unmovable is not None and self.unmovable.movable)):
-            raise ValueError("RunResult.movable must be movable=1 and unmovable movable=0")
-        if self.proven and (self.movable is None or self.kernel_report is not None):
-            raise ValueError("a proven RunResult needs its movable=1 round and no kernel report")
         object.__setattr__(self, "reasons", tuple(self.reasons))
         object.__setattr__(self, "notes", tuple(self.notes))
 
@@ -131,7 +116,28 @@ class RunResult:
 
     @property
     def label(self) -> str:
+        """What ran where, for titles."""
         return f"{self.arch} · {self.kernel}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult(ScenarioResult):
+    """The sample driver's A/B on one arch x kernel.
+
+    A side is None when the A/B stopped before that round was measured (a
+    kernel report during it); such a result is never proven.
+    """
+
+    movable: Side | None  # the movable=1 round
+    unmovable: Side | None = None  # the movable=0 control, when the A/B ran
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if ((self.movable is not None and not self.movable.movable)
+                or (self.unmovable is not None and self.unmovable.movable)):
+            raise ValueError("RunResult.movable must be movable=1 and unmovable movable=0")
+        if self.proven and (self.movable is None or self.kernel_report is not None):
+            raise ValueError("a proven RunResult needs its movable=1 round and no kernel report")
 
     @property
     def sides(self) -> tuple[Side, ...]:
@@ -147,3 +153,28 @@ class RunResult:
                 return side.high_order.order
         orders = min((len(side.buddy_before) for side in self.sides), default=COSTLY_ORDER + 2)
         return min(COSTLY_ORDER + 1, orders - 1)
+
+
+def result_common_dict(result: ScenarioResult) -> dict[str, Any]:
+    """The JSON keys every result object has (harness.result v1)."""
+    return {
+        "arch": result.arch,
+        "kernel": result.kernel,
+        "release": result.release,
+        "verdict": result.verdict,
+        "proven": result.proven,
+        "reasons": list(result.reasons),
+        "kernel_report": asdict(result.kernel_report) if result.kernel_report else None,
+        "page_size": result.page_size,
+        "notes": list(result.notes),
+    }
+
+
+def result_common_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The ScenarioResult fields of a result object ``result_common_dict`` wrote
+    (KeyError/TypeError on a malformed one)."""
+    report = data.get("kernel_report")
+    return {"arch": data["arch"], "kernel": data["kernel"], "release": data["release"],
+            "proven": data["proven"], "reasons": tuple(data["reasons"]),
+            "notes": tuple(data["notes"]), "page_size": data["page_size"],
+            "kernel_report": KernelReport(**report) if report is not None else None}

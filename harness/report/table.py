@@ -1,7 +1,8 @@
-"""The terminal table: one per arch x kernel, the key evidence side by side with the verdict.
+"""The terminal tables: one per result, the key evidence with the verdict under it.
 
-Columns are the A/B sides (movable=0, movable=1) so the difference the check
-exists to show is read across a row.
+For the sample A/B the columns are its sides (movable=0, movable=1), so the
+difference the check exists to show is read across a row; an in-tree
+scenario's table has one column of its figures.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.report.in_tree import HUGE_ORDER, InTreeResult
-from harness.report.model import HighOrder, KernelReport, RunResult, Side
+from harness.report.model import HighOrder, KernelReport, RunResult, ScenarioResult, Side
 
 # vmstat counters worth a row when the check recorded their deltas.
 _VMSTAT_ROWS = ("compact_isolated", "compact_migrate_scanned", "compact_free_scanned",
@@ -34,7 +35,7 @@ def _change(before: int | None, after: int | None) -> str:
     return f"{before} → {after} ({after - before:+d})"
 
 
-def _caption(result: RunResult | InTreeResult, *extra: str) -> Text:
+def _caption(result: ScenarioResult, *extra: str) -> Text:
     """Verdict, reasons and notes: what every table ends with."""
     style = "bold green" if result.proven else "bold red"
     return Text.assemble(
@@ -175,20 +176,20 @@ def build_in_tree_table(result: InTreeResult) -> Table:
     return table
 
 
-def render_tables(results: Sequence[RunResult],
-                  in_tree: Sequence[InTreeResult] = ()) -> Group:
+def render_tables(results: Sequence[ScenarioResult]) -> Group:
     """All tables of a run, in order, as one renderable; each kernel report under its table."""
     parts: list[Table | Text] = []
-    everything: tuple[RunResult | InTreeResult, ...] = (*results, *in_tree)
-    for result in everything:
-        parts.append(build_table(result) if isinstance(result, RunResult)
-                     else build_in_tree_table(result))
+    for result in results:
+        if isinstance(result, RunResult):
+            parts.append(build_table(result))
+        else:
+            assert isinstance(result, InTreeResult), result
+            parts.append(build_in_tree_table(result))
         if result.kernel_report is not None:
             parts.append(_kernel_report_text(result.kernel_report))
     return Group(*parts)
 
 
-def print_tables(results: Sequence[RunResult], console: Console | None = None,
-                 in_tree: Sequence[InTreeResult] = ()) -> None:
-    """Print every arch x kernel table to the terminal (or the given console)."""
-    (console or Console()).print(render_tables(results, in_tree))
+def print_tables(results: Sequence[ScenarioResult], console: Console | None = None) -> None:
+    """Print every result's table to the terminal (or the given console)."""
+    (console or Console()).print(render_tables(results))

@@ -16,11 +16,14 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPError
 
 from harness.artifacts import KernelBuild
 from harness.defaults import CPUS, MEMORY_MIB, TRANSPORT, TRANSPORTS
 from harness.errors import HarnessError, notice
-from harness.guest import Guest, GuestError, GuestTimeout
+from harness.guest import BalloonControl, Guest, GuestError, GuestTimeout
 from harness.guest.console import ConsoleGuest
 from harness.guest.health import ConsoleLogSource, HealthWatch, WatchedGuest
 from harness.guest.ssh import connect_ssh
@@ -35,8 +38,32 @@ BOOT_TIMEOUT_SECONDS = {"kvm": 60.0, "tcg": 180.0}
 CONNECT_TIMEOUT_SECONDS = 60.0
 
 
+class QmpBalloon:
+    """BalloonControl over QMP: ``balloon`` and ``query-balloon``."""
+
+    def __init__(self, vm: Vm) -> None:
+        self.vm = vm
+
+    def set_target(self, guest_bytes: int) -> None:
+        self._qmp("balloon", value=guest_bytes)
+
+    def actual(self) -> int:
+        return int(self._qmp("query-balloon")["actual"])
+
+    def _qmp(self, command: str, **arguments: Any) -> Any:
+        try:
+            return self.vm.qmp(command, **arguments)
+        except QMPError as error:
+            raise GuestError(f"QMP {command} failed: {error}; does QEMU have a "
+                             "virtio-balloon device?") from None
+
+
 class VmGuest(WatchedGuest):
-    """A watched Guest of a QEMU VM, with the VM and this run's SSH keys (if any) at hand."""
+    """A watched Guest of a QEMU VM, with the VM and this run's SSH keys (if any) at hand.
+
+    It offers the machine's capabilities (harness.guest.OffersBalloon), so
+    scenarios get them from the target instead of reaching for the VM.
+    """
 
     def __init__(self, guest: Guest, watch: HealthWatch, vm: Vm, keys: RunKeys | None,
                  transport: str, ready_seconds: float, ready_cpu_seconds: float,
@@ -48,6 +75,10 @@ class VmGuest(WatchedGuest):
         self.ready_seconds = ready_seconds  # QEMU start -> ready marker (wall)
         self.ready_cpu_seconds = ready_cpu_seconds  # QEMU's CPU time at the ready marker
         self.connected_seconds = connected_seconds  # QEMU start -> transport usable
+
+    def balloon(self) -> BalloonControl:
+        """The VM's balloon, driven through QMP."""
+        return QmpBalloon(self.vm)
 
     def _how_the_vm_died(self, error: GuestError) -> GuestError | None:
         """When QEMU is gone (or going), say so instead of a bare transport error."""

@@ -4,24 +4,22 @@ balloon deflates.
 
 Written with the plugin's public fixtures, like a user's own test: the cell's
 kernel carries the in-tree scenarios' fragments (the plugin adds them); the
-guest gets a virtio-balloon device (``virtio_devices``), which only a QEMU
-target has: the balloon is driven through QEMU's monitor.
+scenario's needs give the guest a virtio-balloon device, which only a QEMU target
+has, and the balloon control QEMU's guest offers (QMP) drives it.
 """
 
 import pytest
 
 from harness.check import balloon
+from harness.check.scenario import require
 from harness.errors import HarnessError
+from harness.report.in_tree import InTreeResult
 
 
-def test_balloon_pages_migrate_and_guest_survives_deflate(kernel_build, guest_with,  # type: ignore[no-untyped-def]
-                                                          harness_results: list) -> None:
+def test_balloon_pages_migrate_and_guest_survives_deflate(run_scenario) -> None:  # type: ignore[no-untyped-def]
     """Inflate into interleaved holes, compact: balloon pages move; deflate, memory usable."""
-    kernel = kernel_build
-    balloon.require_balloon_config(kernel)  # before booting
-    guest = guest_with(virtio_devices=balloon.VIRTIO_DEVICES)
-    result = balloon.run_balloon(guest, kernel=kernel.spec, arch=kernel.arch)
-    harness_results.append(result)
+    result = run_scenario(balloon.BalloonScenario())  # on a guest with the balloon device
+    assert isinstance(result, InTreeResult)
     print(f"{result.label}: {result.reasons[0]}; seconds {dict(result.seconds)}")
     assert result.proven, "; ".join(result.reasons)  # a kernel report: its headline first
     assert result.tracked is not None and result.tracked.moved > 0
@@ -39,4 +37,4 @@ def test_balloon_scenario_refuses_a_kernel_built_without_balloon(  # type: ignor
     with pytest.raises(HarnessError, match=r"CONFIG_BALLOON_COMPACTION .*not set in "
                                            r"\S+/\.config: the balloon scenario needs "
                                            r".*--config balloon$"):
-        balloon.require_balloon_config(kernel_without(present))
+        require(balloon.BalloonScenario(), kernel_without(present))

@@ -5,19 +5,21 @@ against a real guest (``--target``), using only the plugin's public fixtures,
 the way a user would write their own.
 """
 
-from harness.artifacts import KernelBuild
+from collections.abc import Callable
+
+from harness.artifacts import ModuleArtifact
 from harness.check.driver import DriverParams, SampleDriver
-from harness.check.runner import check_ab_on
+from harness.check.sample import SampleAB
 from harness.check.steps import compact_memory, quiet_background_compaction
 from harness.guest import Guest
+from harness.report.model import RunResult
 
 
 def test_movable_pages_migrate_and_beat_the_control(
-    movable_driver: SampleDriver, kernel_build: KernelBuild, harness_results: list
+    run_scenario: Callable[[SampleAB], RunResult], movable_module: ModuleArtifact
 ) -> None:
     """The A/B: same fragmentation, movable=0 then movable=1, one compaction each."""
-    result = check_ab_on(movable_driver, kernel_build)
-    harness_results.append(result)
+    result = run_scenario(SampleAB(module=movable_module))
     assert result.proven, "; ".join(result.reasons)  # a kernel report: its headline first
     control, movable = result.unmovable, result.movable
     assert control is not None and control.migrated_pages == 0

@@ -3,22 +3,21 @@ motivated it: its pages migrate under compaction and zram's data stays intact.
 
 Written with the plugin's public fixtures, like a user's own test: the cell's
 kernel carries the in-tree scenarios' fragments (the plugin adds them), one VM
-for the module.
+for the module; ``run_scenario`` saves the evidence in the session's run directory.
 """
 
 import pytest
 
-from harness.check.zram import require_zram_config, run_zram
+from harness.check.scenario import require
+from harness.check.zram import ZramScenario
 from harness.errors import HarnessError
+from harness.report.in_tree import InTreeResult
 
 
-def test_zsmalloc_pages_migrate_and_data_survives(kernel_build, guest,  # type: ignore[no-untyped-def]
-                                                  harness_results: list) -> None:
+def test_zsmalloc_pages_migrate_and_data_survives(run_scenario) -> None:  # type: ignore[no-untyped-def]
     """Fill zram, discard every other chunk, compact: zspages move, every chunk reads back."""
-    kernel = kernel_build
-    require_zram_config(kernel)  # before booting: a clear line if an option is missing
-    result = run_zram(guest, kernel=kernel.spec, arch=kernel.arch)
-    harness_results.append(result)
+    result = run_scenario(ZramScenario())  # the .config is checked before the VM boots
+    assert isinstance(result, InTreeResult)
     print(f"{result.label}: {result.reasons[0]}; seconds {dict(result.seconds)}")
     assert result.proven, "; ".join(result.reasons)  # a kernel report: its headline first
     assert result.tracked is not None and result.tracked.moved > 0
@@ -29,4 +28,4 @@ def test_zram_scenario_refuses_a_kernel_built_without_zram(kernel_without) -> No
     """A kernel whose .config lacks CONFIG_ZRAM is refused before any VM boots, by name."""
     with pytest.raises(HarnessError, match=r"CONFIG_ZRAM .*not set in \S+/\.config: "
                                            r"the zram scenario needs .*--config zram$"):
-        require_zram_config(kernel_without("ZRAM"))
+        require(ZramScenario(), kernel_without("ZRAM"))

@@ -6,11 +6,12 @@ import pytest
 
 from harness.check.balloon import (
     BalloonEvidence,
+    BalloonScenario,
     BalloonSettings,
-    balloon_host,
     judge_balloon,
     wait_for_balloon,
 )
+from harness.check.scenario import Evidence, observe
 from harness.errors import HarnessError
 from harness.guest import CommandResult, GuestError
 from harness.report.in_tree import TrackedPages
@@ -90,13 +91,23 @@ def test_wait_gives_up_when_the_balloon_stalls(monkeypatch: pytest.MonkeyPatch) 
 class PlainGuest:
     """A guest with no QEMU behind it (a board over SSH)."""
 
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
     def run(self, command: str, timeout: float = 60.0) -> CommandResult:
+        self.commands.append(command)
         return CommandResult(command=command, stdout="", exit_status=0)
 
 
 def test_a_board_has_no_balloon_to_drive() -> None:
-    with pytest.raises(HarnessError, match="run it on a qemu target"):
-        balloon_host(PlainGuest())  # type: ignore[arg-type]
+    """The balloon comes from the target (QEMU's VmGuest offers it), so a guest that
+    offers none is refused before the experiment's first command."""
+    guest = PlainGuest()
+    with pytest.raises(HarnessError, match="the balloon scenario needs a target that offers "
+                                           "a balloon .* run it on a qemu target"):
+        observe(BalloonScenario(), guest,  # type: ignore[arg-type]
+                Evidence("balloon", "arm64", "debian:6.1"))
+    assert not guest.commands
 
 
 def test_balloon_size_from_free_memory() -> None:

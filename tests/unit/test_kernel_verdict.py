@@ -6,7 +6,6 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,17 @@ from rich.console import Console
 from harness import cli
 from harness.check import runner, steps
 from harness.check.driver import SampleDriver
-from harness.check.in_tree import Progress
-from harness.check.reported import reported
-from harness.check.runner import Prepared, check_ab_on
+from harness.check.runner import check_ab_on
+from harness.check.scenario import AFTER_LAST_STEP, Evidence, Needs, load_evidence, verdict
+from harness.check.zram import ZramScenario
 from harness.guest import Guest, GuestError, KernelProblem
+from harness.kernel import build
 from harness.report.chart import write_chart
-from harness.report.in_tree import InTreeResult, TrackedPages
+from harness.report.in_tree import InTreeResult
 from harness.report.json_report import read_in_tree, read_results, write_json
 from harness.report.model import RunResult
 from harness.report.table import print_tables
-from tests.unit.fake_guests import SampleKernel, watched
+from tests.unit.fake_guests import SampleKernel, ScriptedGuest, watched
 from tests.unit.kernels import kernel_with_config
 from tests.unit.report_texts import console_text
 
@@ -82,17 +82,25 @@ def test_the_interrupted_result_in_json_table_and_picture(tmp_path: Path) -> Non
     assert write_chart([result], tmp_path / "buddyinfo.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def progress_cut_after_compaction() -> Progress:
+ZRAM_FACTS = {
+    "data_unit": "1 MiB zram chunk", "figures": {"zspages": 1200},
+    "buddy_before": [3000, 900, 300, 40, 5, 1, 0, 0, 0, 0, 0],
+    "buddy_after": [400, 200, 120, 80, 60, 40, 22, 12, 7, 3, 1],
+    "tracked": {"kind": "zsmalloc zspage first pages", "before": 1200, "after": 1200,
+                "moved": 545, "arrived": 545},
+    "pgmigrate_success_delta": 2900, "zspages_before": 1200, "mem_used_before": 9 << 20,
+    "zspages_after": 1200, "mem_used_after": 9 << 20,
+}
+# What the zram scenario records once it has read every chunk back.
+READ_BACK = {"chunks": 48, "chunks_checked": 48, "mismatches": 0}
+
+
+def cut_after_compaction() -> Evidence:
     """A zram run that a report stopped in zram's own compact, after compact_memory."""
-    progress = Progress("zram", arch="x86_64", kernel="/src/linux-4.8.15", release="4.8.15",
-                        data_unit="1 MiB zram chunk")
-    progress.buddy_before = (3000, 900, 300, 40, 5, 1, 0, 0, 0, 0, 0)
-    progress.buddy_after = (400, 200, 120, 80, 60, 40, 22, 12, 7, 3, 1)
-    progress.tracked = TrackedPages("zsmalloc zspage first pages", 1200, 1200, 545, 545)
-    progress.pgmigrate_success_delta = 2900
-    progress.figures["zspages"] = 1200
-    progress.doing = "its zram_compact phase"
-    return progress
+    evidence = Evidence("zram", arch="x86_64", kernel="/src/linux-4.8.15", release="4.8.15",
+                        facts=json.loads(json.dumps(ZRAM_FACTS)), seconds={"fill": 3.5})
+    evidence.doing("its zram_compact phase")
+    return evidence
 
 
 def gpf() -> KernelProblem:
@@ -104,43 +112,59 @@ def gpf() -> KernelProblem:
     return problem
 
 
+def interrupted(evidence: Evidence, problem: KernelProblem) -> InTreeResult:
+    evidence.interrupted(problem)
+    result = verdict(ZramScenario(), evidence)
+    assert isinstance(result, InTreeResult)
+    return result
+
+
 def test_an_in_tree_scenario_keeps_what_it_measured(tmp_path: Path) -> None:
-    result = progress_cut_after_compaction().interrupted(gpf())
+    result = interrupted(cut_after_compaction(), gpf())
     assert not result.proven and result.reasons[0] == "general protection fault: 0000 [#1] SMP"
     assert "stopped in its zram_compact phase" in result.reasons[1]
     assert result.tracked is not None and result.tracked.moved == 545
-    assert result.data_checked is None and "total" in result.seconds
+    assert result.data_checked is None and result.seconds["fill"] == 3.5
     assert result.notes[-1].startswith("resetting zram0 afterwards")
-    path = write_json([], tmp_path / "result.json", in_tree=[result])
+    path = write_json([result], tmp_path / "result.json")
     (again,) = read_in_tree(path)
-    assert replace(again, seconds={}) == replace(result, seconds={})  # JSON rounds seconds
+    assert again == result
     console = Console(width=160, record=True)
-    print_tables([], console=console, in_tree=[result])
+    print_tables([result], console=console)
     text = console.export_text()
     assert "545 / 1200" in text and "data read back" in text and "not measured" in text
     assert "zs_compact+0x1d9/0x5a0" in text
-    nothing = Progress("balloon", arch="arm64", kernel="debian:6.1").interrupted(gpf())
+    nothing = interrupted(Evidence("zram", arch="arm64", kernel="debian:6.1"), gpf())
     assert nothing.buddy_before == () and nothing.tracked is None
-    write_chart([], tmp_path / "buddyinfo.png", in_tree=[result, nothing])
+    write_chart([result, nothing], tmp_path / "buddyinfo.png")
 
 
-def test_the_first_report_stays_the_verdict(tmp_path: Path) -> None:
-    first = progress_cut_after_compaction().interrupted(gpf())
+def test_the_first_report_stays_the_verdict() -> None:
+    evidence = cut_after_compaction()
+    first = interrupted(evidence, gpf())
     panic = KernelProblem("panic", "[ 9.0] Kernel panic - not syncing: Fatal exception",
                           headline="Kernel panic - not syncing: Fatal exception")
-    again = reported(first, panic, "after the scenario's last step")
+    again = interrupted(evidence, panic)
     assert again.reasons == first.reasons and again.kernel_report == first.kernel_report
     assert again.notes[-1] == ("afterwards, guest kernel reported panic: Kernel panic - not "
                                "syncing: Fatal exception")
 
 
-def test_a_late_report_voids_a_proof(tmp_path: Path) -> None:
-    progress = progress_cut_after_compaction()
-    proven = progress.result(proven=True, reasons=("545 of 1200 zspages moved",),
-                             data_checked=48, data_mismatches=0)
-    late = reported(proven, gpf(), "after the scenario's last step; its measurements are kept")
+def complete() -> Evidence:
+    """The zram run, all measured (as observe leaves it when collect returns)."""
+    evidence = cut_after_compaction()
+    evidence.facts.update(READ_BACK)
+    evidence.stopped = AFTER_LAST_STEP
+    return evidence
+
+
+def test_a_late_report_voids_a_proof() -> None:
+    proven = verdict(ZramScenario(), complete())
+    assert proven.proven, proven.reasons
+    late = interrupted(complete(), gpf())
     assert not late.proven and late.reasons[0] == "general protection fault: 0000 [#1] SMP"
-    assert "545 of 1200 zspages moved" not in late.reasons
+    assert late.reasons[1].endswith(AFTER_LAST_STEP)
+    assert proven.reasons[0] not in late.reasons
     assert late.data_checked == 48
 
 
@@ -155,59 +179,69 @@ class FakeTarget:
                  ) -> Iterator[Guest]:
         if self.at == "boot":
             raise KernelProblem("WARNING", "[ 0.5] WARNING: CPU: 0 PID: 1 at init.c:1 x")
-        yield None  # type: ignore[misc]
+        yield ScriptedGuest(Path("/nonexistent"), lambda command: "4.8.15\n")  # type: ignore[misc]
         if self.at == "end":
             raise KernelProblem("WARNING", "[ 9.5] WARNING: CPU: 0 PID: 9 at mm/c.c:1 y")
 
 
-def in_tree_result() -> InTreeResult:
-    return progress_cut_after_compaction().result(proven=True, reasons=("fine",),
-                                                  data_checked=48, data_mismatches=0)
+class Replayed(ZramScenario):
+    """The zram scenario whose collect records complete facts without a guest, or
+    meets a kernel report before measuring anything."""
+
+    needs = Needs()
+
+    def __init__(self, crash: KernelProblem | None = None) -> None:
+        super().__init__()
+        self.crash = crash
+
+    def collect(self, guest: Guest, evidence: Evidence) -> None:
+        if self.crash is not None:
+            raise self.crash
+        evidence.facts.update(complete().facts)
 
 
 def test_a_report_while_booting_stays_a_harness_error(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "open_target", FakeTarget("boot"))
     kernel = kernel_with_config(tmp_path, "")
+    saved = tmp_path / "evidence.json"
     with pytest.raises(KernelProblem, match="init.c:1"):
-        runner._on_target(kernel, runner.TargetOptions(), None, in_tree_result(),
-                          lambda guest: in_tree_result())
+        runner.check(Replayed(), kernel, evidence_path=saved)
+    assert not saved.exists()
 
 
 def test_a_report_found_as_the_target_closes_marks_the_result(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "open_target", FakeTarget("end"))
     kernel = kernel_with_config(tmp_path, "")
-    result = runner._on_target(kernel, runner.TargetOptions(), None, in_tree_result(),
-                               lambda guest: in_tree_result())
+    saved = tmp_path / "evidence.json"
+    result = runner.check(Replayed(), kernel, evidence_path=saved)
     assert not result.proven and result.reasons[0].endswith("mm/c.c:1 y")
-    assert result.figures["zspages"] == 1200
+    assert isinstance(result, InTreeResult) and result.figures["zspages"] == 1200
+    again = load_evidence(saved)  # saved again with the report
+    assert again.kernel_report is not None and again.stopped == AFTER_LAST_STEP
+    assert verdict(ZramScenario(), again) == result
 
 
-def test_a_report_outside_the_scenario_steps_is_still_a_verdict(
+def test_a_report_before_the_first_measurement_is_still_a_verdict(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "open_target", FakeTarget("none"))
     kernel = kernel_with_config(tmp_path, "")
-    nothing = RunResult(arch="x86_64", kernel="k", release="", proven=False, reasons=(),
-                        movable=None)
-
-    def install_crashes(guest: Guest) -> RunResult:
-        raise KernelProblem("Oops", "[ 2.0] general protection fault: 0000 [#1] SMP",
-                            headline="general protection fault: 0000 [#1] SMP")
-
-    result = runner._on_target(kernel, runner.TargetOptions(), None, nothing, install_crashes)
+    crash = KernelProblem("Oops", "[ 2.0] general protection fault: 0000 [#1] SMP",
+                          headline="general protection fault: 0000 [#1] SMP")
+    result = runner.check(Replayed(crash), kernel)
     assert result.reasons[0] == "general protection fault: 0000 [#1] SMP"
-    assert result.sides == ()
+    assert result.reasons[1].endswith("before the scenario's first measurement")
+    assert isinstance(result, InTreeResult) and result.tracked is None
 
 
-def run_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, check_ab: object,
+def run_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, check: object,
                 capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """``harness run`` on two arches with the build and the VM replaced by fakes."""
     monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(runner, "prepare", lambda arch, spec, fragments, force: Prepared(
-        kernel=kernel_with_config(tmp_path / arch, "CONFIG_MIGRATION=y\n"),
-        module=None))  # type: ignore[arg-type]
-    monkeypatch.setattr(runner, "check_ab", check_ab)
+    monkeypatch.setattr(build, "build_kernel", lambda spec, arch, fragments, force: (
+        kernel_with_config(tmp_path / arch, "CONFIG_MIGRATION=y\n")))
+    monkeypatch.setattr(runner, "check", check)
     for arch in ("x86_64", "arm64"):
         (tmp_path / arch).mkdir()
     status = cli.main(["run", "--arch", "x86_64", "--arch", "arm64", "--kernel", "/src/linux"])
@@ -219,15 +253,15 @@ def test_harness_run_exits_1_for_a_kernel_report_and_runs_every_cell(
         capsys: pytest.CaptureFixture[str]) -> None:
     cells: list[str] = []
 
-    def check_ab(prepared: Prepared, target: object, settings: object,
-                 run_dir: Path) -> RunResult:
+    def check(scenario: object, kernel: object, target: object, run_dir: Path,
+              evidence_path: Path, force: bool) -> RunResult:
         cells.append(run_dir.name)
         return interrupted_ab(tmp_path / f"vm{len(cells)}")
 
     for index in (1, 2):
         (tmp_path / f"vm{index}").mkdir()
-    status, _ = run_harness(tmp_path, monkeypatch, check_ab, capsys)
-    assert status == 1 and len(cells) == 2
+    status, _ = run_harness(tmp_path, monkeypatch, check, capsys)
+    assert status == 1 and cells == ["x86_64-src_linux-sample", "arm64-src_linux-sample"]
     (run,) = (tmp_path / "runs").glob("*-run-*")
     document = json.loads((run / "result.json").read_text())
     assert [item["reasons"][0] for item in document["results"]] == [HEADLINE, HEADLINE]
@@ -237,12 +271,12 @@ def test_harness_run_exits_1_for_a_kernel_report_and_runs_every_cell(
 def test_harness_run_exits_2_for_its_own_failure_with_notes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    def check_ab(*args: object, **kwargs: object) -> RunResult:
+    def check(*args: object, **kwargs: object) -> RunResult:
         error = GuestError("QEMU exited with status 1 during the step")
         error.add_note("unloading movable_sample afterwards: 'rmmod movable_sample' not run")
         raise error
 
-    status, stderr = run_harness(tmp_path, monkeypatch, check_ab, capsys)
+    status, stderr = run_harness(tmp_path, monkeypatch, check, capsys)
     assert status == 2
     assert stderr.splitlines() == [
         "harness: error: QEMU exited with status 1 during the step",

@@ -43,3 +43,9 @@ def test_markers_are_listed(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.vm: boots a real kernel*",
                                  "@pytest.mark.build: builds real kernels*"])
+
+
+def test_run_scenario_is_offered(pytester: pytest.Pytester) -> None:
+    """A user's suite gets the fixture that runs any scenario as ``harness run`` does."""
+    result = pytester.runpytest("--fixtures")
+    result.stdout.fnmatch_lines(["run_scenario*", "*Factory: run a scenario*"])

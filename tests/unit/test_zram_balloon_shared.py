@@ -24,6 +24,7 @@ from harness.check.in_tree import (
     require_config,
 )
 from harness.check.runner import SCENARIOS, cell_fragments
+from harness.check.scenario import require
 from harness.errors import HarnessError
 from harness.procfs import parse_zoneinfo
 from harness.report.chart import build_figure, write_chart
@@ -63,8 +64,8 @@ def test_a_default_kernel_is_refused_by_name(path: Path, scenario, tmp_path: Pat
 @pytest.mark.parametrize("path", recorded_configs("in-tree"), ids=lambda p: p.name)
 def test_a_kernel_built_with_the_fragments_passes(path: Path, tmp_path: Path) -> None:
     kernel = kernel_with_config(tmp_path, path.read_text())
-    zram.require_zram_config(kernel)
-    balloon.require_balloon_config(kernel)
+    require(zram.ZramScenario(), kernel)
+    require(balloon.BalloonScenario(), kernel)
 
 
 def test_a_module_is_not_enough_and_one_option_is_named_alone() -> None:
@@ -77,7 +78,7 @@ def test_an_unreadable_config_says_rebuild(tmp_path: Path) -> None:
     kernel = kernel_with_config(tmp_path, "")
     kernel.config.unlink()
     with pytest.raises(HarnessError, match="rebuild the kernel"):
-        zram.require_zram_config(kernel)
+        require(zram.ZramScenario(), kernel)
 
 
 def test_compaction_options_point_at_the_compaction_fragment(tmp_path: Path) -> None:
@@ -85,7 +86,7 @@ def test_compaction_options_point_at_the_compaction_fragment(tmp_path: Path) -> 
                      if need.symbol != "VM_EVENT_COUNTERS")
     with pytest.raises(HarnessError, match=r"CONFIG_VM_EVENT_COUNTERS is not set .*"
                                            r"--config compaction$"):
-        zram.require_zram_config(kernel_with_config(tmp_path, text))
+        require(zram.ZramScenario(), kernel_with_config(tmp_path, text))
 
 
 def words(*flags: int) -> bytes:
@@ -155,10 +156,10 @@ def test_free_memory_counts_pages_in_large_blocks() -> None:
 
 def test_json_round_trip_and_old_files(tmp_path: Path) -> None:
     results = [in_tree_result(), in_tree_result(scenario="balloon", proven=False)]
-    path = write_json([], tmp_path / "result.json", in_tree=results)
+    path = write_json(results, tmp_path / "result.json")
     assert read_in_tree(path) == results
     assert read_results(path) == []
-    document = run_document([], results)
+    document = run_document(results)
     assert document["proven"] is False and document["results"] == []
     item = document["in_tree"][0]
     assert (item["migrated_pages"], item["total_pages"], item["verdict"]) == (700, 1200,
@@ -168,15 +169,15 @@ def test_json_round_trip_and_old_files(tmp_path: Path) -> None:
 
 
 def test_picture_has_a_row_per_in_tree_result_alone_or_after_the_sample(tmp_path: Path) -> None:
-    figure = build_figure([], [in_tree_result(), in_tree_result(scenario="balloon")])
+    figure = build_figure([in_tree_result(), in_tree_result(scenario="balloon")])
     assert len(figure.subfigs) == 2
-    path = write_chart([], tmp_path / "pic.png", in_tree=[in_tree_result()])
+    path = write_chart([in_tree_result()], tmp_path / "pic.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_table_shows_moved_pages_figures_and_verdict() -> None:
     console = Console(width=140, record=True)
-    print_tables([], console=console, in_tree=[in_tree_result()])
+    print_tables([in_tree_result()], console=console)
     text = console.export_text()
     assert "700 / 1200 (58%)" in text and "zram_compact_pages_compacted" in text
     assert "PROVEN" in text and "48 × 1 MiB zram chunk, 0 mismatches" in text
@@ -187,7 +188,7 @@ def test_scenario_choices_match_the_runner() -> None:
     assert (*SCENARIOS, "all") == SCENARIO_CHOICES
     assert selected_scenarios(None) == ("sample",)
     assert selected_scenarios(["balloon", "zram", "balloon"]) == ("balloon", "zram")
-    assert selected_scenarios(["zram", "all"]) == SCENARIOS
+    assert selected_scenarios(["zram", "all"]) == tuple(SCENARIOS)
 
 
 def test_one_kernel_serves_every_in_tree_scenario() -> None:
