@@ -75,6 +75,7 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/pagemap.h>
+#include <linux/sched.h>
 #include <linux/seq_file.h>
 #include <linux/spinlock.h>
 #include <linux/string.h>
@@ -87,7 +88,6 @@
 #else
 #include <linux/balloon_compaction.h>
 #endif
-#include <linux/sched.h>
 #include <linux/xarray.h>
 
 #if !IS_ENABLED(CONFIG_BALLOON_MIGRATION) && \
@@ -600,24 +600,32 @@ static void ms_clear_movable(struct page *page)
  * caller holds the page lock the slot cannot change (migration needs that
  * lock) and the page cannot be freed (the driver's reference). The wait
  * happens without ms.lock: the callbacks take ms.lock inside page locks.
+ *
+ * The wait polls trylock_page() and never sleeps in lock_page(): before
+ * 5.18 the VM sets and clears PG_isolated under the page lock with the
+ * non-atomic __SetPageIsolated() and __ClearPageIsolated() (in
+ * isolate_movable_page(), putback_movable_page(), move_to_new_page()).
+ * That read-modify-write of page->flags can undo the PG_waiters bit (4.10
+ * on) that a lock_page() waiter sets at the same moment; unlock_page() then
+ * wakes nobody and the waiter sleeps for good (rmmod hung so on 5.10 SMP).
+ * Fixed upstream by commit 356ea3865687 ("mm/migrate: fix race between lock
+ * page and clear PG_Isolated"), not in 5.10.y. The VM holds a page's lock
+ * for one step at a time, so a try every tick gets it soon.
  */
 static struct page *ms_lock_slot(unsigned long index)
 {
 	struct page *page;
+	bool locked;
 
 	for (;;) {
 		spin_lock(&ms.lock);
 		page = ms.slots[index].page;
-		if (trylock_page(page)) {
-			spin_unlock(&ms.lock);
-			return page;
-		}
-		/* The VM is isolating, migrating or putting it back. */
-		get_page(page);
+		locked = trylock_page(page);
 		spin_unlock(&ms.lock);
-		lock_page(page);
-		unlock_page(page);
-		put_page(page);
+		if (locked)
+			return page;
+		/* The VM is isolating, migrating or putting it back. */
+		schedule_timeout_uninterruptible(1);
 	}
 }
 
