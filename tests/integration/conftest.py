@@ -31,7 +31,9 @@ def booted_vms() -> Iterator[list[VmGuest]]:
     """Every VM booted in this session; checked for leftovers at the end."""
     booted: list[VmGuest] = []
     yield booted
-    alive = [guest.vm.pid for guest in booted if Path(f"/proc/{guest.vm.pid}").exists()]
+    # Asked of our own Popen, not of /proc/PID: on a busy machine the PID of a
+    # QEMU that exited is soon another process's (a CI run saw a kworker there).
+    alive = [guest.vm.pid for guest in booted if guest.vm.running()]
     assert not alive, f"QEMU processes left running: {alive}"
     sockets = [guest.vm.command_pipe.parent for guest in booted
                if guest.vm.command_pipe.parent.exists()]
