@@ -13,6 +13,10 @@ kernel per cell serves every scenario, it is the kernel the pytest plugin
 builds for that cell (so either warms the other's cache), and from 6.17 on the
 sample driver itself needs the balloon core. A user fragment can still turn an
 option off (the scenario then refuses with the option's name before booting).
+
+``--driver-source DIR`` checks a fork of the sample driver (same debugfs
+interface) instead of the shipped one: a driver author's own, or one of the
+test suite's deliberately broken variants, which must exit 1.
 """
 
 import argparse
@@ -58,6 +62,7 @@ def command(args: argparse.Namespace) -> int:
         prepare,
     )
     from harness.kernel.build import build_kernel
+    from harness.module import check_source_dir
     from harness.paths import new_run_dir
     from harness.report.chart import write_chart
     from harness.report.in_tree import InTreeResult, in_tree_to_dict
@@ -66,6 +71,7 @@ def command(args: argparse.Namespace) -> int:
     from harness.report.table import print_tables
 
     arches = [get_arch(name).name for name in (args.arch or list(ARCHES))]
+    driver_source = check_source_dir(args.driver_source) if args.driver_source else None
     target = TargetOptions(target=validate_target(args.target), transport=args.transport,
                            memory_mib=args.memory, cpus=args.cpus,
                            ssh_key=Path(args.ssh_key) if args.ssh_key else None)
@@ -80,7 +86,7 @@ def command(args: argparse.Namespace) -> int:
         for arch in arches:
             cell_dir = run_dir / f"{arch}-{_slug(kernel_spec)}"
             if SAMPLE in scenarios:
-                prepared = prepare(arch, kernel_spec, fragments, args.force)
+                prepared = prepare(arch, kernel_spec, fragments, args.force, driver_source)
                 kernel = prepared.kernel
                 results.append(check_ab(prepared, target, settings, run_dir=cell_dir))
             else:
@@ -142,6 +148,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"vCPUs of a QEMU guest (default: {CPUS})")
     parser.add_argument("--fragment", type=int, default=ScenarioSettings.fragment,
                         metavar="K", help="driver keeps 1 page in K (default: 8)")
+    parser.add_argument("--driver-source", type=Path, metavar="DIR",
+                        help="a fork of the sample driver to check, with the same debugfs "
+                             "interface (default: the shipped guest-modules/)")
     parser.add_argument("--force", action="store_true", help="rebuild kernel and module")
     parser.add_argument("--json", action="store_true", help="print the result objects as JSON")
     parser.set_defaults(func=command)

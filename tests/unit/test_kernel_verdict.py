@@ -204,7 +204,7 @@ def run_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, check_ab: objec
                 capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """``harness run`` on two arches with the build and the VM replaced by fakes."""
     monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(runner, "prepare", lambda arch, spec, fragments, force: Prepared(
+    monkeypatch.setattr(runner, "prepare", lambda arch, spec, fragments, force, driver: Prepared(
         kernel=kernel_with_config(tmp_path / arch, "CONFIG_MIGRATION=y\n"),
         module=None))  # type: ignore[arg-type]
     monkeypatch.setattr(runner, "check_ab", check_ab)
