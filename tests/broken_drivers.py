@@ -60,8 +60,9 @@ class Variant:
 
     @property
     def test_id(self) -> str:
-        """The rules it breaks, as pytest ids name its tests."""
-        return "+".join(self.breaks)
+        """The rules it breaks (and the report it causes), as pytest ids name its tests."""
+        rules = "+".join(self.breaks)
+        return f"{rules}-{self.kernel_report}" if self.kernel_report else rules
 
 
 def _header_field(header: str, name: str) -> tuple[str, ...]:
