@@ -61,8 +61,9 @@ def broken_module(kernel_build: KernelBuild,
 
 
 def _show(broken: Variant, result: RunResult) -> None:
-    """What each rule said, for the log (-rP) and the README's table."""
-    print(f"{broken.name} on {result.arch} {result.kernel}: " + " | ".join(result.reasons))
+    """What each rule said (and the notes), for the log (-rP) and the README's table."""
+    print(f"{broken.name} on {result.arch} {result.kernel}: " + " | ".join(result.reasons)
+          + "".join(f"\n  note: {note}" for note in result.notes if "afterwards" in note))
 
 
 @pytest.mark.parametrize("broken", QUIET, ids=[broken.test_id for broken in QUIET])
@@ -125,6 +126,7 @@ def test_harness_run_exits_1_on_a_driver_that_oopses(
         [sys.executable, "-m", "harness.cli", "run", "--arch", kernel_build.arch,
          "--kernel", kernel_build.spec, *configs, "--cpus", str(pytestconfig.getoption("--cpus")),
          "--driver-source", str(source)],
+        # Wide enough that rich does not wrap the headline in the table's caption.
         env={**os.environ, "HARNESS_RUNS_DIR": str(runs), "COLUMNS": "200"},
         capture_output=True, text=True, timeout=900)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
@@ -133,4 +135,5 @@ def test_harness_run_exits_1_on_a_driver_that_oopses(
     assert report is not None and report.kind == "Oops", result.reasons
     assert result.reasons[0] == report.headline
     assert report.headline in done.stdout, done.stdout
+    assert f"sample driver built from {source}" in result.notes
     _assert_control_round_kept(result)
