@@ -92,14 +92,18 @@ def variant(name: str) -> Variant:
     return _read_variant(PATCH_DIR / f"{name}.patch")
 
 
+def driver_copy(parent: Path, name: str) -> Path:
+    """A copy of the shipped guest-modules/ as ``parent/name``, for a fork to start from."""
+    return Path(shutil.copytree(module_source_dir(), parent / name))
+
+
 def variant_source(broken: Variant, parent: Path) -> Path:
     """A copy of guest-modules/ in ``parent`` with ``broken``'s patch applied.
 
     No fuzz: a patch whose context no longer matches the driver fails here,
     loudly, instead of breaking something else.
     """
-    source = parent / broken.name
-    shutil.copytree(module_source_dir(), source)
+    source = driver_copy(parent, broken.name)
     done = subprocess.run(["patch", "--batch", "--fuzz=0", "--no-backup-if-mismatch", "-p1",
                            "-d", str(source), "-i", str(broken.patch)],
                           capture_output=True, text=True)

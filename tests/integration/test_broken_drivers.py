@@ -2,9 +2,9 @@
 
 Every variant in tests/broken-drivers/ (see tests/broken_drivers.py) is built
 for each arch x kernel of the matrix and put through the real A/B; the test
-ids name the rules it must make fail. The unpatched driver passing the same
-A/B is tests/integration/test_migration.py's A/B test: these tests show the
-rules can fail, that one shows they can hold.
+ids name the rules it must make fail. The first test is the positive control:
+the unpatched driver, forked and built the same way, is PROVEN on the same
+guest (tests/integration/test_migration.py proves the shipped one).
 
 Variants that leave the guest intact share the plugin's guest (any target);
 those the kernel reports (a WARNING, an Oops) get a QEMU guest of their own,
@@ -32,7 +32,13 @@ from harness.module import build_module
 from harness.pytest_plugin import cell_fragments, session_run_dir
 from harness.report.json_report import read_results
 from harness.report.model import RunResult
-from tests.broken_drivers import Variant, failed_rules, variant, variant_source
+from tests.broken_drivers import (
+    Variant,
+    driver_copy,
+    failed_rules,
+    variant,
+    variant_source,
+)
 from tests.broken_drivers import variants as all_variants
 
 pytestmark = [pytest.mark.vm, pytest.mark.needs_program("patch")]
@@ -46,16 +52,14 @@ QUICK_SECONDS = 90.0
 
 
 @pytest.fixture(scope="session")
-def broken_module(kernel_build: KernelBuild,
-                  tmp_path_factory: pytest.TempPathFactory) -> Callable[[Variant], ModuleArtifact]:
-    """Factory: a variant's source, built for this cell's kernel by the harness's own
-    module build (cached by that source's content, like the shipped driver)."""
-    def build(broken: Variant) -> ModuleArtifact:
-        source = variant_source(broken, tmp_path_factory.mktemp("broken-driver"))
+def fork_module(kernel_build: KernelBuild) -> Callable[[Path], ModuleArtifact]:
+    """Factory: a fork of the driver built for this cell's kernel by the harness's own
+    module build (cached by the fork's content, like the shipped driver)."""
+    def build(source: Path) -> ModuleArtifact:
         try:
             return build_module(kernel_build, source_dir=source)
         except HarnessError as error:
-            pytest.fail(f"{broken.name} does not build: {error}", pytrace=False)
+            pytest.fail(f"{source.name} does not build: {error}", pytrace=False)
 
     return build
 
@@ -66,13 +70,24 @@ def _show(broken: Variant, result: RunResult) -> None:
           + "".join(f"\n  note: {note}" for note in result.notes if "afterwards" in note))
 
 
+def test_an_unbroken_fork_is_proven(guest: Guest, kernel_build: KernelBuild, tmp_path: Path,
+                                    fork_module: Callable[[Path], ModuleArtifact]) -> None:
+    """The positive control: a copy of guest-modules/ built from a directory of its
+    own, as the variants are, on the guest they share, is PROVEN. So what fails
+    below fails because of the patches, not of the fork or the guest."""
+    module = fork_module(driver_copy(tmp_path, "unbroken"))
+    result = check_ab_on(SampleDriver.install(guest, module), kernel_build)
+    assert result.proven, result.reasons
+
+
 @pytest.mark.parametrize("broken", QUIET, ids=[broken.test_id for broken in QUIET])
 def test_rule_fails_on_a_driver_broken_for_it(
-    broken: Variant, guest: Guest, kernel_build: KernelBuild,
-    broken_module: Callable[[Variant], ModuleArtifact],
+    broken: Variant, guest: Guest, kernel_build: KernelBuild, tmp_path: Path,
+    fork_module: Callable[[Path], ModuleArtifact],
 ) -> None:
     """NOT PROVEN, because of the rules the variant breaks and no others."""
-    result = check_ab_on(SampleDriver.install(guest, broken_module(broken)), kernel_build)
+    module = fork_module(variant_source(broken, tmp_path))
+    result = check_ab_on(SampleDriver.install(guest, module), kernel_build)
     _show(broken, result)
     failed = failed_rules(result.reasons)
     assert not result.proven, f"PROVEN on the broken driver {broken.name}: {result.reasons}"
@@ -84,12 +99,12 @@ def test_rule_fails_on_a_driver_broken_for_it(
 
 @pytest.mark.parametrize("broken", REPORTED, ids=[broken.test_id for broken in REPORTED])
 def test_kernel_report_during_the_ab_is_not_proven(
-    broken: Variant, transport: str, kernel_build: KernelBuild,
-    broken_module: Callable[[Variant], ModuleArtifact], request: pytest.FixtureRequest,
+    broken: Variant, transport: str, kernel_build: KernelBuild, tmp_path: Path,
+    fork_module: Callable[[Path], ModuleArtifact], request: pytest.FixtureRequest,
 ) -> None:
     """The report's headline is the first reason, the movable=0 round is kept, and
     the A/B ends as soon as the report is on the console, not at a step timeout."""
-    prepared = Prepared(kernel=kernel_build, module=broken_module(broken))
+    prepared = Prepared(kernel=kernel_build, module=fork_module(variant_source(broken, tmp_path)))
     options = TargetOptions(transport=transport, cpus=request.config.getoption("--cpus"))
     run_dir = session_run_dir(request.config) / f"{kernel_build.arch}-{request.node.name}"
     started = time.monotonic()
