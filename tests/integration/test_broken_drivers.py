@@ -134,7 +134,8 @@ def test_harness_run_exits_1_on_a_driver_that_oopses(
     """``harness run --driver-source`` with the oops variant: exit 1 (a verdict, not a
     harness error), the kernel's headline printed, and result.json keeping the
     movable=0 round and the report."""
-    source = variant_source(variant("oops-in-migrate"), tmp_path)
+    oops = variant("oops-in-migrate")
+    source = variant_source(oops, tmp_path)
     runs = tmp_path / "runs"
     configs = [word for name in cell_fragments(pytestconfig) for word in ("--config", name)]
     done = subprocess.run(
@@ -147,7 +148,7 @@ def test_harness_run_exits_1_on_a_driver_that_oopses(
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     (result,) = read_results(runs / "latest" / "result.json")
     report = result.kernel_report
-    assert report is not None and report.kind == "Oops", result.reasons
+    assert report is not None and report.kind == oops.kernel_report, result.reasons
     assert result.reasons[0] == report.headline
     assert report.headline in done.stdout, done.stdout
     assert f"sample driver built from {source}" in result.notes
