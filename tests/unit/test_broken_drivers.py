@@ -1,6 +1,7 @@
 """The broken drivers of tests/broken-drivers/ without a kernel: each patch still
-applies to the shipped driver exactly, the rule names map the verdict's own
-reasons one to one, and together the variants break every rule.
+applies to the shipped driver exactly and touches only code every API era
+compiles, the rule names map the verdict's own reasons one to one, and together
+the variants break every rule.
 
 tests/integration/test_broken_drivers.py then shows on real kernels that each
 variant makes its rules fail.
@@ -19,6 +20,9 @@ from tests.broken_drivers import variants as all_variants
 from tests.unit.test_verdict import control, side
 
 VARIANTS = all_variants()
+# The macros probe-api.sh defines: code under them is built for some eras only.
+ERA_MACRO = re.compile(r"\bMS_(API|HAVE)_\w+")
+HUNK = re.compile(r"^@@ -(\d+)(?:,\d+)? \+\d+(?:,\d+)? @@")
 
 
 def test_together_the_variants_break_every_rule() -> None:
@@ -54,3 +58,52 @@ def test_every_reason_of_the_verdict_names_exactly_one_rule() -> None:
         matching = [rule for rule, text in RULES.items() if re.fullmatch(text, reason)]
         assert len(matching) == 1, (reason, matching)
     assert failed_rules(reasons) == set(RULES)
+
+
+def era_specific_lines(source: str) -> set[int]:
+    """Line numbers of ``source`` inside either branch of a conditional on an API
+    macro: code some eras compile and others do not."""
+    lines: set[int] = set()
+    stack: list[bool] = []  # per open conditional: does it test an API macro?
+    for number, line in enumerate(source.splitlines(), 1):
+        directive = line.strip()
+        if directive.startswith("#if"):
+            stack.append(bool(ERA_MACRO.search(directive)))
+        elif directive.startswith("#elif"):
+            stack[-1] = stack[-1] or bool(ERA_MACRO.search(directive))
+        elif directive.startswith("#endif"):
+            stack.pop()
+        elif any(stack):
+            lines.add(number)
+    return lines
+
+
+def touched_lines(patch: str) -> set[int]:
+    """Lines of the original file a unified diff removes, or inserts between."""
+    touched: set[int] = set()
+    old = 0
+    for line in patch.splitlines():
+        hunk = HUNK.match(line)
+        if hunk:
+            old = int(hunk.group(1))
+        elif line.startswith("-") and not line.startswith("---"):
+            touched.add(old)
+            old += 1
+        elif line.startswith("+") and not line.startswith("+++"):
+            touched.update((old - 1, old))
+        elif line.startswith(" "):
+            old += 1
+    return touched
+
+
+def test_patches_touch_only_code_every_api_era_compiles() -> None:
+    """CI builds the variants for the a_ops (5.10) and balloon (7.2) eras only; a
+    patch outside every API conditional builds for movable_operations (6.0-6.16) too."""
+    source = (module_source_dir() / "movable_sample.c").read_text()
+    era_lines = era_specific_lines(source)
+    numbered = source.splitlines()
+    assert any("balloon_page_enqueue(&ms.balloon" in numbered[n - 1] for n in era_lines)
+    assert not any("copy_highpage(dst, src);" in numbered[n - 1] for n in era_lines)
+    for variant in VARIANTS:
+        inside = sorted(touched_lines(variant.patch.read_text()) & era_lines)
+        assert not inside, f"{variant.name} changes era-specific lines {inside}"
