@@ -66,6 +66,7 @@ SETUP_PACKAGES: tuple[str, ...] = ("python3-venv", "ca-certificates")
 TEST_DEPS: tuple[HostDep, ...] = (
     HostDep("busybox", "busybox-static",
             "console transport tests against the busybox ash the guest runs"),
+    HostDep("patch", "patch", "the deliberately broken sample drivers of tests/broken-drivers/"),
 )
 
 # Needed only to check this repository's Vagrantfile. vagrant and its libvirt

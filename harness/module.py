@@ -6,6 +6,10 @@ and two kernels never share objects. The result is cached by the module
 source and the kernel build's identity; a failed build leaves no entry, only
 its log.
 
+``source_dir`` builds a fork of the driver instead (``harness run
+--driver-source``, the test suite's deliberately broken variants): the same
+build, the same debugfs interface expected, cached by that source's content.
+
 Which movable-page API the module uses is decided by
 guest-modules/probe-api.sh reading the kernel's headers. The same script runs
 here first, so a kernel the module cannot support (older than 4.8, or 6.17
@@ -58,6 +62,22 @@ class ApiProbe:
 def module_source_dir() -> Path:
     """The sample driver's source (guest-modules/)."""
     return shipped_dir("guest-modules")
+
+
+# What a fork of guest-modules/ must hold for build_module to build it.
+SOURCE_FILES = ("Kbuild", PROBE_SCRIPT, f"{MODULE_NAME}.c")
+
+
+def check_source_dir(source_dir: Path) -> Path:
+    """``source_dir`` if it holds a buildable fork of the sample driver, else a
+    HarnessError naming what is missing (one line, before any kernel is built)."""
+    if not source_dir.is_dir():
+        raise HarnessError(f"driver source {source_dir} is not a directory")
+    absent = [name for name in SOURCE_FILES if not (source_dir / name).is_file()]
+    if absent:
+        raise HarnessError(f"driver source {source_dir} has no {', '.join(absent)}: it must "
+                           f"be a fork of guest-modules/ ({', '.join(SOURCE_FILES)})")
+    return source_dir
 
 
 def kernel_source_tree(kernel: KernelBuild) -> Path:
@@ -179,13 +199,15 @@ def _make(kernel: KernelBuild, module_dir: Path, log: Path) -> None:
                            f"log: {log}")
 
 
-def build_module(kernel: KernelBuild, force: bool = False) -> ModuleArtifact:
-    """Build (or find in the cache) the sample driver for ``kernel``.
+def build_module(kernel: KernelBuild, force: bool = False,
+                 source_dir: Path | None = None) -> ModuleArtifact:
+    """Build (or find in the cache) the sample driver for ``kernel``, from
+    ``source_dir`` (a fork of guest-modules/) or the shipped source.
 
     Refuses an unsupported kernel before building; applies the kernel's
     module fixups (e.g. PLT32 relocations for x86_64 before 4.16) to the .ko.
     """
-    source_dir = module_source_dir()
+    source_dir = check_source_dir(source_dir) if source_dir else module_source_dir()
     movable_api = check_supported(kernel, source_dir)
     key = cache.cache_key({"module": MODULE_NAME, "source": source_digest(source_dir),
                            "kernel": kernel_identity(kernel)})

@@ -20,6 +20,10 @@ file per scenario and cell, numbered in run order) the moment it is collected;
 ``harness report`` judges those files again with the scenarios' own ``judge``
 and writes result.json and the picture anew, so a run killed halfway still
 has a report of what it finished.
+
+``--driver-source DIR`` checks a fork of the sample driver (same debugfs
+interface) instead of the shipped one: a driver author's own, or one of the
+test suite's deliberately broken variants, which must exit 1.
 """
 
 import argparse
@@ -64,9 +68,11 @@ def command(args: argparse.Namespace) -> int:
     # Heavy imports (matplotlib, paramiko) only when the command runs.
     from harness.check.scenario import Scenario
     from harness.kernel.build import build_kernel
+    from harness.module import check_source_dir
     from harness.paths import new_run_dir
 
     arches = [get_arch(name).name for name in (args.arch or list(ARCHES))]
+    driver_source = check_source_dir(args.driver_source) if args.driver_source else None
     target = TargetOptions(target=validate_target(args.target), transport=args.transport,
                            memory_mib=args.memory, cpus=args.cpus,
                            ssh_key=Path(args.ssh_key) if args.ssh_key else None)
@@ -83,7 +89,8 @@ def command(args: argparse.Namespace) -> int:
                 # --fragment is the sample A/B's setting.
                 scenarios: dict[str, Scenario] = {name: cls()
                                                   for name, cls in runner.SCENARIOS.items()}
-                scenarios[SAMPLE] = SampleAB(ScenarioSettings(fragment=args.fragment))
+                scenarios[SAMPLE] = SampleAB(ScenarioSettings(fragment=args.fragment),
+                                              driver_source=driver_source)
                 for name in names:
                     cell = f"{arch}-{_slug(kernel_spec)}-{name}"
                     results.append(runner.check(
@@ -176,6 +183,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"vCPUs of a QEMU guest (default: {CPUS})")
     parser.add_argument("--fragment", type=int, default=ScenarioSettings.fragment,
                         metavar="K", help="driver keeps 1 page in K (default: 8)")
+    parser.add_argument("--driver-source", type=Path, metavar="DIR",
+                        help="a fork of the sample driver to check, with the same debugfs "
+                             "interface (default: the shipped guest-modules/)")
     parser.add_argument("--force", action="store_true", help="rebuild kernel and module")
     parser.add_argument("--json", action="store_true", help="print the result objects as JSON")
     parser.set_defaults(func=command)

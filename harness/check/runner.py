@@ -101,13 +101,15 @@ class Prepared:
 
 
 def prepare(arch: str, kernel_spec: str, fragments: tuple[str, ...] = (),
-            force: bool = False) -> Prepared:
-    """Build (or find in the caches) the kernel and the sample driver for it."""
+            force: bool = False, driver_source: Path | None = None) -> Prepared:
+    """Build (or find in the caches) the kernel and the sample driver for it
+    (from ``driver_source``, a fork of guest-modules/, if given)."""
     from harness.kernel.build import build_kernel
     from harness.module import build_module
 
     kernel = build_kernel(kernel_spec, arch, fragments, force=force)
-    return Prepared(kernel=kernel, module=build_module(kernel, force=force))
+    return Prepared(kernel=kernel, module=build_module(kernel, force=force,
+                                                       source_dir=driver_source))
 
 
 def check_ab_on(driver: SampleDriver, kernel: KernelBuild,

@@ -5,6 +5,7 @@ Written against the Guest protocol only, so it runs the same on a QEMU guest
 """
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from harness import procfs
 from harness.artifacts import KernelBuild, ModuleArtifact
@@ -149,9 +150,11 @@ class SampleAB:
     needs = Needs()
 
     def __init__(self, settings: ScenarioSettings = ScenarioSettings(),
-                 module: ModuleArtifact | None = None) -> None:
+                 module: ModuleArtifact | None = None,
+                 driver_source: Path | None = None) -> None:
         self.settings = settings
         self.module = module  # built by prepare unless given: one instance per cell
+        self.driver_source = driver_source  # a fork of guest-modules/ (None: the shipped one)
 
     def prepare(self, kernel: KernelBuild, force: bool) -> None:
         """Build (or take from the cache) the sample driver for ``kernel``, unless
@@ -159,12 +162,14 @@ class SampleAB:
         from harness.module import build_module
 
         if self.module is None:
-            self.module = build_module(kernel, force=force)
+            self.module = build_module(kernel, force=force, source_dir=self.driver_source)
 
     def collect(self, guest: Guest, evidence: Evidence) -> None:
         """Copy the driver onto ``guest`` and run the A/B."""
         if self.module is None:
             raise HarnessError("the sample scenario's module is not built: prepare() first")
+        if self.driver_source is not None:  # a fork's result must not pass for the shipped one's
+            evidence.notes.append(f"sample driver built from {self.driver_source}")
         collect_ab(SampleDriver.install(guest, self.module), evidence, self.settings)
 
     def judge(self, evidence: Evidence) -> RunResult:

@@ -1,4 +1,5 @@
-"""The module build stage against fake kernel trees: API probe, refusal, cache, errors.
+"""The module build stage against fake kernel trees: API probe, refusal, cache, errors,
+and forks of the driver (``source_dir``, ``harness run --driver-source``).
 
 The fake build directory's Makefile stands in for Kbuild (records how it was
 called and writes a .ko), so these tests check the stage's own logic without
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import module
+from harness import cli, module
 from harness.artifacts import KernelBuild
 from harness.errors import HarnessError
 
@@ -198,3 +199,50 @@ def test_failed_build_is_one_line_with_the_error_and_the_log(
     assert log.is_file() and "isolate_mode_t" in log.read_text()
     entries = isolated_cache / module.CACHE_KIND
     assert not entries.exists() or not any(entries.iterdir())
+
+
+def test_a_fork_is_built_from_its_own_source_into_its_own_entry(
+        tmp_path: Path, isolated_cache: Path) -> None:
+    kernel = fake_kernel(tmp_path, AOPS)
+    fork = tmp_path / "fork"
+    shutil.copytree(module.module_source_dir(), fork)
+    with (fork / "movable_sample.c").open("a") as source:
+        source.write("/* a fork */\n")
+    shipped = module.build_module(kernel)
+    forked = module.build_module(kernel, source_dir=fork)
+    assert forked.path != shipped.path
+    assert module.build_module(kernel, source_dir=fork) == forked
+    built_in = [Path(line.split()[0]) for line in
+                (kernel.build_dir / "calls").read_text().splitlines()]
+    assert len(built_in) == 2 and built_in[1].is_relative_to(isolated_cache)
+    assert not list(fork.glob("*.ko"))
+
+
+NOT_A_DIRECTORY = "is not a directory"
+NO_FORK = ("has no Kbuild, probe-api.sh, movable_sample.c: it must be a fork of "
+           "guest-modules/ (Kbuild, probe-api.sh, movable_sample.c)")
+
+
+@pytest.mark.parametrize("kind,message", [("missing", NOT_A_DIRECTORY),
+                                          ("file", NOT_A_DIRECTORY),
+                                          ("empty directory", NO_FORK)])
+def test_harness_run_refuses_a_driver_source_that_is_no_fork_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        kind: str, message: str) -> None:
+    """Refused before any kernel is built, as a harness error (exit 2), not a verdict."""
+    from harness.check import runner
+
+    def prepare(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a kernel was built before the driver source was checked")
+
+    monkeypatch.setattr(runner, "prepare", prepare)
+    monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
+    source = tmp_path / "driver"
+    if kind == "file":
+        source.write_text("")
+    elif kind == "empty directory":
+        source.mkdir()
+    status = cli.main(["run", "--arch", "x86_64", "--kernel", "/src/linux",
+                       "--driver-source", str(source)])
+    assert status == 2
+    assert capsys.readouterr().err == f"harness: error: driver source {source} {message}\n"
