@@ -17,6 +17,14 @@ from harness.guest import CommandResult, GuestTimeout
 from harness.guest.health import ConsoleLogSource, HealthWatch, WatchedGuest
 
 PROCFS = Path(__file__).resolve().parent.parent / "data" / "procfs" / "4.8.15-x86_64"
+# The auxiliary vector of an x86_64 guest (4 KiB pages), as procfs.PAGE_SIZE_COMMAND prints it.
+AUXV = (PROCFS.parent / "5.10.223-x86_64" / "auxv.boot.txt").read_text()
+
+
+def release_only(release: str) -> Callable[[str], str]:
+    """Answers for a guest that is only asked what ``observe`` asks first: its
+    release (every command) and its page size."""
+    return lambda command: AUXV if command == procfs.PAGE_SIZE_COMMAND else f"{release}\n"
 
 
 class ScriptedGuest:
@@ -95,6 +103,10 @@ class SampleKernel:
             self.movable = "movable=1" in command
         if command == "uname -r":
             return "4.8.15\n"
+        if command == procfs.PAGE_SIZE_COMMAND:
+            return AUXV
+        if command == "cat /proc/pagetypeinfo":
+            return (PROCFS / "pagetypeinfo.boot.txt").read_text()
         if command == "cat /proc/meminfo":
             return "MemTotal: 250000 kB\nMemFree: 200000 kB\n"
         if command == f"cat {DEBUGFS}/pages":
