@@ -91,7 +91,7 @@ def _draw_side(axes: Axes, side: Side, result: RunResult, top: float) -> None:
 
 def _title(result: ScenarioResult) -> str:
     """A row's title: what ran, on which release, the verdict, and the kernel report."""
-    title = f"{result.label}  —  {result.release or 'release unknown'}  —  {result.verdict.upper()}"
+    title = f"{result.label}  —  {result.running}  —  {result.verdict.upper()}"
     report = result.kernel_report
     if report is not None:
         title += f"\n{report.kind}: {_shorten(report.headline)}"

@@ -138,6 +138,14 @@ class ScenarioResult:
         """What ran where, for titles."""
         return f"{self.arch} · {self.kernel}"
 
+    @property
+    def running(self) -> str:
+        """The kernel that ran, for titles: its release and the page size it uses."""
+        release = self.release or "release unknown"
+        if self.page_size is None:
+            return release
+        return f"{release}, {size_label(self.page_size)} pages"
+
     def block_bytes(self, pages: int | None) -> int | None:
         """``pages`` of this result's guest in bytes (None: either is not known)."""
         return None if pages is None or self.page_size is None else pages * self.page_size

@@ -118,7 +118,7 @@ def build_table(result: RunResult) -> Table:
     control, movable = result.unmovable, result.movable
     both = control is not None and movable is not None
     table = Table(
-        title=f"{result.label}  ({result.release or 'release unknown'})",
+        title=f"{result.label}  ({result.running})",
         caption=_caption(result, *(("1 − 0: movable=1 minus movable=0, after compaction",)
                                    if both else ())),
         caption_justify="left",
@@ -142,7 +142,7 @@ def build_table(result: RunResult) -> Table:
 
 def build_in_tree_table(result: InTreeResult) -> Table:
     """One in-tree scenario run (zram, balloon) as a rich Table: evidence, then figures."""
-    table = Table(title=f"{result.label}  ({result.release or 'release unknown'})",
+    table = Table(title=f"{result.label}  ({result.running})",
                   caption=_caption(result), caption_justify="left")
     table.add_column("evidence", style="bold", no_wrap=True)
     table.add_column("value", justify="right")
