@@ -98,7 +98,8 @@ _SECTION = "@@harness-zram@@"
 _SHA256_LINE = re.compile(r"^([0-9a-f]{64})\s+-$")
 _HASH_BLOCK = 65536
 _FINE_RANDOM_BYTES = 1530  # base64 of 1530 bytes is 2040 characters, no padding
-_FINE_HEAD = 8 + 2040  # a fine-chunk page's index and random string, before its spaces
+_FINE_RANDOM_CHARS = 2040
+_FINE_HEAD = 8 + _FINE_RANDOM_CHARS  # a fine-chunk page's index and random string
 
 
 @dataclass(frozen=True)
@@ -196,9 +197,9 @@ def fine_page_format(page_size: int) -> str:
 def fine_chunk_sha256(random_text: str, pages: int, page_size: int) -> str:
     """What the fine chunk of ``pages`` pages must hash to after its odd pages were
     discarded."""
-    if len(random_text) != _FINE_HEAD - 8:
+    if len(random_text) != _FINE_RANDOM_CHARS:
         raise GuestError(f"the fine chunk's random string has {len(random_text)} "
-                         f"characters, expected {_FINE_HEAD - 8}")
+                         f"characters, expected {_FINE_RANDOM_CHARS}")
     digest = hashlib.sha256()
     for index in range(pages):
         digest.update((fine_page_format(page_size) % (index, random_text, "")).encode()
