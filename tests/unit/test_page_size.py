@@ -37,7 +37,7 @@ AUXV_16K = (ARM64_16K / "auxv.boot.txt").read_text()
 def test_the_page_size_is_the_guests_at_pagesz() -> None:
     assert parse_page_size(AUXV) == 4096  # x86_64 5.10.223, recorded
     assert parse_page_size(AUXV_16K) == 16384  # arm64 7.2.13 with CONFIG_ARM64_16K_PAGES
-    # od on a host's coreutils prints two (type, value) pairs per line
+    # only the order of the words matters, not how od wraps them into lines
     assert parse_page_size("   33  140632639311872   51   3376\n    6  65536    0   0\n") == 65536
 
 
