@@ -101,30 +101,42 @@ def test_reports_label_sizes_in_the_guests_pages(tmp_path: Path) -> None:
     assert "11\n32 MiB" in labels and "0\n16 KiB" in labels and "9\n8 MiB" in labels
 
 
-SAVED = Path(__file__).resolve().parent.parent / "data" / "evidence" / "7.2.13-arm64-16k"
+SAVED = Path(__file__).resolve().parent.parent / "data" / "evidence"
 
 
-def test_the_16k_cell_is_proven_with_its_own_numbers(tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """The evidence of ``harness run --arch arm64 --kernel debian:7.2 --config arm64-16k
-    --scenario all`` (2026-12-02, TCG, 2 vCPUs), judged again: every scenario PROVEN,
-    every figure counted in 16 KiB pages."""
+@pytest.mark.parametrize("cell,sample_pages,migratepage,pgmigrate,probe,zram_pages,balloon", [
+    # A/B pages moved / total, migratepage count, pgmigrate_success delta, order-10
+    # allocations after compaction (movable=0, movable=1), zspages moved / found,
+    # balloon pages moved / found and the MiB they were
+    ("7.2.13-arm64-16k", (1112, 1394), 1112, 1127, (1, 4), (31, 286), (1831, 4691, 73)),
+    ("5.10.223-arm64-16k", (1301, 1584), 1301, 1318, (0, 9), (105, 329), (2487, 4923, 76)),
+])
+def test_the_16k_cells_are_proven_with_their_own_numbers(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], cell: str,
+        sample_pages: tuple[int, int], migratepage: int, pgmigrate: int,
+        probe: tuple[int, int], zram_pages: tuple[int, int],
+        balloon: tuple[int, int, int]) -> None:
+    """The evidence of ``harness run --arch arm64 --kernel debian:7.2 (debian:5.10)
+    --config arm64-16k --scenario all`` (2026-12-02, TCG, 2 vCPUs), judged again:
+    every scenario PROVEN, every figure counted in 16 KiB pages."""
     run = tmp_path / "run"
-    shutil.copytree(SAVED, run / "evidence")
+    shutil.copytree(SAVED / cell, run / "evidence")
     assert cli.main(["report", str(run)]) == 0
     out = capsys.readouterr().out
-    assert out.count("(7.2.13, 16 KiB pages)") == 3 and out.count("verdict: PROVEN") == 3
+    release = cell.split("-")[0]
+    assert out.count(f"({release}, 16 KiB pages)") == 3 and out.count("verdict: PROVEN") == 3
     document = json.loads((run / "result.json").read_text())
-    (sample,) = document["results"]
-    zram, balloon = document["in_tree"]
-    assert {item["page_size"] for item in (sample, zram, balloon)} == {16384}
-    assert (sample["migrated_pages"], sample["total_pages"]) == (1112, 1394)
-    assert sample["pgmigrate_success_delta"] == 1127
-    assert sample["sides"]["movable=1"]["driver_counters"]["migrated"] == 1112
-    assert [sample["high_order_success"][side] for side in ("movable=0", "movable=1")] == [
-        {"order": 10, "attempts": 64, "before": 1, "after": 1},
-        {"order": 10, "attempts": 64, "before": 1, "after": 4}]
-    assert (zram["migrated_pages"], zram["total_pages"]) == (31, 286)
-    assert (balloon["migrated_pages"], balloon["figures"]["balloon_migrate"]) == (1831, 1831)
-    # 4691 balloon pages of 16 KiB: the 73 MiB file written after deflating
-    assert balloon["data"]["unit"] == "73 MiB file written after deflating"
+    (ab,) = document["results"]
+    zram, ballooned = document["in_tree"]
+    assert {item["page_size"] for item in (ab, zram, ballooned)} == {16384}
+    assert (ab["migrated_pages"], ab["total_pages"]) == sample_pages
+    assert ab["sides"]["movable=1"]["driver_counters"]["migrated"] == migratepage
+    assert ab["pgmigrate_success_delta"] == pgmigrate
+    assert [(high["order"], high["after"]) for high in ab["high_order_success"].values()] == [
+        (10, probe[0]), (10, probe[1])]
+    assert (zram["migrated_pages"], zram["total_pages"]) == zram_pages
+    moved, found, mib = balloon
+    assert (ballooned["migrated_pages"], ballooned["total_pages"]) == (moved, found)
+    assert ballooned["figures"]["balloon_migrate"] == moved
+    assert ballooned["data"]["unit"] == f"{mib} MiB file written after deflating"
+    assert found * 16384 >> 20 == mib  # the balloon's pages are 16 KiB ones
