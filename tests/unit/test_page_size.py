@@ -19,10 +19,13 @@ from rich.console import Console
 
 from harness import cli, procfs
 from harness.check.driver import SampleDriver
-from harness.check.runner import check_ab_on
+from harness.check.runner import check_ab_on, scenario_named
 from harness.check.sample import ScenarioSettings
+from harness.check.scenario import load_evidence, verdict
+from harness.errors import HarnessError
 from harness.procfs import ProcfsFormatError, parse_page_size
 from harness.report.chart import build_figure
+from harness.report.in_tree import InTreeResult
 from harness.report.json_report import read_results, write_json
 from harness.report.model import RunResult, huge_page_order, size_label
 from harness.report.table import print_tables
@@ -140,3 +143,19 @@ def test_the_16k_cells_are_proven_with_their_own_numbers(
     assert ballooned["figures"]["balloon_migrate"] == moved
     assert ballooned["data"]["unit"] == f"{mib} MiB file written after deflating"
     assert found * 16384 >> 20 == mib  # the balloon's pages are 16 KiB ones
+
+
+def test_evidence_without_a_page_size_is_not_taken_for_4_kib() -> None:
+    """Evidence saved before the page size was recorded (5.10.223 x86_64): the verdict
+    stands, but no size is made up: the figures in bytes are unknown."""
+    evidence = load_evidence(next((SAVED / "5.10.223-x86_64").glob("*-zram.json")))
+    assert evidence.page_size is None
+    result = verdict(scenario_named("zram"), evidence)
+    assert isinstance(result, InTreeResult) and result.proven
+    assert result.running == "5.10.223" and result.block_bytes(512) is None
+    assert result.free_mib_at_least(result.huge_order) == (None, None)
+    labels = [tick.get_text() for axes in build_figure([result]).axes
+              for tick in axes.get_xticklabels()]
+    assert "9\n?" in labels
+    with pytest.raises(HarnessError, match="has no page size"):
+        evidence.guest_page_size()
