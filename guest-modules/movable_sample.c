@@ -229,11 +229,17 @@ static inline void ms_unmap(void *addr)
 }
 #endif
 
-/* Word @word of logical page @index: splitmix64 of (seed, index, word). */
+/*
+ * Word @word of logical page @index: splitmix64 of (seed, index, word). The
+ * word takes the low 16 bits of the counter, so every word of every page
+ * has its own value for pages of up to 512 KiB (64 KiB pages: 8192 words).
+ */
 static u64 ms_pattern(unsigned long index, unsigned int word)
 {
-	u64 z = seed + (((u64)index << 16) + word + 1) * 0x9e3779b97f4a7c15ULL;
+	u64 z;
 
+	BUILD_BUG_ON(PAGE_SIZE / sizeof(u64) > 65536);
+	z = seed + (((u64)index << 16) + word + 1) * 0x9e3779b97f4a7c15ULL;
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
 	return z ^ (z >> 31);

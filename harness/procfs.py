@@ -698,3 +698,29 @@ def split_snapshot_output(output: str) -> dict[str, str]:
 def parse_snapshot(output: str) -> Snapshot:
     """Parse what ``snapshot_command()`` printed on the guest."""
     return Snapshot.from_texts(split_snapshot_output(output))
+
+
+# The page size comes from the auxiliary vector the kernel hands every process
+# (AT_PAGESZ, include/uapi/linux/auxvec.h): what getconf PAGESIZE and
+# sysconf(_SC_PAGESIZE) read. /proc/PID/auxv is there in every era and
+# configuration, and od is in busybox and coreutils alike, whereas Debian's
+# busybox has no getconf and /proc/PID/smaps (KernelPageSize) needs
+# CONFIG_PROC_PAGE_MONITOR, which a board's kernel may lack.
+_AT_PAGESZ = 6
+PAGE_SIZE_COMMAND = "od -An -tu8 -v /proc/self/auxv"
+
+
+def parse_page_size(text: str) -> int:
+    """The page size in bytes from ``PAGE_SIZE_COMMAND``'s output: the auxiliary
+    vector as (type, value) pairs of 64-bit words, native-endian (x86_64, arm64)."""
+    words: list[int] = []
+    for lineno, line in _lines(text):
+        if not all(word.isdigit() for word in line.split()):
+            raise ProcfsFormatError("auxv", lineno, line, "unsigned 64-bit words (od -tu8)")
+        words += (int(word) for word in line.split())
+    pairs = dict(zip(words[::2], words[1::2], strict=False))
+    size = pairs.get(_AT_PAGESZ)
+    if size is None or size < 4096 or size & (size - 1):
+        raise _incomplete("auxv", text, f"an AT_PAGESZ entry that is a power of two "
+                                        f">= 4096 (found {size})")
+    return size

@@ -57,7 +57,7 @@ from harness.check.in_tree import (
 from harness.check.sample import VMSTAT_KEYS
 from harness.check.scenario import Evidence, Needs
 from harness.check.steps import (
-    mem_free_pages,
+    mem_free_bytes,
     must,
     preflight,
     quiet_background_compaction,
@@ -66,6 +66,7 @@ from harness.check.steps import (
 from harness.errors import HarnessError
 from harness.guest import BalloonControl, Guest, GuestError, OffersBalloon
 from harness.report.in_tree import InTreeResult, TrackedPages
+from harness.report.model import size_label
 
 SCENARIO = "balloon"
 FRAGMENTS = ("balloon",)
@@ -80,7 +81,6 @@ CONFIG_NEEDS = (
     *COMPACTION_NEEDS,
 )
 BALLOON_COUNTERS = ("balloon_inflate", "balloon_deflate", "balloon_migrate")
-PAGE = 4096
 WORKDIR = "/run/harness-balloon"
 
 
@@ -92,11 +92,11 @@ class BalloonSettings:
     settle_timeout: float = 600.0  # seconds for the guest to reach a balloon target
     stall_timeout: float = 60.0  # ... without the size changing at all
 
-    def balloon_pages(self, free_pages: int) -> int:
-        """Pages per file, which is also the balloon's size."""
-        pages = int(free_pages * self.cover_share) // 2
+    def balloon_pages(self, free_bytes: int, page_size: int) -> int:
+        """Pages (of ``page_size`` bytes) per file, which is also the balloon's size."""
+        pages = int(free_bytes // page_size * self.cover_share) // 2
         if pages < 256:
-            raise GuestError(f"only {free_pages * 4 // 1024} MiB free: too little for the "
+            raise GuestError(f"only {free_bytes >> 20} MiB free: too little for the "
                              "balloon scenario (give the guest more memory)")
         return pages
 
@@ -223,23 +223,26 @@ def _experiment(guest: Guest, host: BalloonControl, settings: BalloonSettings,
     ram = host.actual()
     evidence.notes += quiet_background_compaction(guest)
     must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
-    pages = settings.balloon_pages(mem_free_pages(guest))
+    page_size = evidence.guest_page_size()
+    pages = settings.balloon_pages(mem_free_bytes(guest), page_size)
+    size = pages * page_size
     figures["balloon_pages"] = facts["requested_pages"] = pages
-    facts["data_unit"] = f"{pages * PAGE >> 20} MiB file written after deflating"
-    evidence.notes.append(f"balloon of {pages} pages ({pages * PAGE >> 20} MiB) inflated into "
-                          "the holes of two interleaved tmpfs files")
-    must(guest, f"mkdir -p {WORKDIR} && mount -t tmpfs -o size={2 * pages * PAGE + (1 << 20)} "
+    facts["data_unit"] = f"{size >> 20} MiB file written after deflating"
+    evidence.notes.append(f"balloon of {pages} pages of {size_label(page_size)} ({size >> 20} "
+                          "MiB) inflated into the holes of two interleaved tmpfs files")
+    must(guest, f"mkdir -p {WORKDIR} && mount -t tmpfs -o size={2 * size + (1 << 20)} "
                 f"harness-balloon {WORKDIR}")
     with undone(guest, lambda: _restore(guest, host, ram),
                 "unmounting the work tmpfs and deflating the balloon"):
         with evidence.phase("interleave"):
             must(guest, f"cd {WORKDIR} && exec 3>a 4>b && i=0 && while [ $i -lt {pages} ]; "
-                        f"do printf %{PAGE}s >&3; printf %{PAGE}s >&4; i=$((i+1)); done",
+                        f"do printf %{page_size}s >&3; printf %{page_size}s >&4; "
+                        "i=$((i+1)); done",
                  timeout=1800)
             must(guest, f"rm {WORKDIR}/a")
 
         counts_start = _vmstat_counters(guest)
-        counts_inflated = _resize(guest, host, ram - pages * PAGE, settings, evidence, "inflate")
+        counts_inflated = _resize(guest, host, ram - size, settings, evidence, "inflate")
         figures["balloon_inflate"] = facts["inflated"] = (
             counts_inflated["balloon_inflate"] - counts_start["balloon_inflate"])
         must(guest, f"umount {WORKDIR}; sync; echo 3 > /proc/sys/vm/drop_caches")
@@ -254,7 +257,7 @@ def _experiment(guest: Guest, host: BalloonControl, settings: BalloonSettings,
         figures["guest_ram_bytes"] = ram
 
         with evidence.phase("use_after_deflate"):
-            facts["data_intact"] = _memory_usable(guest, pages * PAGE)
+            facts["data_intact"] = _memory_usable(guest, size)
 
 
 def _resize(guest: Guest, host: BalloonControl, target: int, settings: BalloonSettings,

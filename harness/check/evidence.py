@@ -14,7 +14,8 @@ movable=1 (the driver registered its pages with __SetPageMovable):
 movable=0 (control group): no page changed PFN, the callbacks never ran, and
 verify found 0 mismatches.
 A/B (the seed commit's claim): both rounds hold on their own, and after
-compaction more order-9 allocations succeed with movable pages than without.
+compaction more allocations of a huge page (order 9 with 4 KiB pages, the probe
+order of harness.check.sample) succeed with movable pages than without.
 """
 
 from dataclasses import dataclass

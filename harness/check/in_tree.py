@@ -133,8 +133,8 @@ def in_tree_result(evidence: "Evidence", proven: bool = False, reasons: tuple[st
     tracked = facts.get("tracked")
     return InTreeResult(
         scenario=evidence.scenario, arch=evidence.arch, kernel=evidence.kernel,
-        release=evidence.release, proven=proven, reasons=reasons,
-        tracked=TrackedPages(**tracked) if tracked is not None else None,
+        release=evidence.release, page_size=evidence.page_size, proven=proven,
+        reasons=reasons, tracked=TrackedPages(**tracked) if tracked is not None else None,
         pgmigrate_success_delta=facts.get("pgmigrate_success_delta"),
         buddy_before=tuple(facts.get("buddy_before", ())),
         buddy_after=tuple(facts.get("buddy_after", ())),

@@ -23,7 +23,7 @@ from harness.check.steps import (
 from harness.errors import HarnessError
 from harness.guest import Guest
 from harness.report.json_report import side_from_dict, side_to_dict
-from harness.report.model import HighOrder, RunResult, Side
+from harness.report.model import HighOrder, RunResult, Side, huge_page_order, size_label
 
 # Counters the evidence reports as deltas; compact_stall/fail/success count
 # only allocation-driven compaction (direct compaction in the allocator's slow
@@ -46,13 +46,15 @@ class ScenarioSettings:
     ``probe_attempts`` larger than the free memory left outside the driver's
     reach can satisfy, the control group (movable=0) stays low after
     compaction while movable pages let compaction free many such blocks.
+
+    The probe's order, unless given, comes from the guest (``probe_order_on``).
     """
 
     fragment: int = 8
     cover_share: float = 0.9
     pages: int | None = None  # None: derived from MemFree and cover_share
     seed: int = 1
-    probe_order: int = 9  # 2 MiB with 4 KiB pages: a huge page, the classic victim
+    probe_order: int | None = None  # None: the guest's huge page, at most a pageblock
     probe_attempts: int = 64
 
     def driver_params(self, movable: bool, free_pages: int) -> DriverParams:
@@ -60,6 +62,16 @@ class ScenarioSettings:
         pages = self.pages or max(1, int(free_pages * self.cover_share) // self.fragment)
         return DriverParams(pages=pages, movable=movable, fragment=self.fragment,
                             seed=self.seed)
+
+    def probe_order_on(self, page_size: int, pageblock_order: int) -> int:
+        """The order to probe on a guest with ``page_size`` pages and pageblocks of
+        ``pageblock_order``: a huge page (9 with 4 KiB pages, 11 with 16 KiB), the
+        allocation compaction is for, but never more than a pageblock, the unit the
+        driver's pages pin (with 64 KiB pages a huge page is 512 MiB, more than a
+        small guest has, and its pageblock is smaller where HUGETLB_PAGE is off)."""
+        if self.probe_order is not None:
+            return self.probe_order
+        return min(huge_page_order(page_size), pageblock_order)
 
 
 def _counter_deltas(before: DriverState, after: DriverState) -> dict[str, int]:
@@ -69,18 +81,19 @@ def _counter_deltas(before: DriverState, after: DriverState) -> dict[str, int]:
             if key in before.stats and key in after.stats}
 
 
-def run_sample_round(driver: SampleDriver, movable: bool,
-                     settings: ScenarioSettings = ScenarioSettings()) -> Side:
-    """Load the driver, compact once, collect the evidence, unload.
+def run_sample_round(driver: SampleDriver, movable: bool, settings: ScenarioSettings,
+                     page_size: int, order: int) -> Side:
+    """Load the driver, compact once, collect the evidence, unload; the driver covers
+    free memory counted in pages of ``page_size``, the probe asks for ``order``.
 
     Call quiet_background_compaction() once before the first round. The
     driver is unloaded even when a step fails, so a board is left as found.
     """
     guest = driver.guest
     must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
-    driver.load(settings.driver_params(movable, mem_free_pages(guest)))
+    driver.load(settings.driver_params(movable, mem_free_pages(guest, page_size)))
     with undone(guest, driver.unload, f"unloading {MODULE_NAME}"):
-        order, attempts = settings.probe_order, settings.probe_attempts
+        attempts = settings.probe_attempts
         before = snapshot(guest)
         state_before = driver.state()
         high_before = driver.try_alloc(order, attempts)
@@ -123,13 +136,22 @@ def collect_ab(driver: SampleDriver, evidence: Evidence,
     cannot make the control look worse than it is.
     """
     evidence.stopped = "the A/B stopped before its movable=0 round was complete"
-    evidence.notes += quiet_background_compaction(driver.guest)
-    evidence.notes.append(f"driver covers {settings.cover_share:.0%} of free memory, keeps 1 "
-                          f"page in {settings.fragment}; probe: {settings.probe_attempts} x "
-                          f"order {settings.probe_order}")
-    evidence.facts[CONTROL] = side_to_dict(run_sample_round(driver, False, settings))
+    guest = driver.guest
+    page_size = evidence.guest_page_size()
+    pageblock_order = procfs.parse_pagetypeinfo(
+        must(guest, "cat /proc/pagetypeinfo")).pageblock_order
+    order = settings.probe_order_on(page_size, pageblock_order)
+    evidence.notes += quiet_background_compaction(guest)
+    evidence.notes.append(
+        f"driver covers {settings.cover_share:.0%} of free memory, keeps 1 page in "
+        f"{settings.fragment}; probe: {settings.probe_attempts} x order {order} "
+        f"({size_label(page_size << order)}; {size_label(page_size)} pages, pageblock "
+        f"order {pageblock_order})")
+    evidence.facts[CONTROL] = side_to_dict(run_sample_round(driver, False, settings,
+                                                            page_size, order))
     evidence.stopped = "the A/B stopped in its movable=1 round; the movable=0 round is kept"
-    evidence.facts[MOVABLE] = side_to_dict(run_sample_round(driver, True, settings))
+    evidence.facts[MOVABLE] = side_to_dict(run_sample_round(driver, True, settings,
+                                                            page_size, order))
 
 
 def _proof_summary(movable: Side) -> str:
@@ -178,8 +200,8 @@ class SampleAB:
         control, movable = (side_from_dict(evidence.facts[key]) if key in evidence.facts
                             else None for key in (CONTROL, MOVABLE))
         result = RunResult(arch=evidence.arch, kernel=evidence.kernel, release=evidence.release,
-                           proven=False, reasons=(), movable=movable, unmovable=control,
-                           notes=tuple(evidence.notes))
+                           page_size=evidence.page_size, proven=False, reasons=(),
+                           movable=movable, unmovable=control, notes=tuple(evidence.notes))
         if control is None or movable is None:
             return result
         verdict = judge_ab(control, movable)

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from harness.artifacts import KernelBuild
 from harness.check.in_tree import ConfigNeed, require_config
 from harness.check.reported import reported
-from harness.check.steps import must
+from harness.check.steps import must, page_size
 from harness.errors import HarnessError
 from harness.guest import Guest, KernelProblem, require_capabilities
 from harness.paths import write_atomically
@@ -76,6 +76,7 @@ class Evidence:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase
     stopped: str = "before the scenario's first measurement"
     kernel_report: KernelReport | None = None
+    page_size: int | None = None  # bytes, read from the guest before collect (steps.page_size)
 
     @classmethod
     def start(cls, scenario: str, kernel: KernelBuild) -> Evidence:
@@ -123,6 +124,14 @@ class Evidence:
         report = fields.pop("kernel_report")
         return cls(**fields, kernel_report=KernelReport(**report) if report else None)
 
+    def guest_page_size(self) -> int:
+        """The page size every figure of ``collect`` is counted in: ``observe`` reads
+        it from the guest first, so no computation has to assume 4 KiB."""
+        if self.page_size is None:
+            raise HarnessError(f"the {self.scenario} scenario's evidence has no page size: "
+                               "collect runs through observe(), which reads it")
+        return self.page_size
+
 
 class Scenario(Protocol):
     """One experiment that proves (or fails to prove) that some pages migrate."""
@@ -160,6 +169,7 @@ def observe(scenario: Scenario, guest: Guest, evidence: Evidence,
     try:
         require_capabilities(guest, scenario.needs.capabilities, f"the {scenario.name} scenario")
         evidence.release = must(guest, "uname -r").strip()
+        evidence.page_size = page_size(guest)
         scenario.collect(guest, evidence)
         evidence.stopped = AFTER_LAST_STEP
     except KernelProblem as problem:

@@ -75,9 +75,20 @@ def meminfo(guest: Guest) -> dict[str, int]:
     return values
 
 
-def mem_free_pages(guest: Guest) -> int:
-    """MemFree in 4 KiB pages."""
-    return meminfo(guest)["MemFree"] // 4
+def page_size(guest: Guest) -> int:
+    """The guest's page size in bytes, from the kernel itself (harness.procfs:
+    a board's kernel may use 16 or 64 KiB pages, and it has no .config of ours)."""
+    return procfs.parse_page_size(must(guest, procfs.PAGE_SIZE_COMMAND))
+
+
+def mem_free_bytes(guest: Guest) -> int:
+    """MemFree in bytes (/proc/meminfo counts KiB whatever the page size)."""
+    return meminfo(guest)["MemFree"] << 10
+
+
+def mem_free_pages(guest: Guest, page_size: int) -> int:
+    """MemFree in the guest's pages of ``page_size`` bytes."""
+    return mem_free_bytes(guest) // page_size
 
 
 def compact_memory(guest: Guest) -> None:

@@ -17,8 +17,9 @@ The experiment, and why each step is there:
    whose zspages span several pages. ``tee`` writes the stream to /dev/zram0
    while the guest records the sha256 of every chunk of it.
    Then one more chunk, the fine chunk, of pages the host can rebuild: page
-   i is ``%08d`` i, a 2040-character random base64 string R (read back by the
-   host) and 2048 spaces, also about half a page compressed.
+   i (of the guest's page size) is ``%08d`` i, a 2040-character random base64
+   string R (read back by the host) and spaces to the end of the page, about
+   2 KiB compressed: half a 4 KiB page, an eighth of a 16 KiB one.
 3. Free part of it with ``blkdiscard`` (zram frees the objects: zs_free):
    every other bulk chunk, so whole zspages go back to the buddy allocator and
    leave holes between the zspages that stay (what compaction can fix; dropping
@@ -69,7 +70,7 @@ from harness.check.in_tree import (
 from harness.check.sample import VMSTAT_KEYS
 from harness.check.scenario import Evidence, Needs
 from harness.check.steps import (
-    mem_free_pages,
+    mem_free_bytes,
     must,
     preflight,
     quiet_background_compaction,
@@ -96,10 +97,9 @@ MM_STAT_FIELDS = ("orig_data_size", "compr_data_size", "mem_used_total", "mem_li
 _SECTION = "@@harness-zram@@"
 _SHA256_LINE = re.compile(r"^([0-9a-f]{64})\s+-$")
 _HASH_BLOCK = 65536
-PAGE = 4096
-# A fine-chunk page: its index, the shared random string, spaces (4096 bytes).
-_FINE_PAGE = "%08d%s%2048s"
 _FINE_RANDOM_BYTES = 1530  # base64 of 1530 bytes is 2040 characters, no padding
+_FINE_RANDOM_CHARS = 2040
+_FINE_HEAD = 8 + _FINE_RANDOM_CHARS  # a fine-chunk page's index and random string
 
 
 @dataclass(frozen=True)
@@ -112,13 +112,13 @@ class ZramSettings:
     device: str = "zram0"
     compressor: str = "lzo"  # used when the kernel offers it, else the kernel's default
 
-    def data_mib(self, free_pages: int) -> int:
-        """Bulk data for a guest with ``free_pages`` free: whole pairs of chunks
+    def data_mib(self, free_bytes: int) -> int:
+        """Bulk data for a guest with ``free_bytes`` free: whole pairs of chunks
         (the fine chunk comes on top)."""
-        wanted = min(self.max_data_mib, int(free_pages * 4096 * self.data_share) >> 20)
+        wanted = min(self.max_data_mib, int(free_bytes * self.data_share) >> 20)
         pair = 2 * self.chunk_mib
         if wanted < pair:
-            raise GuestError(f"only {free_pages * 4 // 1024} MiB free: the zram scenario "
+            raise GuestError(f"only {free_bytes >> 20} MiB free: the zram scenario "
                              f"needs room for {pair} MiB of data (give the guest more memory)")
         return wanted - wanted % pair
 
@@ -188,15 +188,22 @@ def zero_chunk_sha256(chunk_bytes: int) -> str:
     return hashlib.sha256(bytes(chunk_bytes)).hexdigest()
 
 
-def fine_chunk_sha256(random_text: str, pages: int) -> str:
-    """What the fine chunk must hash to after its odd pages were discarded."""
-    if len(random_text) != 2040:
+def fine_page_format(page_size: int) -> str:
+    """printf format of one fine-chunk page of ``page_size`` bytes: its index, the
+    shared random string, spaces to the end of the page."""
+    return f"%08d%s%{page_size - _FINE_HEAD}s"
+
+
+def fine_chunk_sha256(random_text: str, pages: int, page_size: int) -> str:
+    """What the fine chunk of ``pages`` pages must hash to after its odd pages were
+    discarded."""
+    if len(random_text) != _FINE_RANDOM_CHARS:
         raise GuestError(f"the fine chunk's random string has {len(random_text)} "
-                         "characters, expected 2040")
+                         f"characters, expected {_FINE_RANDOM_CHARS}")
     digest = hashlib.sha256()
     for index in range(pages):
-        digest.update(f"{index:08d}{random_text}{'':2048s}".encode() if index % 2 == 0
-                      else bytes(PAGE))
+        digest.update((fine_page_format(page_size) % (index, random_text, "")).encode()
+                      if index % 2 == 0 else bytes(page_size))
     return digest.hexdigest()
 
 
@@ -351,7 +358,8 @@ def _experiment(guest: Guest, settings: ZramSettings, evidence: Evidence) -> Non
     zram.reset()
     with undone(guest, zram.release, f"resetting {settings.device}"):
         must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
-        data_mib = settings.data_mib(mem_free_pages(guest))
+        data_mib = settings.data_mib(mem_free_bytes(guest))
+        page_size = evidence.guest_page_size()
         chunk_bytes = settings.chunk_mib << 20
         chunks = data_mib // settings.chunk_mib
         fine_offset = chunks * chunk_bytes
@@ -371,12 +379,13 @@ def _experiment(guest: Guest, settings: ZramSettings, evidence: Evidence) -> Non
                 timeout=1800), chunks)
             random_text = must(
                 guest, f"R=$(head -c {_FINE_RANDOM_BYTES} /dev/urandom | base64 -w 0) && "
-                       f"i=0 && while [ $i -lt {chunk_bytes // PAGE} ]; do printf "
-                       f"'{_FINE_PAGE}' $i \"$R\" ''; i=$((i+1)); done | dd "
+                       f"i=0 && while [ $i -lt {chunk_bytes // page_size} ]; do printf "
+                       f"'{fine_page_format(page_size)}' $i \"$R\" ''; i=$((i+1)); done | dd "
                        f"of=/dev/{settings.device} bs={_HASH_BLOCK} seek={fine_offset} "
                        f"oflag=seek_bytes conv=notrunc 2>/dev/null && echo \"$R\"",
                 timeout=600).strip()
-            fine_expected = fine_chunk_sha256(random_text, chunk_bytes // PAGE)
+            fine_expected = fine_chunk_sha256(random_text, chunk_bytes // page_size,
+                                              page_size)
             stored, _ = zram.stats()
             if stored["orig_data_size"] != size:
                 raise GuestError(f"zram stored {stored['orig_data_size']} bytes of the "
@@ -387,8 +396,9 @@ def _experiment(guest: Guest, settings: ZramSettings, evidence: Evidence) -> Non
         with evidence.phase("discard"):
             must(guest, f"i=1; while [ $i -lt {chunks} ]; do blkdiscard -o "
                         f"$((i*{chunk_bytes})) -l {chunk_bytes} /dev/{settings.device} || "
-                        f"exit 1; i=$((i+2)); done; i=1; while [ $i -lt {chunk_bytes // PAGE} ]; "
-                        f"do blkdiscard -o $(({fine_offset}+i*{PAGE})) -l {PAGE} "
+                        f"exit 1; i=$((i+2)); done; i=1; while [ $i -lt "
+                        f"{chunk_bytes // page_size} ]; do blkdiscard -o "
+                        f"$(({fine_offset}+i*{page_size})) -l {page_size} "
                         f"/dev/{settings.device} || exit 1; i=$((i+2)); done", timeout=900)
             # Page cache only: dropping slab (2) runs zsmalloc's shrinker, which
             # compacts the pool itself and would empty the half-used zspages.

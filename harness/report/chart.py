@@ -20,8 +20,8 @@ from matplotlib.ticker import FuncFormatter
 
 from harness.errors import HarnessError
 from harness.paths import write_atomically
-from harness.report.in_tree import HUGE_ORDER, InTreeResult
-from harness.report.model import KernelReport, RunResult, ScenarioResult, Side
+from harness.report.in_tree import InTreeResult
+from harness.report.model import KernelReport, RunResult, ScenarioResult, Side, size_label
 
 BEFORE_COLOR = "#9ecae1"
 AFTER_COLOR = "#08519c"
@@ -32,21 +32,12 @@ _EXCERPT_LINES = 14
 _EXCERPT_WIDTH = 110
 
 
-def _size_label(pages: int, page_size: int) -> str:
-    size = pages * page_size
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024:
-            return f"{size:g} {unit}"
-        size //= 1024
-    return f"{size:g} TiB"
-
-
 def _count_label(value: float, _position: object) -> str:
     return f"{value:,.0f}" if value >= 1 or value == 0 else ""
 
 
-def _draw_buddy(axes: Axes, before: Sequence[int], after: Sequence[int], page_size: int,
-                top: float) -> None:
+def _draw_buddy(axes: Axes, before: Sequence[int], after: Sequence[int],
+                result: ScenarioResult, top: float) -> None:
     """Free blocks per order, before and after (when measured), as paired bars on a
     symlog axis."""
     orders = range(len(before))
@@ -63,7 +54,7 @@ def _draw_buddy(axes: Axes, before: Sequence[int], after: Sequence[int], page_si
     axes.yaxis.set_major_formatter(FuncFormatter(_count_label))
     axes.set_xticks(list(orders))
     axes.set_xticklabels(
-        [f"{o}\n{_size_label(1 << o, page_size)}" for o in orders], fontsize=8
+        [f"{o}\n{size_label(result.block_bytes(1 << o))}" for o in orders], fontsize=8
     )
     axes.set_xlabel("order (block size)")
     axes.set_ylabel("free blocks (symlog)")
@@ -78,7 +69,7 @@ def _evidence_box(axes: Axes, lines: Sequence[str]) -> None:
 
 
 def _draw_side(axes: Axes, side: Side, result: RunResult, top: float) -> None:
-    _draw_buddy(axes, side.buddy_before, side.buddy_after, result.page_size, top)
+    _draw_buddy(axes, side.buddy_before, side.buddy_after, result, top)
     role = "driver pages movable" if side.movable else "control: not movable"
     axes.set_title(
         f"{side.label} ({role})\n"
@@ -100,7 +91,7 @@ def _draw_side(axes: Axes, side: Side, result: RunResult, top: float) -> None:
 
 def _title(result: ScenarioResult) -> str:
     """A row's title: what ran, on which release, the verdict, and the kernel report."""
-    title = f"{result.label}  —  {result.release or 'release unknown'}  —  {result.verdict.upper()}"
+    title = f"{result.label}  —  {result.running}  —  {result.verdict.upper()}"
     report = result.kernel_report
     if report is not None:
         title += f"\n{report.kind}: {_shorten(report.headline)}"
@@ -143,19 +134,17 @@ def _draw_in_tree(row: SubFigure, result: InTreeResult) -> None:
         _draw_not_measured(buddy, "free blocks per order", result.kernel_report)
     else:
         peak = max(*result.buddy_before, *result.buddy_after, 1)
-        _draw_buddy(buddy, result.buddy_before, result.buddy_after, result.page_size,
-                    peak * 12)
+        _draw_buddy(buddy, result.buddy_before, result.buddy_after, result, peak * 12)
         buddy.set_title(f"{result.scenario}: {tracked.moved} of {tracked.before} {tracked.kind} "
                         f"changed PFN ({tracked.moved_share:.0%})" if tracked else
                         f"{result.scenario}: pages not compared", fontsize=10)
-        order = min(HUGE_ORDER, len(result.buddy_before) - 1)
-        before, after = ("?" if pages is None else pages * result.page_size >> 20
-                         for pages in result.free_pages_at_least(order))
+        order = result.huge_order
+        before, after = ("?" if mib is None else mib for mib in result.free_mib_at_least(order))
         data = ("not read back" if result.data_checked is None else
                 f"{result.data_checked} × {result.data_unit}, "
                 f"{result.data_mismatches} mismatches")
         _evidence_box(buddy, [f"free memory in blocks ≥ "
-                              f"{_size_label(1 << order, result.page_size)}: "
+                              f"{size_label(result.block_bytes(1 << order))}: "
                               f"{before} → {after} MiB", f"data read back: {data}"])
     bars: dict[str, int] = {}
     if tracked is not None:

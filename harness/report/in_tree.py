@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from harness.report.model import ScenarioResult, result_common_dict, result_common_fields
-
-HUGE_ORDER = 9  # 2 MiB with 4 KiB pages: a huge page, the allocation compaction is for
+from harness.report.model import (
+    ScenarioResult,
+    huge_page_order,
+    result_common_dict,
+    result_common_fields,
+)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,21 @@ class InTreeResult(ScenarioResult):
                 return None
             return sum(count << index for index, count in enumerate(counts) if index >= order)
         return pages(self.buddy_before), pages(self.buddy_after)
+
+    @property
+    def huge_order(self) -> int:
+        """The order the free-memory figure is about: a huge page of the guest's page
+        size, the allocation compaction is for (its largest order when it lists fewer,
+        or when the page size was not measured)."""
+        largest = len(self.buddy_before) - 1
+        return largest if self.page_size is None else min(huge_page_order(self.page_size),
+                                                          largest)
+
+    def free_mib_at_least(self, order: int) -> tuple[int | None, int | None]:
+        """``free_pages_at_least`` in MiB (None: not measured, or the page size unknown)."""
+        before, after = (self.block_bytes(pages) for pages in self.free_pages_at_least(order))
+        return (None if before is None else before >> 20,
+                None if after is None else after >> 20)
 
 
 def in_tree_to_dict(result: InTreeResult) -> dict[str, Any]:

@@ -17,6 +17,25 @@ NOT_PROVEN = "not proven"
 COSTLY_ORDER = 3  # PAGE_ALLOC_COSTLY_ORDER: above it the allocator needs compaction
 
 
+def huge_page_order(page_size: int) -> int:
+    """The order of a huge page (one PMD entry) with pages of ``page_size`` bytes: a
+    page-table page holds page_size / 8 entries, so 9 with 4 KiB pages (2 MiB), 11
+    with 16 KiB (32 MiB), 13 with 64 KiB (512 MiB), on x86_64 and arm64 alike.
+    It is the allocation compaction exists for, so the figures are about it."""
+    return page_size.bit_length() - 4
+
+
+def size_label(size: int | None) -> str:
+    """``size`` bytes in the largest binary unit that keeps it whole ("?": unknown)."""
+    if size is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or size % 1024:
+            return f"{size} {unit}"
+        size //= 1024
+    return f"{size} TiB"
+
+
 @dataclass(frozen=True)
 class KernelReport:
     """A kernel report (panic, Oops, BUG, WARNING, lockup, ...) that ended a scenario.
@@ -103,7 +122,7 @@ class ScenarioResult:
     proven: bool
     reasons: tuple[str, ...]  # why the verdict is what it is, one short sentence each
     notes: tuple[str, ...] = ()  # what was done to keep numbers clean, e.g. proactiveness 0
-    page_size: int = 4096
+    page_size: int | None = None  # bytes, as the guest reported it (None: not measured)
     kernel_report: KernelReport | None = None  # the report that ended the scenario, if any
 
     def __post_init__(self) -> None:
@@ -118,6 +137,18 @@ class ScenarioResult:
     def label(self) -> str:
         """What ran where, for titles."""
         return f"{self.arch} · {self.kernel}"
+
+    @property
+    def running(self) -> str:
+        """The kernel that ran, for titles: its release and the page size it uses."""
+        release = self.release or "release unknown"
+        if self.page_size is None:
+            return release
+        return f"{release}, {size_label(self.page_size)} pages"
+
+    def block_bytes(self, pages: int | None) -> int | None:
+        """``pages`` of this result's guest in bytes (None: either is not known)."""
+        return None if pages is None or self.page_size is None else pages * self.page_size
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -14,7 +14,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from harness.report.in_tree import HUGE_ORDER, InTreeResult
+from harness.report.in_tree import InTreeResult
 from harness.report.model import HighOrder, KernelReport, RunResult, ScenarioResult, Side
 
 # vmstat counters worth a row when the check recorded their deltas.
@@ -118,7 +118,7 @@ def build_table(result: RunResult) -> Table:
     control, movable = result.unmovable, result.movable
     both = control is not None and movable is not None
     table = Table(
-        title=f"{result.label}  ({result.release or 'release unknown'})",
+        title=f"{result.label}  ({result.running})",
         caption=_caption(result, *(("1 − 0: movable=1 minus movable=0, after compaction",)
                                    if both else ())),
         caption_justify="left",
@@ -142,7 +142,7 @@ def build_table(result: RunResult) -> Table:
 
 def build_in_tree_table(result: InTreeResult) -> Table:
     """One in-tree scenario run (zram, balloon) as a rich Table: evidence, then figures."""
-    table = Table(title=f"{result.label}  ({result.release or 'release unknown'})",
+    table = Table(title=f"{result.label}  ({result.running})",
                   caption=_caption(result), caption_justify="left")
     table.add_column("evidence", style="bold", no_wrap=True)
     table.add_column("value", justify="right")
@@ -160,12 +160,11 @@ def build_in_tree_table(result: InTreeResult) -> Table:
     for name, value in result.figures.items():
         table.add_row(name, f"{value:,}")
     if result.buddy_before:
-        order = min(HUGE_ORDER, len(result.buddy_before) - 1)
+        order = result.huge_order
         table.add_row("free order-0 blocks", _change(
             result.buddy_before[0], result.buddy_after[0] if result.buddy_after else None))
-        before, after = (None if pages is None else pages * result.page_size >> 20
-                         for pages in result.free_pages_at_least(order))
-        table.add_row(f"free MiB in blocks ≥ order {order}", _change(before, after))
+        table.add_row(f"free MiB in blocks ≥ order {order}",
+                      _change(*result.free_mib_at_least(order)))
     else:
         table.add_row("free blocks (buddyinfo)", _NOT_MEASURED)
     table.add_row("data read back", _NOT_MEASURED if result.data_checked is None else

@@ -246,6 +246,7 @@ def launch(
         raise MissingTool(machine.arch.qemu_binary, machine.arch.qemu_package,
                           f"booting {machine.arch.name} guests")
     image = _kernel_image(kernel)
+    machine = machine.for_image(image)
     initrd = initramfs.path if isinstance(initramfs, Initramfs) else Path(initramfs)
     if not initrd.is_file():
         raise HarnessError(f"initramfs {initrd} does not exist: build it with build_initramfs()")

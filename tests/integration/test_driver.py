@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness.artifacts import KernelBuild, ModuleArtifact
 from harness.check.driver import DEBUGFS, MODULE_NAME, DriverParams, SampleDriver, stats_keys
-from harness.check.steps import compact_memory, quiet_background_compaction
+from harness.check.steps import compact_memory, page_size, quiet_background_compaction
 from harness.guest import Guest
 from harness.kernel.build import plan_build
 from harness.paths import shipped_dir
@@ -35,7 +35,7 @@ def _mem_free_kib(guest: Guest) -> int:
     assert match, text
     pcp_pages = sum(int(count) for count in re.findall(
         r"^\s+count:\s+(\d+)$", _run(guest, "cat /proc/zoneinfo"), re.MULTILINE))
-    return int(match.group(1)) + pcp_pages * 4
+    return int(match.group(1)) + pcp_pages * page_size(guest) // 1024
 
 
 # What checkpatch may say about the driver, each justified in its source:
@@ -178,9 +178,10 @@ def test_unload_racing_a_compaction_loop_leaks_nothing(
         guest.run(f"kill {loop}; wait {loop} 2>/dev/null || true")
     assert guest.run(f"test -d /sys/module/{MODULE_NAME}").exit_status != 0
     lost_kib = free_before - _mem_free_kib(guest)
-    assert lost_kib < pages * 4 // 4, (
+    round_kib = pages * page_size(guest) // 1024
+    assert lost_kib < round_kib // 4, (
         f"{lost_kib} KiB less free memory after {rounds} load/unload rounds "
-        f"of {pages * 4} KiB each: the driver leaks pages")
+        f"of {round_kib} KiB each: the driver leaks pages")
     print(f"unload race: {raced} of {rounds} unloads met pages the VM held isolated")
     assert raced > 0, "no unload found pages isolated: the race was never exercised"
 

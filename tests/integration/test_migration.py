@@ -7,11 +7,12 @@ the way a user would write their own.
 
 from collections.abc import Callable
 
-from harness.artifacts import ModuleArtifact
+from harness.artifacts import KernelBuild, ModuleArtifact
 from harness.check.driver import DriverParams, SampleDriver
 from harness.check.sample import SampleAB
-from harness.check.steps import compact_memory, quiet_background_compaction
+from harness.check.steps import compact_memory, page_size, quiet_background_compaction
 from harness.guest import Guest
+from harness.kernel.config import parse_dotconfig
 from harness.report.model import RunResult
 
 
@@ -24,6 +25,18 @@ def test_movable_pages_migrate_and_beat_the_control(
     control, movable = result.unmovable, result.movable
     assert control is not None and control.migrated_pages == 0
     assert movable is not None and movable.migrated_pages > 0
+
+
+def test_the_guest_reports_the_page_size_its_kernel_was_built_with(
+    guest: Guest, kernel_build: KernelBuild
+) -> None:
+    """The page size every figure is counted in comes from the guest (the auxiliary
+    vector): on a cell built with ``--kernel-config arm64-16k`` it must be 16 KiB."""
+    config = parse_dotconfig(kernel_build.config.read_text())
+    built = next((size for option, size in (("ARM64_16K_PAGES", 16384),
+                                            ("ARM64_64K_PAGES", 65536))
+                  if config.get(option) == "y"), 4096)
+    assert page_size(guest) == built
 
 
 def test_fault_injection_counts_and_putback(movable_driver: SampleDriver) -> None:
@@ -61,7 +74,8 @@ def test_repeated_compaction_under_allocation_churn(
 ) -> None:
     """Several compactions while another process allocates and frees memory."""
     quiet_background_compaction(guest)
-    movable_driver.load(DriverParams(pages=4096, fragment=4, seed=9))
+    pages = (16 << 20) // page_size(guest)  # 16 MiB kept, 64 MiB allocated first
+    movable_driver.load(DriverParams(pages=pages, fragment=4, seed=9))
     churn = ("(i=0; while [ $i -lt 40 ]; do dd if=/dev/zero of=/dev/shm/churn bs=64k "
              "count=128 2>/dev/null; rm -f /dev/shm/churn; i=$((i+1)); done) &")
     try:
@@ -77,4 +91,4 @@ def test_repeated_compaction_under_allocation_churn(
         movable_driver.unload()
     moved = sum(1 for i, pfn in last.pfns.items() if first.pfns[i] != pfn)
     assert moved > 0 and last.stats["migrated"] - first.stats["migrated"] >= moved
-    assert (checked, mismatches) == (4096, 0)
+    assert (checked, mismatches) == (pages, 0)

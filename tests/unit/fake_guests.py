@@ -17,6 +17,14 @@ from harness.guest import CommandResult, GuestTimeout
 from harness.guest.health import ConsoleLogSource, HealthWatch, WatchedGuest
 
 PROCFS = Path(__file__).resolve().parent.parent / "data" / "procfs" / "4.8.15-x86_64"
+# The auxiliary vector of an x86_64 guest (4 KiB pages), as procfs.PAGE_SIZE_COMMAND prints it.
+AUXV = (PROCFS.parent / "5.10.223-x86_64" / "auxv.boot.txt").read_text()
+
+
+def release_only(release: str) -> Callable[[str], str]:
+    """Answers for a guest that is only asked what ``observe`` asks first: its
+    release (every command) and its page size."""
+    return lambda command: AUXV if command == procfs.PAGE_SIZE_COMMAND else f"{release}\n"
 
 
 class ScriptedGuest:
@@ -69,7 +77,9 @@ def watched(guest: ScriptedGuest) -> WatchedGuest:
 
 
 class SampleKernel:
-    """Answers for the sample driver's A/B on a 4.8.15 guest (recorded procfs texts).
+    """Answers for the sample driver's A/B on a 4.8.15 guest (recorded procfs texts),
+    or on the guest whose recordings are in ``procfs`` and whose auxiliary vector
+    (its page size) is ``auxv``.
 
     ``crash`` is printed when the movable=1 round compacts; that compaction and
     everything after it hang, as on a kernel that died holding a lock.
@@ -77,9 +87,12 @@ class SampleKernel:
 
     PAGES = 16
 
-    def __init__(self, guest_log: Path, crash: str) -> None:
+    def __init__(self, guest_log: Path, crash: str | None, procfs: Path = PROCFS,
+                 auxv: str = AUXV) -> None:
         self.guest = ScriptedGuest(guest_log, self.answer)
         self.crash = crash
+        self.procfs = procfs
+        self.auxv = auxv
         self.movable = False
         self.crashed = False
         self.snapshots = 0
@@ -87,7 +100,7 @@ class SampleKernel:
     def answer(self, command: str) -> str | None:
         if self.crashed:
             return None
-        if command == "echo 1 > /proc/sys/vm/compact_memory" and self.movable:
+        if command == "echo 1 > /proc/sys/vm/compact_memory" and self.movable and self.crash:
             self.crashed = True
             self.guest.print_report(self.crash)
             return None
@@ -95,6 +108,10 @@ class SampleKernel:
             self.movable = "movable=1" in command
         if command == "uname -r":
             return "4.8.15\n"
+        if command == procfs.PAGE_SIZE_COMMAND:
+            return self.auxv
+        if command == "cat /proc/pagetypeinfo":
+            return (self.procfs / "pagetypeinfo.boot.txt").read_text()
         if command == "cat /proc/meminfo":
             return "MemTotal: 250000 kB\nMemFree: 200000 kB\n"
         if command == f"cat {DEBUGFS}/pages":
@@ -103,16 +120,16 @@ class SampleKernel:
             return "isolated 0\nmigrated 0\nputback 0\neagain 0\nfailed 0\n"
         if command == f"cat {DEBUGFS}/verify":
             return f"checked {self.PAGES} mismatches 0\n"
-        if "try_alloc" in command:
-            return "order 9 requested 64 succeeded 3\n"
+        if match := re.fullmatch(r"echo (\d+) (\d+) > \S+/try_alloc && cat \S+", command):
+            return f"order {match[1]} requested {match[2]} succeeded 3\n"
         if command == procfs.snapshot_command():
             self.snapshots += 1
-            return snapshot_text("before" if self.snapshots % 2 else "after")
+            return snapshot_text("before" if self.snapshots % 2 else "after", self.procfs)
         return ""
 
 
-def snapshot_text(when: str) -> str:
-    """What ``procfs.snapshot_command()`` prints, from the recorded 4.8.15 texts."""
+def snapshot_text(when: str, directory: Path = PROCFS) -> str:
+    """What ``procfs.snapshot_command()`` prints, from the texts recorded in ``directory``."""
     pairs = re.findall(r"echo '([^']+)'; cat /proc/(\w+)", procfs.snapshot_command())
-    return "".join(f"{marker}\n{(PROCFS / f'{name}.{when}.txt').read_text()}"
+    return "".join(f"{marker}\n{(directory / f'{name}.{when}.txt').read_text()}"
                    for marker, name in pairs)

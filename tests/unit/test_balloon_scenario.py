@@ -110,7 +110,12 @@ def test_a_board_has_no_balloon_to_drive() -> None:
     assert not guest.commands
 
 
-def test_balloon_size_from_free_memory() -> None:
-    assert BalloonSettings(cover_share=0.7).balloon_pages(55_000) == 19_250
-    with pytest.raises(GuestError, match="too little"):
-        BalloonSettings().balloon_pages(500)
+def test_balloon_size_from_free_memory_in_the_guests_pages() -> None:
+    free = 55_000 * 4096
+    assert BalloonSettings(cover_share=0.7).balloon_pages(free, 4096) == 19_250
+    # the same memory in 16 KiB pages: a quarter as many pages, the same bytes
+    assert BalloonSettings(cover_share=0.7).balloon_pages(free, 16384) == 4812
+    with pytest.raises(GuestError, match="only 1 MiB free: too little"):
+        BalloonSettings().balloon_pages(500 * 4096, 4096)
+    with pytest.raises(GuestError, match="too little"):  # 256 pages of 64 KiB are 16 MiB
+        BalloonSettings().balloon_pages(40 << 20, 65536)

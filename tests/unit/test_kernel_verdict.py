@@ -24,7 +24,7 @@ from harness.report.in_tree import InTreeResult
 from harness.report.json_report import read_in_tree, read_results, write_json
 from harness.report.model import RunResult
 from harness.report.table import print_tables
-from tests.unit.fake_guests import SampleKernel, ScriptedGuest, watched
+from tests.unit.fake_guests import SampleKernel, ScriptedGuest, release_only, watched
 from tests.unit.kernels import kernel_with_config
 from tests.unit.report_texts import console_text
 
@@ -179,7 +179,7 @@ class FakeTarget:
                  ) -> Iterator[Guest]:
         if self.at == "boot":
             raise KernelProblem("WARNING", "[ 0.5] WARNING: CPU: 0 PID: 1 at init.c:1 x")
-        yield ScriptedGuest(Path("/nonexistent"), lambda command: "4.8.15\n")  # type: ignore[misc]
+        yield ScriptedGuest(Path("/nonexistent"), release_only("4.8.15"))  # type: ignore[misc]
         if self.at == "end":
             raise KernelProblem("WARNING", "[ 9.5] WARNING: CPU: 0 PID: 9 at mm/c.c:1 y")
 

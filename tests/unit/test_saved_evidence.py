@@ -24,7 +24,7 @@ from harness.guest import Guest, KernelProblem
 from harness.kernel import build
 from harness.report.in_tree import InTreeResult
 from harness.report.model import RunResult
-from tests.unit.fake_guests import ScriptedGuest
+from tests.unit.fake_guests import ScriptedGuest, release_only
 from tests.unit.kernels import kernel_with_config
 
 RECORDED = Path(__file__).resolve().parent.parent / "data" / "evidence" / "5.10.223-x86_64"
@@ -193,7 +193,7 @@ class FakeTarget:
     @contextmanager
     def __call__(self, kernel: object, options: object, run_dir: object = None
                  ) -> Iterator[Guest]:
-        yield ScriptedGuest(Path("/nonexistent"), lambda command: "5.10.223\n")  # type: ignore[misc]
+        yield ScriptedGuest(Path("/nonexistent"), release_only("5.10.223"))  # type: ignore[misc]
 
 
 class Replayed(ZramScenario):
@@ -275,7 +275,8 @@ def test_the_readme_sketch_is_a_scenario_harness_report_judges(
         "buddy_before", "buddy_after", "tracked", "vmstat_delta", "pgmigrate_success_delta")}
     facts["intact"] = True
     run = tmp_path / "run"
-    save_evidence(Evidence("random-zram", "x86_64", "debian:5.10", "5.10.223", facts),
+    save_evidence(Evidence("random-zram", "x86_64", "debian:5.10", "5.10.223", facts,
+                           page_size=4096),
                   run / "evidence" / "00-x86_64-debian_5.10-random-zram.json")
     cut = Evidence("random-zram", "arm64", "debian:5.10", "5.10.223")
     cut.interrupted(KernelProblem("Oops", "[ 2.0] general protection fault: 0000 [#1] SMP"))

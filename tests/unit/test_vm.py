@@ -8,7 +8,7 @@ import pytest
 from harness import errors
 from harness.errors import HarnessError, MissingTool
 from harness.paths import new_run_dir
-from harness.vm import accel, qemu
+from harness.vm import accel, machine, qemu
 from harness.vm.boot import runtime_parameters
 from harness.vm.machine import get_machine
 from tests.unit.kernels import kernel_with_config
@@ -161,3 +161,39 @@ def test_every_vcpu_is_a_socket_of_its_own_under_multi_threaded_tcg(tmp_path: Pa
         tmp_path / "console.log", tmp_path, None, [], [])
     assert command[command.index("-smp") + 1] == "2,sockets=2,cores=1,threads=1"
     assert command[command.index("-accel") + 1] == "tcg,thread=multi"
+
+
+def _arm64_image(path: Path, page_size_bits: int) -> Path:
+    """An arm64 Image header (Documentation/arch/arm64/booting.rst): flags at byte 24,
+    bits 1-2 the page size (1 4K, 2 16K, 3 64K), the magic ARM\\x64 at byte 56."""
+    header = bytearray(64)
+    header[24:32] = (page_size_bits << 1 | 1).to_bytes(8, "little")  # bit 0: little-endian
+    header[56:60] = b"ARM\x64"
+    path.write_bytes(bytes(header) + b"\0" * 1024)
+    return path
+
+
+@pytest.mark.parametrize("bits,page_size,cpu", [(1, 4096, "cortex-a57"),
+                                                (2, 16384, "cortex-a76"),
+                                                (3, 65536, "cortex-a57")])
+def test_an_arm64_image_boots_on_a_cpu_with_its_page_size(
+        tmp_path: Path, bits: int, page_size: int, cpu: str) -> None:
+    """cortex-a57 has no 16 KiB translation granule: a 16K-page kernel would stop
+    before its first console line, so its Image's header picks cortex-a76."""
+    image = _arm64_image(tmp_path / "Image", bits)
+    assert machine.arm64_image_page_size(image) == page_size
+    command = qemu.qemu_command(
+        get_machine("arm64").for_image(image), image, tmp_path / "initrd", "tcg", 256, 1,
+        tmp_path / "console.log", tmp_path, None, [], [])
+    assert command[command.index("-cpu") + 1] == cpu
+    assert command[command.index("-machine") + 1] == "virt,gic-version=2"
+
+
+def test_an_image_whose_header_says_nothing_keeps_the_default_cpu(tmp_path: Path) -> None:
+    """A compressed Image (QEMU boots those too) or one with the page size unset."""
+    gzipped = tmp_path / "Image.gz"
+    gzipped.write_bytes(b"\x1f\x8b" + b"\0" * 100)
+    unset = _arm64_image(tmp_path / "Image", 0)
+    for image in (gzipped, unset):
+        assert get_machine("arm64").for_image(image) == get_machine("arm64")
+    assert get_machine("x86_64").for_image(gzipped) == get_machine("x86_64")

@@ -134,7 +134,7 @@ def test_moved_pages_are_the_vacated_pfns() -> None:
 def in_tree_result(**changes: object) -> InTreeResult:
     base = InTreeResult(
         scenario="zram", arch="arm64", kernel="debian:6.1", release="6.1.0-99-arm64",
-        proven=True, reasons=("700 of 1200 zspages moved",),
+        page_size=4096, proven=True, reasons=("700 of 1200 zspages moved",),
         tracked=TrackedPages("zsmalloc zspage first pages", 1200, 1200, 700, 700),
         pgmigrate_success_delta=2900,
         buddy_before=(3000, 900, 300, 40, 5, 1, 0, 0, 0, 0, 0),

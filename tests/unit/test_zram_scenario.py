@@ -11,6 +11,7 @@ from harness.check.zram import (
     ZramSettings,
     compare_chunks,
     fine_chunk_sha256,
+    fine_page_format,
     judge_zram,
     parse_chunk_sums,
     parse_classes,
@@ -125,19 +126,24 @@ def test_discarded_chunks_must_read_as_zeros() -> None:
     assert compare_chunks(written, ["x" * 64, "b" * 64, "c" * 64, zero], size) == 2
 
 
-def test_fine_chunk_is_rebuilt_with_odd_pages_zero() -> None:
+@pytest.mark.parametrize("page_size", [4096, 16384, 65536])
+def test_fine_chunk_is_rebuilt_with_odd_pages_zero(page_size: int) -> None:
+    """Each fine-chunk page fills one guest page, whatever its size: zram frees
+    (discards) whole pages only."""
     text = "R" * 2040
-    pages = [f"{index:08d}{text}{' ' * 2048}".encode() if index % 2 == 0 else bytes(4096)
-             for index in range(4)]
-    assert len(pages[0]) == 4096
-    assert fine_chunk_sha256(text, 4) == hashlib.sha256(b"".join(pages)).hexdigest()
+    pages = [f"{index:08d}{text}{' ' * (page_size - 2048)}".encode() if index % 2 == 0
+             else bytes(page_size) for index in range(4)]
+    assert len(pages[0]) == page_size
+    assert len(fine_page_format(page_size) % (0, text, "")) == page_size
+    assert (fine_chunk_sha256(text, 4, page_size)
+            == hashlib.sha256(b"".join(pages)).hexdigest())
     with pytest.raises(GuestError, match="2039 characters"):
-        fine_chunk_sha256(text[:-1], 4)
+        fine_chunk_sha256(text[:-1], 4, page_size)
 
 
 def test_data_size_is_whole_chunk_pairs_and_capped() -> None:
     settings = ZramSettings(data_share=0.4, max_data_mib=96, chunk_mib=1)  # not the defaults
-    assert settings.data_mib(free_pages=55_000) == 84  # 0.4 * 214 MiB = 85.9 -> 84
-    assert settings.data_mib(free_pages=10_000_000) == 96
-    with pytest.raises(GuestError, match="give the guest more memory"):
-        settings.data_mib(free_pages=1000)
+    assert settings.data_mib(free_bytes=55_000 * 4096) == 84  # 0.4 * 214 MiB = 85.9 -> 84
+    assert settings.data_mib(free_bytes=10_000_000 * 4096) == 96
+    with pytest.raises(GuestError, match="only 3 MiB free.*give the guest more memory"):
+        settings.data_mib(free_bytes=1000 * 4096)

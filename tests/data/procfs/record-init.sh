@@ -14,15 +14,20 @@ dump() {
 [ -w /proc/sys/vm/compaction_proactiveness ] && echo 0 > /proc/sys/vm/compaction_proactiveness
 echo "@@uname $(uname -r) $(uname -m)@@"
 dump boot
-# Fragment memory with movable (LRU, shmem) pages: write 20000 one-page files
-# (78 MiB, within the rootfs tmpfs limit of half the RAM), then delete every
-# other one.
-s=0123456789abcdef; for i in 1 2 3 4 5 6 7 8; do s="$s$s"; done   # 4096 bytes
-n=0; while [ $n -lt 20000 ]; do
+echo "@@procfs boot auxv@@"; od -An -tu8 -v /proc/self/auxv; echo "@@end@@"
+# Fragment memory with movable (LRU, shmem) pages: write 78 MiB of one-page
+# files (20000 with 4 KiB pages; within the rootfs tmpfs limit of half the RAM),
+# then delete every other one. The page size is AT_PAGESZ (type 6) of the
+# auxiliary vector, as the harness reads it.
+page=$(od -An -tu8 -v /proc/self/auxv | awk '$1 == 6 { print $2 }')
+echo "@@page size $page@@"
+s=0123456789abcdef; while [ ${#s} -lt $page ]; do s="$s$s"; done   # one page
+files=$((20000 * 4096 / page))
+n=0; while [ $n -lt $files ]; do
     printf %s "$s" > /tmp/f$n || { echo "@@write failed at file $n@@"; break; }
     n=$((n+1))
 done
-n=0; while [ $n -lt 20000 ]; do rm /tmp/f$n; n=$((n+2)); done
+n=0; while [ $n -lt $files ]; do rm /tmp/f$n; n=$((n+2)); done
 sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
 dump before
 echo 1 > /proc/sys/vm/compact_memory
