@@ -103,6 +103,13 @@ class BuildPlan:
     def key(self) -> str:
         return cache.cache_key(self.key_parts())
 
+    def in_place_key(self) -> str:
+        """What an in-place build directory is for: everything but the source and config,
+        which kbuild tracks itself from one build to the next."""
+        parts = self.key_parts()
+        return cache.cache_key({name: parts[name]
+                                for name in ("recipe", "arch", "base", "toolchain", "make_args")})
+
 
 def plan_build(spec: str, arch: str, fragments: Sequence[str] = ()) -> BuildPlan:
     """Resolve spec, source, toolchain, quirks and fragments (no make)."""
@@ -154,6 +161,8 @@ def build_kernel(
     started = time.monotonic()
     plan = plan_build(spec, arch, fragments)
     key = plan.key()
+    if plan.source.worktree is not None:
+        return _build_in_place(plan, key, force, started)
     entry = cache.lookup(BUILDS, key)
     if entry is not None and not force:
         found = _load(entry, plan, cached=True, started=started)
@@ -170,11 +179,56 @@ def build_kernel(
         _check_free_disk()
         _remove_abandoned_work()
         with cache.produce(BUILDS, key, force=entry is not None) as work:
-            _build(plan, work)
+            _build(plan, work, key)
     built = _load(cache.entry_path(BUILDS, key), plan, cached=False, started=started)
     if built is None:  # the entry we just renamed into place must be complete
         raise HarnessError(f"kernel build entry {cache.entry_path(BUILDS, key)} is incomplete")
     return built
+
+
+def _build_in_place(plan: BuildPlan, key: str, force: bool, started: float) -> KernelBuild:
+    """Build a checkout's commit in its worktree's fixed build directory (kbuild's own
+    incremental build), or find it already built there.
+
+    The directory's build.json names the key of the build it holds; it goes
+    before make starts, so a failed build is never taken for the last good
+    one. A build killed outright can leave a truncated object newer than its
+    source, which kbuild would keep: the ``unfinished`` marker lives from
+    before make until make returns, and a directory found with it starts
+    empty. ``force`` also starts empty: a cold build.
+    """
+    assert plan.source.worktree is not None
+    entry = plan.source.worktree / f"build-{plan.in_place_key()}"
+    if not force and _holds(entry, key):
+        found = _load(entry, plan, cached=True, started=started)
+        if found is not None:
+            return found
+    require_build_tools(plan.arch)
+    _check_free_disk()
+    unfinished = entry / "unfinished"
+    if force or unfinished.exists():
+        shutil.rmtree(entry, ignore_errors=True)
+    entry.mkdir(parents=True, exist_ok=True)
+    (entry / "build.json").unlink(missing_ok=True)
+    unfinished.touch()
+    try:
+        _build(plan, entry, key)
+    except HarnessError:  # make ran to its end: the objects it left are whole
+        unfinished.unlink()
+        raise
+    unfinished.unlink()
+    built = _load(entry, plan, cached=False, started=started)
+    if built is None:
+        raise HarnessError(f"kernel build {entry} is incomplete")
+    return built
+
+
+def _holds(entry: Path, key: str) -> bool:
+    """Whether the in-place build directory ``entry`` holds a finished build of ``key``."""
+    try:
+        return bool(json.loads((entry / "build.json").read_text()).get("key") == key)
+    except (OSError, ValueError):
+        return False
 
 
 def _load(entry: Path, plan: BuildPlan, cached: bool, started: float) -> KernelBuild | None:
@@ -198,6 +252,7 @@ def _load(entry: Path, plan: BuildPlan, cached: bool, started: float) -> KernelB
         cached=cached,
         seconds=round(time.monotonic() - started, 3),
         origin=plan.source.origin,
+        source=plan.source.identity,
     )
     needed = (build.image, build.config, build.system_map, build_dir / "Module.symvers",
               plan.source.path / "Makefile")
@@ -259,10 +314,11 @@ def _disk_full(where: Path) -> HarnessError:
     )
 
 
-def _build(plan: BuildPlan, work: Path) -> None:
-    """Configure, check and build into ``work``; keep the log there (or in runs/ on failure)."""
+def _build(plan: BuildPlan, work: Path, key: str) -> None:
+    """Configure, check and build into ``work`` (empty, or an in-place build directory);
+    keep the log there (or in runs/ on failure)."""
     build_dir = work / "build"
-    build_dir.mkdir()
+    build_dir.mkdir(exist_ok=True)
     log_path = work / "build.log"
     quirk_fragment = work / "quirks.config"
     quirk_fragment.write_text(quirk_table.config_lines(plan.quirks))
@@ -310,6 +366,7 @@ def _build(plan: BuildPlan, work: Path) -> None:
         (work / "fragments").mkdir(exist_ok=True)
         shutil.copyfile(fragment.path, work / "fragments" / f"{index:02d}-{fragment.path.name}")
     meta = {
+        "key": key,
         "spec": plan.spec,
         "arch": plan.arch.name,
         "release": release,
