@@ -13,14 +13,12 @@ it with the same self-locating expression (``_self_locating_output``).
 """
 
 import errno
-import fcntl
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -263,18 +261,12 @@ def _load(entry: Path, plan: BuildPlan, cached: bool, started: float) -> KernelB
 def _building(key: str, spec: str) -> Iterator[None]:
     """Hold the per-key build lock, so two processes never build the same kernel at once.
 
-    The second one waits, then finds the first one's entry. flock is released
-    by the kernel when the holder dies, so a killed build never blocks anyone.
+    The second one waits, then finds the first one's entry.
     """
     lock_path = cache_root() / BUILDS / f".{key}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with lock_path.open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"harness: waiting for another process building {spec} ({key})",
-                  file=sys.stderr, flush=True)
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        cache.take_lock(lock, f"waiting for another process building {spec} ({key})")
         yield
 
 

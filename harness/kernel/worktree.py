@@ -15,9 +15,7 @@ the module built against it and the check that boots it all see the commit
 they asked for; another process using the same repository waits.
 """
 
-import fcntl
 import subprocess
-import sys
 from pathlib import Path
 from typing import TextIO
 
@@ -77,12 +75,7 @@ def _lock(entry: Path, label: str) -> None:
         return
     entry.mkdir(parents=True, exist_ok=True)
     lock = (entry.parent / f".{entry.name}.lock").open("a")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"harness: waiting for another process using the checkout of {label}",
-              file=sys.stderr, flush=True)
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    cache.take_lock(lock, f"waiting for another process using the checkout of {label}")
     _held[entry] = lock
 
 
