@@ -77,6 +77,7 @@ def _print(outcome: Outcome, reproducer: str, path: Path, seconds: float) -> Non
     """The steps as a table, then the outcome, the culprit's files and the reproducer."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="harness bisect", show_lines=False)
     for column in ("step", "commit", "subject", "verdict", "evidence", "build s", "check s"):
@@ -85,10 +86,11 @@ def _print(outcome: Outcome, reproducer: str, path: Path, seconds: float) -> Non
     rows = list(zip(ends, outcome.endpoints, strict=True))
     rows += [(str(index), step) for index, step in enumerate(outcome.steps, 1)]
     for name, step in rows:
-        table.add_row(name, step.commit[:12], outcome.subjects.get(step.commit, ""),
-                      step.verdict, step.evidence, f"{step.build_seconds:.0f}",
+        # Text, not markup: subjects and evidence carry brackets ("make[2]: *** [...]").
+        table.add_row(name, step.commit[:12], Text(outcome.subjects.get(step.commit, "")),
+                      step.verdict, Text(step.evidence), f"{step.build_seconds:.0f}",
                       f"{step.check_seconds:.0f}")
-    console = Console(soft_wrap=True, highlight=False)
+    console = Console(soft_wrap=True, highlight=False, markup=False)
     console.print(table)
     console.print(f"{outcome.status}: {outcome.message} ({seconds:.0f} s)")
     if outcome.culprit:

@@ -460,10 +460,16 @@ def _run_make(plan: BuildPlan, build_dir: Path, extra: Sequence[str], log: TextI
         errors = [line.rstrip() for line in tail if _ERROR_LINE.search(line)][-15:]
         if any("No space left on device" in line for line in tail):
             raise _disk_full(build_dir)
+        from rich.markup import escape
+
         for line in errors or [line.rstrip() for line in tail[-15:]]:
-            console.print(f"  [red]{line}[/red]", markup=True, highlight=False)
+            # escape: make's own lines carry brackets ("make[2]: *** [mm/x.o]").
+            console.print(f"  [red]{escape(line)}[/red]", markup=True, highlight=False)
         target = " ".join(arg for arg in extra if not arg.startswith(("CC=", "-j"))) or "build"
-        raise HarnessError(f"make {target} failed for {plan.spec} ({plan.arch.name})")
+        # The first compiler error names the cause on the message's one line (a bisect
+        # step's evidence); make's own "***" lines only repeat that something failed.
+        cause = next((f": {line.strip()}" for line in errors if "error:" in line), "")
+        raise HarnessError(f"make {target} failed for {plan.spec} ({plan.arch.name}){cause}")
 
 
 def _stop(process: subprocess.Popen[str]) -> None:
