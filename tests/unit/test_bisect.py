@@ -103,3 +103,62 @@ def test_bad_input_is_one_line_and_leaves_nothing(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("harness: error: ") and message in err[0]
     assert sorted(isolated_cache.rglob("*")) == before
+
+
+class _Result:
+    """What the oracle reads of a ScenarioResult."""
+
+    def __init__(self, proven: bool, reason: str) -> None:
+        self.proven, self.reasons, self.kernel_report = proven, (reason,), None
+
+
+@pytest.mark.parametrize(("outcomes", "verdict", "evidence", "calls"), [
+    ([_Result(True, "5784 moved")], GOOD, "5784 moved", 1),
+    ([_Result(False, "none moved")], BAD, "none moved", 1),
+    ([HarnessError("QEMU died"), _Result(True, "moved")], GOOD, "moved", 2),
+    ([HarnessError("QEMU died"), HarnessError("QEMU died")], SKIP, "infrastructure error", 2),
+])
+def test_oracle_maps_checks_to_verdicts_and_retries_the_infrastructure_once(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, outcomes: list[object], verdict: str,
+        evidence: str, calls: int) -> None:
+    from harness.bisect import oracle
+    from harness.kernel import build
+
+    class Kernel:
+        cached = False
+
+    pending = list(outcomes)
+
+    def check(*args: object, **kwargs: object) -> object:
+        outcome = pending.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(build, "build_kernel", lambda *args, **kwargs: Kernel())
+    monkeypatch.setattr(oracle.runner, "check", check)
+    step = oracle.judge(tmp_path, "c" * 40, "x86_64", "sample", 1, tmp_path)
+    assert step.verdict == verdict and evidence in step.evidence
+    assert len(outcomes) - len(pending) == calls
+
+
+def test_oracle_skips_what_does_not_build_and_calls_disagreement_uncertain(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from harness.bisect import oracle
+    from harness.kernel import build
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise HarnessError("make build failed: mm/compaction.c:25:1: error: expected identifier")
+
+    monkeypatch.setattr(build, "build_kernel", broken)
+    step = oracle.judge(tmp_path, "c" * 40, "x86_64", "sample", 1, tmp_path)
+    assert step.verdict == SKIP and "does not build" in step.evidence
+
+    class Kernel:
+        cached = True
+
+    flaky = iter([_Result(True, "moved"), _Result(False, "none moved")])
+    monkeypatch.setattr(build, "build_kernel", lambda *args, **kwargs: Kernel())
+    monkeypatch.setattr(oracle.runner, "check", lambda *args, **kwargs: next(flaky))
+    step = oracle.judge(tmp_path, "c" * 40, "x86_64", "sample", 2, tmp_path)
+    assert step.verdict == "uncertain" and step.evidence == "good: moved / bad: none moved"
