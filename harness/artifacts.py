@@ -25,6 +25,9 @@ class KernelBuild:
     cached: bool  # True when this call ran no make at all
     seconds: float  # wall time of this call
     origin: str = ""  # what the spec resolved to when that was a choice (debian:latest)
+    # The source's identity (harness.kernel.source): an in-place build keeps one
+    # build_dir for every commit of a repository, so the path alone names no tree.
+    source: str = ""
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,16 @@ into place only when the producer finished, so an interrupted or failed build
 never leaves a half-written entry behind.
 """
 
+import fcntl
 import hashlib
 import json
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from harness.paths import cache_root
 
@@ -28,6 +30,19 @@ def cache_key(parts: dict[str, Any]) -> str:
 def entry_path(kind: str, key: str) -> Path:
     """Where the entry ``key`` of cache ``kind`` lives (it may not exist)."""
     return cache_root() / kind / key
+
+
+def take_lock(lock: IO[str], waiting: str) -> None:
+    """Lock ``lock`` exclusively; when another process holds it, say ``waiting`` and wait.
+
+    flock is released by the kernel when its holder dies, so a killed
+    process never blocks anyone.
+    """
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"harness: {waiting}", file=sys.stderr, flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
 
 
 def lookup(kind: str, key: str) -> Path | None:

@@ -146,12 +146,15 @@ def kernel_identity(kernel: KernelBuild) -> dict[str, object]:
     """Everything about the kernel build that changes the module binary.
 
     The build directory is named too: the module is linked against that tree,
-    and a content-keyed build stage gives a different tree a different path.
+    and a content-keyed build stage gives a different tree a different path;
+    an in-place build (a git checkout) keeps its path from commit to commit,
+    so the source's identity is named as well.
     """
     return {
         "arch": kernel.arch,
         "release": kernel.release,
         "build_dir": str(kernel.build_dir),
+        "source": kernel.source,
         "config": _file_digest(kernel.config),
         "symvers": _file_digest(kernel.build_dir / "Module.symvers"),
         "make_args": list(kernel.make_args),

@@ -13,14 +13,12 @@ it with the same self-locating expression (``_self_locating_output``).
 """
 
 import errno
-import fcntl
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -103,6 +101,13 @@ class BuildPlan:
     def key(self) -> str:
         return cache.cache_key(self.key_parts())
 
+    def in_place_key(self) -> str:
+        """What an in-place build directory is for: everything but the source and config,
+        which kbuild tracks itself from one build to the next."""
+        parts = self.key_parts()
+        return cache.cache_key({name: parts[name]
+                                for name in ("recipe", "arch", "base", "toolchain", "make_args")})
+
 
 def plan_build(spec: str, arch: str, fragments: Sequence[str] = ()) -> BuildPlan:
     """Resolve spec, source, toolchain, quirks and fragments (no make)."""
@@ -154,6 +159,8 @@ def build_kernel(
     started = time.monotonic()
     plan = plan_build(spec, arch, fragments)
     key = plan.key()
+    if plan.source.worktree is not None:
+        return _build_in_place(plan, key, force, started)
     entry = cache.lookup(BUILDS, key)
     if entry is not None and not force:
         found = _load(entry, plan, cached=True, started=started)
@@ -170,11 +177,56 @@ def build_kernel(
         _check_free_disk()
         _remove_abandoned_work()
         with cache.produce(BUILDS, key, force=entry is not None) as work:
-            _build(plan, work)
+            _build(plan, work, key)
     built = _load(cache.entry_path(BUILDS, key), plan, cached=False, started=started)
     if built is None:  # the entry we just renamed into place must be complete
         raise HarnessError(f"kernel build entry {cache.entry_path(BUILDS, key)} is incomplete")
     return built
+
+
+def _build_in_place(plan: BuildPlan, key: str, force: bool, started: float) -> KernelBuild:
+    """Build a checkout's commit in its worktree's fixed build directory (kbuild's own
+    incremental build), or find it already built there.
+
+    The directory's build.json names the key of the build it holds; it goes
+    before make starts, so a failed build is never taken for the last good
+    one. A build killed outright can leave a truncated object newer than its
+    source, which kbuild would keep: the ``unfinished`` marker lives from
+    before make until make returns, and a directory found with it starts
+    empty. ``force`` also starts empty: a cold build.
+    """
+    assert plan.source.worktree is not None
+    entry = plan.source.worktree / f"build-{plan.in_place_key()}"
+    if not force and _holds(entry, key):
+        found = _load(entry, plan, cached=True, started=started)
+        if found is not None:
+            return found
+    require_build_tools(plan.arch)
+    _check_free_disk()
+    unfinished = entry / "unfinished"
+    if force or unfinished.exists():
+        shutil.rmtree(entry, ignore_errors=True)
+    entry.mkdir(parents=True, exist_ok=True)
+    (entry / "build.json").unlink(missing_ok=True)
+    unfinished.touch()
+    try:
+        _build(plan, entry, key)
+    except HarnessError:  # make ran to its end: the objects it left are whole
+        unfinished.unlink()
+        raise
+    unfinished.unlink()
+    built = _load(entry, plan, cached=False, started=started)
+    if built is None:
+        raise HarnessError(f"kernel build {entry} is incomplete")
+    return built
+
+
+def _holds(entry: Path, key: str) -> bool:
+    """Whether the in-place build directory ``entry`` holds a finished build of ``key``."""
+    try:
+        return bool(json.loads((entry / "build.json").read_text()).get("key") == key)
+    except (OSError, ValueError):
+        return False
 
 
 def _load(entry: Path, plan: BuildPlan, cached: bool, started: float) -> KernelBuild | None:
@@ -198,6 +250,7 @@ def _load(entry: Path, plan: BuildPlan, cached: bool, started: float) -> KernelB
         cached=cached,
         seconds=round(time.monotonic() - started, 3),
         origin=plan.source.origin,
+        source=plan.source.identity,
     )
     needed = (build.image, build.config, build.system_map, build_dir / "Module.symvers",
               plan.source.path / "Makefile")
@@ -208,18 +261,12 @@ def _load(entry: Path, plan: BuildPlan, cached: bool, started: float) -> KernelB
 def _building(key: str, spec: str) -> Iterator[None]:
     """Hold the per-key build lock, so two processes never build the same kernel at once.
 
-    The second one waits, then finds the first one's entry. flock is released
-    by the kernel when the holder dies, so a killed build never blocks anyone.
+    The second one waits, then finds the first one's entry.
     """
     lock_path = cache_root() / BUILDS / f".{key}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with lock_path.open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"harness: waiting for another process building {spec} ({key})",
-                  file=sys.stderr, flush=True)
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        cache.take_lock(lock, f"waiting for another process building {spec} ({key})")
         yield
 
 
@@ -259,10 +306,11 @@ def _disk_full(where: Path) -> HarnessError:
     )
 
 
-def _build(plan: BuildPlan, work: Path) -> None:
-    """Configure, check and build into ``work``; keep the log there (or in runs/ on failure)."""
+def _build(plan: BuildPlan, work: Path, key: str) -> None:
+    """Configure, check and build into ``work`` (empty, or an in-place build directory);
+    keep the log there (or in runs/ on failure)."""
     build_dir = work / "build"
-    build_dir.mkdir()
+    build_dir.mkdir(exist_ok=True)
     log_path = work / "build.log"
     quirk_fragment = work / "quirks.config"
     quirk_fragment.write_text(quirk_table.config_lines(plan.quirks))
@@ -310,6 +358,7 @@ def _build(plan: BuildPlan, work: Path) -> None:
         (work / "fragments").mkdir(exist_ok=True)
         shutil.copyfile(fragment.path, work / "fragments" / f"{index:02d}-{fragment.path.name}")
     meta = {
+        "key": key,
         "spec": plan.spec,
         "arch": plan.arch.name,
         "release": release,
@@ -411,10 +460,16 @@ def _run_make(plan: BuildPlan, build_dir: Path, extra: Sequence[str], log: TextI
         errors = [line.rstrip() for line in tail if _ERROR_LINE.search(line)][-15:]
         if any("No space left on device" in line for line in tail):
             raise _disk_full(build_dir)
+        from rich.markup import escape
+
         for line in errors or [line.rstrip() for line in tail[-15:]]:
-            console.print(f"  [red]{line}[/red]", markup=True, highlight=False)
+            # escape: make's own lines carry brackets ("make[2]: *** [mm/x.o]").
+            console.print(f"  [red]{escape(line)}[/red]", markup=True, highlight=False)
         target = " ".join(arg for arg in extra if not arg.startswith(("CC=", "-j"))) or "build"
-        raise HarnessError(f"make {target} failed for {plan.spec} ({plan.arch.name})")
+        # The first compiler error names the cause on the message's one line (a bisect
+        # step's evidence); make's own "***" lines only repeat that something failed.
+        cause = next((f": {line.strip()}" for line in errors if "error:" in line), "")
+        raise HarnessError(f"make {target} failed for {plan.spec} ({plan.arch.name}){cause}")
 
 
 def _stop(process: subprocess.Popen[str]) -> None:

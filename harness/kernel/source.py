@@ -1,10 +1,12 @@
 """Turn a KernelSpec into a kernel source directory the build only ever reads.
 
 Local trees are used in place (they must be clean, since ``make O=`` refuses a
-tree that was configured in place); everything else is unpacked once into the
-cache under a key derived from its content (tarball sha256, git commit, Debian
-package hash). The ``identity`` string is what the build cache key uses, so
-it must change whenever the source can.
+tree that was configured in place); a git ref is checked out in the
+repository's private clone (harness.kernel.worktree), so that neighbouring
+commits build incrementally; everything else is unpacked once into the cache
+under a key derived from its content (tarball sha256, Debian package hash).
+The ``identity`` string is what the build cache key uses, so it must change
+whenever the source can.
 """
 
 import hashlib
@@ -19,7 +21,7 @@ from harness import cache
 from harness.errors import HarnessError
 from harness.kernel import download
 from harness.kernel.spec import KernelSpec, check_version
-from harness.kernel.toolchain import require
+from harness.kernel.worktree import check_out, resolve_commit
 
 SOURCES = "kernel-source"
 TREE = "linux"  # the tree's directory inside a source cache entry
@@ -35,6 +37,9 @@ class KernelSource:
     identity: str  # stable fingerprint of the content, for cache keys
     version: tuple[int, int, int]
     origin: str = ""  # what a spec resolved to, when that was a choice (debian:latest)
+    # A git spec's tree is a checkout that moves between commits: the build
+    # then happens in place, in a build directory under this worktree entry.
+    worktree: Path | None = None
 
 
 def read_version(tree: Path) -> tuple[int, int, int]:
@@ -151,38 +156,13 @@ def _tarball(spec: KernelSpec) -> KernelSource:
 
 
 def _git(spec: KernelSpec) -> KernelSource:
+    """The repository's private checkout at the commit (harness.kernel.worktree)."""
     assert spec.path is not None
-    git = require("git")
     repo = spec.path.resolve()
-    probe = subprocess.run(
-        [git, "-C", str(repo), "rev-parse", "--git-dir"], capture_output=True, text=True
-    )
-    if probe.returncode != 0:
-        raise HarnessError(f"{spec.path} is not a git repository (from kernel spec {spec.text})")
-    resolved = subprocess.run(
-        [git, "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{spec.ref}^{{commit}}"],
-        capture_output=True, text=True,
-    )
-    if resolved.returncode != 0:
-        raise HarnessError(
-            f"git ref {spec.ref!r} not found in {repo}: give a branch, tag or commit that exists"
-        )
-    commit = resolved.stdout.strip()
-
-    def fill(work: Path) -> None:
-        # `git archive` reads the object database only: the repository's work
-        # tree, index and HEAD are never touched.
-        with subprocess.Popen(
-            [git, "-C", str(repo), "archive", "--format=tar", commit],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        ) as process:
-            assert process.stdout is not None
-            download.extract_tar(process.stdout, work / TREE)
-            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-        if process.returncode != 0:
-            raise HarnessError(f"git archive {commit} in {repo} failed: {stderr.strip()[:200]}")
-
-    return _unpacked(f"git:{commit}", fill, f"{spec.text} ({commit[:12]})")
+    commit = resolve_commit(repo, spec.ref, f"kernel spec {spec.text}")
+    tree = check_out(repo, commit)
+    source = _checked(tree, f"git:{commit}", f"{spec.text} ({commit[:12]})")
+    return replace(source, worktree=tree.parent)
 
 
 def _debian(spec: KernelSpec) -> KernelSource:

@@ -294,3 +294,41 @@ def test_an_absolute_output_directory_in_the_generated_makefile_becomes_self_loc
     makefile.write_text(old)
     _self_locating_output(makefile)
     assert makefile.read_text() == old
+
+
+def test_git_specs_build_in_place_and_never_take_one_commit_for_another(
+    isolated_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runs: Path,
+) -> None:
+    from .test_kernel_source import _git
+
+    repo = make_tree(tmp_path / "repo", (4, 9, 1))
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "one")
+    plan = plan_build(f"git:{repo}@main", "x86_64")
+    assert plan.source.worktree is not None
+    entry = plan.source.worktree / f"build-{plan.in_place_key()}"
+    for name in (plan.arch.image_path, ".config", "System.map", "Module.symvers", "mm/kept.o"):
+        (entry / "build" / name).parent.mkdir(parents=True, exist_ok=True)
+        (entry / "build" / name).write_text("x")
+    (entry / "build.json").write_text(json.dumps({
+        "key": plan.key(), "release": "4.9.1", "version": [4, 9, 1],
+        "make_args": list(plan.make_args), "module_fixups": []}))
+    fake_make(tmp_path, monkeypatch, "echo 'mm/foo.c:1: error: boom'; exit 2\n")
+    built = build_kernel(f"git:{repo}@main", "x86_64")  # the directory holds this commit
+    assert built.cached and built.build_dir == entry / "build"
+    assert built.source == plan.source.identity
+
+    (repo / "mm").mkdir()
+    (repo / "mm" / "foo.c").write_text("int x;\n")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "two")
+    with pytest.raises(HarnessError, match="make tinyconfig failed"):
+        build_kernel(f"git:{repo}@main", "x86_64")
+    # The failed build is not taken for the last good one; make's objects stay for the next.
+    assert not (entry / "build.json").exists() and not (entry / "unfinished").exists()
+    assert (entry / "build" / "mm" / "kept.o").exists()
+    (entry / "unfinished").touch()  # a build killed outright: start from an empty directory
+    with pytest.raises(HarnessError, match="make tinyconfig failed"):
+        build_kernel(f"git:{repo}@main", "x86_64")
+    assert not (entry / "build" / "mm" / "kept.o").exists()

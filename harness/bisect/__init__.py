@@ -1,0 +1,1 @@
+"""bisect: the first commit of a kernel repository where migration stops being proven."""
