@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.artifacts import KernelBuild
+from harness.check.steps import must
 from harness.defaults import CPUS, MEMORY_MIB, TARGET, TRANSPORT
 from harness.errors import HarnessError
 from harness.guest import Guest
@@ -63,7 +64,7 @@ def open_target(kernel: KernelBuild, options: TargetOptions,
     remote = connect_ssh(options.target, key=options.ssh_key)
     try:
         guest = WatchedGuest(remote, HealthWatch(DmesgSource(remote)))
-        release = guest.run("uname -r").stdout.strip()
+        release = must(guest, "uname -r").strip()
         if release != kernel.release:
             raise HarnessError(
                 f"{options.target} runs kernel {release}, but --kernel {kernel.spec} builds "

@@ -13,28 +13,22 @@ from pathlib import Path
 
 from harness.artifacts import KernelBuild, ModuleArtifact
 from harness.check.driver import DEBUGFS, MODULE_NAME, DriverParams, SampleDriver, stats_keys
-from harness.check.steps import compact_memory, page_size, quiet_background_compaction
+from harness.check.steps import compact_memory, must, page_size, quiet_background_compaction
 from harness.guest import Guest
 from harness.kernel.build import plan_build
 from harness.paths import shipped_dir
-
-
-def _run(guest: Guest, command: str, timeout: float = 60.0) -> str:
-    result = guest.run(command, timeout=timeout)
-    assert result.ok, f"`{command}` failed (exit {result.exit_status}): {result.stdout}"
-    return result.stdout
 
 
 def _mem_free_kib(guest: Guest) -> int:
     """Free memory, counting the pages freed into per-CPU lists: on SMP those sit
     in each CPU's pageset (zoneinfo's ``count:``) and are not in MemFree until
     drained, which from 6.x can be megabytes (auto-tuned pcp high marks)."""
-    _run(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
-    text = _run(guest, "cat /proc/meminfo")
+    must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
+    text = must(guest, "cat /proc/meminfo")
     match = re.search(r"^MemFree:\s+(\d+) kB", text, re.MULTILINE)
     assert match, text
     pcp_pages = sum(int(count) for count in re.findall(
-        r"^\s+count:\s+(\d+)$", _run(guest, "cat /proc/zoneinfo"), re.MULTILINE))
+        r"^\s+count:\s+(\d+)$", must(guest, "cat /proc/zoneinfo"), re.MULTILINE))
     return int(match.group(1)) + pcp_pages * page_size(guest) // 1024
 
 
@@ -94,22 +88,22 @@ def test_interface_files_formats_and_knobs(movable_driver: SampleDriver, guest: 
         assert movable_driver.verify() == (256, 0)
 
         movable_driver.inject_faults(7, 11)
-        assert _run(guest, f"cat {DEBUGFS}/inject_eagain_every").strip() == "7"
-        assert _run(guest, f"cat {DEBUGFS}/inject_fail_every").strip() == "11"
+        assert must(guest, f"cat {DEBUGFS}/inject_eagain_every").strip() == "7"
+        assert must(guest, f"cat {DEBUGFS}/inject_fail_every").strip() == "11"
         stats = movable_driver.state().stats
         assert (stats["inject_eagain_every"], stats["inject_fail_every"]) == (7, 11)
         movable_driver.inject_faults(0, 0)
 
         assert movable_driver.try_alloc(0, 4) == 4
-        assert _run(guest, f"cat {DEBUGFS}/try_alloc").split() == [
+        assert must(guest, f"cat {DEBUGFS}/try_alloc").split() == [
             "order", "0", "requested", "4", "succeeded", "4"]
         for bad in ("99 1", "3", "3 0", "x y"):
             assert not guest.run(f"echo {bad} > {DEBUGFS}/try_alloc").ok, bad
         assert not guest.run(f"echo many > {DEBUGFS}/alloc").ok
 
-        _run(guest, f"echo 100 > {DEBUGFS}/alloc")
-        _run(guest, f"echo 4 > /sys/module/{MODULE_NAME}/parameters/fragment")
-        _run(guest, f"echo 10 > {DEBUGFS}/alloc")
+        must(guest, f"echo 100 > {DEBUGFS}/alloc")
+        must(guest, f"echo 4 > /sys/module/{MODULE_NAME}/parameters/fragment")
+        must(guest, f"echo 10 > {DEBUGFS}/alloc")
         state = movable_driver.state()
         assert state.stats["nr_pages"] == 366 and list(state.pfns) == list(range(366))
         assert movable_driver.verify() == (366, 0)
@@ -157,7 +151,7 @@ def test_unload_racing_a_compaction_loop_leaks_nothing(
     min_rounds, max_rounds, pages = 16, 96, 2048
     quiet_background_compaction(guest)
     free_before = _mem_free_kib(guest)
-    loop = _run(guest, "(while :; do echo 1 > /proc/sys/vm/compact_memory; done) "
+    loop = must(guest, "(while :; do echo 1 > /proc/sys/vm/compact_memory; done) "
                        ">/dev/null 2>&1 & echo $!").split()[-1]
     raced = rounds = 0
     try:
@@ -170,7 +164,7 @@ def test_unload_racing_a_compaction_loop_leaks_nothing(
                 movable_driver.inject_faults(1, 0)
             guest.run(f"usleep {(round_no * 37) % 300 * 1000} 2>/dev/null || true")
             movable_driver.unload()
-            line = _run(guest, "dmesg | grep 'movable_sample: released' | tail -n 1")
+            line = must(guest, "dmesg | grep 'movable_sample: released' | tail -n 1")
             match = re.search(r"released (\d+) pages, (\d+) of them isolated", line)
             assert match, line
             raced += int(match.group(2)) > 0
