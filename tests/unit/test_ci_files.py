@@ -122,6 +122,14 @@ def test_workflow_runs_the_suite_caches_and_publishes() -> None:
     assert 'HARNESS_REQUIRE_VM: "1"' in text
 
 
+def test_workflow_bisects_on_demand_with_inputs_passed_through_env() -> None:
+    text = WORKFLOW.read_text()
+    assert "harness bisect --kernel \"git:$GITHUB_WORKSPACE/linux\" --good \"$GOOD\"" in text
+    assert "GOOD: ${{ inputs.good }}" in text and "BAD: ${{ inputs.bad }}" in text
+    assert "fetch-depth: 0" in text  # bisect needs the history between GOOD and BAD
+    assert '"$GITHUB_STEP_SUMMARY"' in text and "tee runs/bisect.txt" in text
+
+
 def test_ci_run_installs_the_ci_only_packages_and_passes_arguments_on() -> None:
     text = (ROOT / ".ci" / "run").read_text()
     assert "export HARNESS_REQUIRE_VM=1" in text
