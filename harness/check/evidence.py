@@ -61,12 +61,6 @@ def side_failures(side: Side) -> list[str]:
     return failures
 
 
-def judge(side: Side) -> Verdict:
-    """The verdict on one round (movable or control) on its own."""
-    failures = side_failures(side)
-    return Verdict(proven=not failures, failures=tuple(failures))
-
-
 def high_order_gain(control: Side, movable: Side) -> int:
     """Extra high-order allocations after compaction thanks to movable pages."""
     if control.high_order is None or movable.high_order is None:
