@@ -241,15 +241,14 @@ def run_scenario(request: pytest.FixtureRequest, kernel_build: KernelBuild,
     virtio devices it needs, the way ``harness run`` does: the kernel's .config checked
     first, its evidence saved in the session's run directory (``evidence/``, so
     ``harness report`` can judge it again), its result added to ``harness_results``."""
-    from harness.check.scenario import require, run_on
+    from harness.check.scenario import next_evidence_path, require, run_on
 
     def run(scenario: "Scenario") -> "ScenarioResult":
         _stage(require, scenario, kernel_build)
         _stage(scenario.prepare, kernel_build, False)
         guest = guest_with(virtio_devices=scenario.needs.virtio_devices)
-        run_dir = session_run_dir(request.config)
-        path = run_dir / "evidence" / (f"{len(list(run_dir.glob('evidence/*.json'))):02d}-"
-                                       f"{kernel_build.arch}-{scenario.name}.json")
+        path = next_evidence_path(session_run_dir(request.config),
+                                  f"{kernel_build.arch}-{scenario.name}")
         result = _stage(run_on, scenario, guest, kernel_build, path)
         harness_results.append(result)
         return result

@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 DEFAULT_KERNEL = "debian:5.10"  # 5.10 has the same driver API as 4.8 and is on the mirror
 FALLBACK_KERNEL = "debian:6.1"
 SCENARIO_CHOICES = (*runner.SCENARIOS, "all")
-EVIDENCE = "evidence"  # the run directory's folder of saved evidence, one file per scenario run
 
 
 def default_kernel() -> str:
@@ -66,7 +65,7 @@ def default_kernel() -> str:
 def command(args: argparse.Namespace) -> int:
     """Run every scenario asked for on every arch x kernel; exit 1 unless all proven."""
     # Heavy imports (matplotlib, paramiko) only when the command runs.
-    from harness.check.scenario import Scenario
+    from harness.check.scenario import Scenario, evidence_folder, next_evidence_path
     from harness.kernel.build import build_kernel
     from harness.module import check_source_dir
     from harness.paths import new_run_dir
@@ -95,12 +94,12 @@ def command(args: argparse.Namespace) -> int:
                     cell = f"{arch}-{_slug(kernel_spec)}-{name}"
                     results.append(runner.check(
                         scenarios[name], kernel, target, run_dir=run_dir / cell,
-                        evidence_path=run_dir / EVIDENCE / f"{len(results):02d}-{cell}.json",
+                        evidence_path=next_evidence_path(run_dir, cell),
                         force=args.force))
     except (HarnessError, KeyboardInterrupt) as failure:
         if results:
             failure.add_note(f"the evidence of the {len(results)} scenario run(s) finished "
-                             f"is in {run_dir / EVIDENCE}: `harness report {run_dir}` "
+                             f"is in {evidence_folder(run_dir)}: `harness report {run_dir}` "
                              "judges and renders it")
         raise
     return render(results, run_dir, args.json)
@@ -125,12 +124,12 @@ def render(results: Sequence["ScenarioResult"], run_dir: Path, as_json: bool) ->
 
 def report_command(args: argparse.Namespace) -> int:
     """Judge a run directory's saved evidence again and render it, with no machine."""
-    from harness.check.scenario import load_evidence, verdict
+    from harness.check.scenario import EVIDENCE, evidence_folder, load_evidence, verdict
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise HarnessError(f"{run_dir} is not a directory")
-    paths = sorted((run_dir / EVIDENCE).glob("*.json"))
+    paths = sorted(evidence_folder(run_dir).glob("*.json"))
     if not paths:
         raise HarnessError(f"{run_dir} has no saved evidence ({EVIDENCE}/*.json): "
                            "not a harness run directory, or no scenario finished collecting")

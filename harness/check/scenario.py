@@ -196,6 +196,22 @@ def verdict(scenario: Scenario, evidence: Evidence) -> ScenarioResult:
     return reported(result, evidence.kernel_report, evidence.stopped)
 
 
+EVIDENCE = "evidence"  # a run directory's folder of saved evidence, one file per scenario run
+
+
+def evidence_folder(run_dir: Path) -> Path:
+    """Where ``run_dir`` keeps its saved evidence (what ``harness report`` reads)."""
+    return run_dir / EVIDENCE
+
+
+def next_evidence_path(run_dir: Path, label: str) -> Path:
+    """The file for the next scenario run's evidence in ``run_dir``: numbered after the
+    files already there, so ``harness report`` reads them back in run order."""
+    folder = evidence_folder(run_dir)
+    taken = len(list(folder.glob("*.json"))) if folder.is_dir() else 0
+    return folder / f"{taken:02d}-{label}.json"
+
+
 def save_evidence(evidence: Evidence, path: Path) -> Path:
     """Write ``evidence`` as JSON atomically: a crash leaves the previous file or
     none, never half of one."""
