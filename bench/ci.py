@@ -22,6 +22,7 @@ the entry of the other kind is kept.
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,12 @@ def junit_counts(path: Path) -> dict[str, int]:
     return {key: sum(int(suite.get(key, 0)) for suite in suites) for key in keys}
 
 
+def _default_signals() -> None:
+    """In the child before exec: SIGINT and SIGQUIT back to their defaults."""
+    for signum in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def run_ci(clone: Path, env: dict[str, str], pytest_args: list[str]) -> dict[str, object]:
     """One `bash .ci/run` in ``clone``; its log stays in the clone's runs/."""
     (clone / "runs").mkdir(exist_ok=True)
@@ -61,9 +68,11 @@ def run_ci(clone: Path, env: dict[str, str], pytest_args: list[str]) -> dict[str
     load_before = load()
     started = time.monotonic()
     with log.open("w") as out:
+        # CI starts .ci/run with default signal dispositions; a bench started in the
+        # background (`cmd &`) ignores SIGINT and SIGQUIT, which exec would pass on.
         status = subprocess.run(["bash", ".ci/run", *pytest_args], cwd=clone, env=env,
                                 stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT).returncode
+                                stderr=subprocess.STDOUT, preexec_fn=_default_signals).returncode
     seconds = time.monotonic() - started
     junit = clone / "runs" / "junit.xml"
     return {

@@ -10,6 +10,7 @@ import hashlib
 import os
 import pty
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -43,6 +44,12 @@ class PtyStream:
         os.close(self.fd)
 
 
+def _default_signals() -> None:
+    """In the child before exec: SIGINT and SIGQUIT as a terminal's shell expects them."""
+    for signum in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def _start_shell(tmp_path: Path, *command: str,
                  ) -> tuple[ConsoleGuest, subprocess.Popen[bytes]]:
     """busybox ``command`` (an interactive ash by default) on a fresh pty, and a console."""
@@ -51,9 +58,12 @@ def _start_shell(tmp_path: Path, *command: str,
     subprocess.run([BUSYBOX or "busybox", "--install", "-s", str(applets)], check=True)
     master, slave = pty.openpty()
     env = {"PATH": str(applets), "HOME": str(tmp_path)}
+    # A guest's shell takes ^C; a pytest started in the background by a
+    # non-interactive shell (`cmd &`) ignores SIGINT and SIGQUIT, and an ignored
+    # signal stays ignored across exec, so the stand-in gets default dispositions.
     process = subprocess.Popen([str(applets / "setsid"), "-c", str(applets / "sh"), *command],
                                stdin=slave, stdout=slave, stderr=slave, env=env,
-                               cwd=tmp_path, close_fds=True)
+                               cwd=tmp_path, close_fds=True, preexec_fn=_default_signals)
     os.close(slave)
     return ConsoleGuest(PtyStream(master), name="test pty", connect_timeout=10), process
 
