@@ -64,9 +64,14 @@ class ProcfsFormatError(HarnessError):
         if len(shown) > 80:
             shown = shown[:77] + "..."
         super().__init__(
-            f"cannot parse /proc/{file} line {lineno}: expected {expected}, got {shown!r}; "
+            f"cannot parse {_path(file)} line {lineno}: expected {expected}, got {shown!r}; "
             f"keep that file's text and report it with the guest's `uname -r`"
         )
+
+
+def _path(file: str) -> str:
+    """Where ``file`` is read: /proc/NAME, or the absolute path a debugfs file is given as."""
+    return file if file.startswith("/") else f"/proc/{file}"
 
 
 class ZoneId(NamedTuple):
@@ -698,6 +703,114 @@ def split_snapshot_output(output: str) -> dict[str, str]:
 def parse_snapshot(output: str) -> Snapshot:
     """Parse what ``snapshot_command()`` printed on the guest."""
     return Snapshot.from_texts(split_snapshot_output(output))
+
+
+# --------------------------------------------------------------------------- indices
+
+# mm/vmstat.c (CONFIG_DEBUG_FS and CONFIG_COMPACTION, 2.6.35 on, the same format
+# from 4.8 to 7.2): one line per populated zone, one value per order, printed as
+# "%d.%03d" of a value in thousandths.
+EXTFRAG_DIR = "/sys/kernel/debug/extfrag"
+UNUSABLE_INDEX = f"{EXTFRAG_DIR}/unusable_index"
+EXTFRAG_INDEX = f"{EXTFRAG_DIR}/extfrag_index"
+_INDEX_LINE = re.compile(r"Node\s+(\d+),\s*zone\s+([A-Za-z]\w*)((?:\s+-?\d+\.\d{3})+)\s*")
+
+
+@dataclass(frozen=True)
+class FragIndex:
+    """One of the kernel's fragmentation indices, per zone and order.
+
+    ``unusable_index``: the share of a zone's free memory that sits in blocks
+    too small for an allocation of that order (0: all of it is usable, 1: none).
+    ``extfrag_index``: why an allocation of that order would fail, -1 when it
+    would not (a free block is there), towards 0 when memory is short, towards 1
+    when the free memory is there but fragmented: what compaction can fix (the
+    allocator compacts for a costly order only above ``vm.extfrag_threshold``,
+    500 by default). Values are exact thousandths, as the kernel computes them.
+    """
+
+    per_zone: Mapping[ZoneId, tuple[float, ...]]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "per_zone", _frozen(self.per_zone))
+
+    def zone(self, name: str, node: int = 0) -> tuple[float, ...]:
+        """The values of one zone by order, or a HarnessError naming the zones there are."""
+        try:
+            return self.per_zone[ZoneId(node, name)]
+        except KeyError:
+            raise HarnessError(f"no zone {name!r} on node {node} in the index (zones: "
+                               f"{', '.join(map(str, self.per_zone))})") from None
+
+    def as_dict(self) -> dict[str, list[float]]:
+        """JSON form: "node0/DMA32" -> the values by order."""
+        return {str(zone): list(values) for zone, values in self.per_zone.items()}
+
+
+def parse_frag_index(text: str, file: str = UNUSABLE_INDEX) -> FragIndex:
+    """Parse ``unusable_index`` or ``extfrag_index`` (``file`` names it in errors)."""
+    per_zone: dict[ZoneId, tuple[float, ...]] = {}
+    width: int | None = None
+    for lineno, line in _lines(text):
+        match = _INDEX_LINE.fullmatch(line)
+        if match is None:
+            raise ProcfsFormatError(file, lineno, line, "'Node N, zone NAME' and one "
+                                                        "d.ddd value per order")
+        values = tuple(float(value) for value in match[3].split())
+        if width is not None and len(values) != width:
+            raise ProcfsFormatError(file, lineno, line, f"{width} orders, as the lines before")
+        width = len(values)
+        zone = ZoneId(int(match[1]), match[2])
+        if zone in per_zone:
+            raise ProcfsFormatError(file, lineno, line, f"{zone} only once")
+        per_zone[zone] = values
+    if not per_zone:
+        raise _incomplete(file, text, "a 'Node N, zone NAME' line")
+    return FragIndex(per_zone)
+
+
+@dataclass(frozen=True)
+class FragIndices:
+    """Both indices read at one instant."""
+
+    unusable: FragIndex
+    extfrag: FragIndex
+
+    def as_dict(self) -> dict[str, dict[str, list[float]]]:
+        """JSON form: {"unusable_index": {zone: [...]}, "extfrag_index": {...}}."""
+        return {"unusable_index": self.unusable.as_dict(),
+                "extfrag_index": self.extfrag.as_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Mapping[str, list[float]]]) -> FragIndices:
+        """The inverse of ``as_dict`` (zones written as "node0/DMA32")."""
+        def index(values: Mapping[str, list[float]]) -> FragIndex:
+            per_zone = {}
+            for key, by_order in values.items():
+                node, _, zone = key.partition("/")
+                per_zone[ZoneId(int(node.removeprefix("node")), zone)] = tuple(by_order)
+            return FragIndex(per_zone)
+
+        return cls(unusable=index(data["unusable_index"]), extfrag=index(data["extfrag_index"]))
+
+
+# Prints nothing where the kernel has no such files (no CONFIG_DEBUG_FS or no
+# CONFIG_COMPACTION, or debugfs not mounted, as on many boards).
+FRAG_INDICES_COMMAND = (f"if [ -r {UNUSABLE_INDEX} ] && [ -r {EXTFRAG_INDEX} ]; then "
+                        f"echo '{_MARKER.format('unusable_index')}'; cat {UNUSABLE_INDEX}; "
+                        f"echo '{_MARKER.format('extfrag_index')}'; cat {EXTFRAG_INDEX}; fi")
+
+
+def parse_frag_indices(output: str) -> FragIndices | None:
+    """Parse what ``FRAG_INDICES_COMMAND`` printed; None when the kernel has no indices."""
+    if not output.strip():
+        return None
+    texts = split_snapshot_output(output)
+    if set(texts) != {"unusable_index", "extfrag_index"}:
+        raise HarnessError(f"the fragmentation indices' output has {sorted(texts)}, "
+                           "expected unusable_index and extfrag_index")
+    return FragIndices(unusable=parse_frag_index(texts["unusable_index"], UNUSABLE_INDEX),
+                       extfrag=parse_frag_index(texts["extfrag_index"], EXTFRAG_INDEX))
 
 
 # The page size comes from the auxiliary vector the kernel hands every process
