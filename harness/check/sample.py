@@ -14,6 +14,7 @@ from harness.check.evidence import judge_ab
 from harness.check.scenario import Evidence, Needs
 from harness.check.steps import (
     compact_memory,
+    frag_indices,
     mem_free_pages,
     must,
     quiet_background_compaction,
@@ -95,10 +96,12 @@ def run_sample_round(driver: SampleDriver, movable: bool, settings: ScenarioSett
     with undone(guest, driver.unload, f"unloading {MODULE_NAME}"):
         attempts = settings.probe_attempts
         before = snapshot(guest)
+        indices_before = frag_indices(guest)
         state_before = driver.state()
         high_before = driver.try_alloc(order, attempts)
         compact_memory(guest)
         after = snapshot(guest)
+        indices_after = frag_indices(guest)
         state_after = driver.state()
         high_after = driver.try_alloc(order, attempts)
         checked, mismatches = driver.verify()
@@ -118,6 +121,8 @@ def run_sample_round(driver: SampleDriver, movable: bool, settings: ScenarioSett
                              after=high_after),
         vmstat_delta=vmstat_deltas,
         driver_counters=_counter_deltas(state_before, state_after),
+        indices_before=indices_before,
+        indices_after=indices_after,
     )
 
 

@@ -62,6 +62,13 @@ def snapshot(guest: Guest) -> procfs.Snapshot:
     return procfs.parse_snapshot(must(guest, procfs.snapshot_command()))
 
 
+def frag_indices(guest: Guest) -> procfs.FragIndices | None:
+    """The kernel's unusable_index and extfrag_index now (debugfs ``extfrag/``), or
+    None where it has none (no CONFIG_DEBUG_FS or CONFIG_COMPACTION, debugfs not
+    mounted: a board)."""
+    return procfs.parse_frag_indices(must(guest, procfs.FRAG_INDICES_COMMAND))
+
+
 def meminfo(guest: Guest) -> dict[str, int]:
     """/proc/meminfo in KiB by field name."""
     values: dict[str, int] = {}

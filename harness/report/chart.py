@@ -27,6 +27,7 @@ BEFORE_COLOR = "#9ecae1"
 AFTER_COLOR = "#08519c"
 PROVEN_COLOR = "#1a7f37"
 NOT_PROVEN_COLOR = "#cf222e"
+INDEX_COLOR = "#e6550d"
 # Console lines of a kernel report drawn where the measurement it stopped would be.
 _EXCERPT_LINES = 14
 _EXCERPT_WIDTH = 110
@@ -86,7 +87,32 @@ def _draw_side(axes: Axes, side: Side, result: RunResult, top: float) -> None:
                      f"{high.before}/{high.attempts} → {high.after}/{high.attempts}")
     lines.append(f"pgmigrate_success Δ {side.pgmigrate_success_delta}, "
                  f"mismatches {side.verify_mismatches}")
-    _evidence_box(axes, lines)
+    _evidence_box(axes, lines + _draw_indices(axes, side, order))
+
+
+def _draw_indices(axes: Axes, side: Side, order: int) -> list[str]:
+    """The kernel's unusable_index per order before and after compaction, on a right-hand
+    0..1 axis over the buddy bars, for the last zone it lists (the highest, where most
+    memory is and allocations look first); returns the evidence lines for ``order``
+    (and the extfrag_index there). Nothing when the side has no indices."""
+    before, after = side.indices_before, side.indices_after
+    if before is None or after is None:
+        return []
+    zone = list(before.unusable.per_zone)[-1]
+    right = axes.twinx()
+    for indices, style, when in ((before, "--", "before"), (after, "-", "after")):
+        values = indices.unusable.per_zone[zone]
+        right.plot(range(len(values)), values, style, color=INDEX_COLOR, marker=".",
+                   linewidth=1.2, label=f"unusable index {when}")
+    right.set_ylim(0, 1.6)  # the lines stay under the evidence box
+    right.set_yticks([0, 0.5, 1])
+    right.set_ylabel(f"unusable index ({zone.zone})", color=INDEX_COLOR, fontsize=8)
+    right.tick_params(axis="y", colors=INDEX_COLOR, labelsize=8)
+    right.legend(loc="center right", fontsize=7, frameon=False)
+    unusable = [index.unusable.per_zone[zone][order] for index in (before, after)]
+    extfrag = [index.extfrag.per_zone[zone][order] for index in (before, after)]
+    return [f"{zone.zone} order {order}: unusable index {unusable[0]:.3f} → {unusable[1]:.3f}",
+            f"extfrag index {extfrag[0]:.3f} → {extfrag[1]:.3f} (-1: a free block)"]
 
 
 def _title(result: ScenarioResult) -> str:

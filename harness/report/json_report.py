@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.paths import write_atomically
+from harness.procfs import FragIndices
 from harness.report.in_tree import InTreeResult, in_tree_from_dict, in_tree_to_dict
 from harness.report.model import (
     HighOrder,
@@ -50,6 +51,9 @@ def side_to_dict(side: Side) -> dict[str, Any]:
         "buddyinfo_after": list(side.buddy_after),
         "vmstat_delta": dict(side.vmstat_delta),
         "driver_counters": dict(side.driver_counters),
+        "fragmentation_indices": {
+            "before": side.indices_before.as_dict() if side.indices_before else None,
+            "after": side.indices_after.as_dict() if side.indices_after else None},
     }
 
 
@@ -115,7 +119,16 @@ def side_from_dict(data: dict[str, Any]) -> Side:
         vmstat_delta=data["vmstat_delta"],
         driver_counters=data["driver_counters"],
         verify_checked=data["verify_checked"],
+        indices_before=_indices(data, "before"),
+        indices_after=_indices(data, "after"),
     )
+
+
+def _indices(side: dict[str, Any], when: str) -> FragIndices | None:
+    """A side's fragmentation indices ``when`` (before/after compaction), if it has them
+    (evidence saved before they were recorded has none)."""
+    saved = (side.get("fragmentation_indices") or {}).get(when)
+    return FragIndices.from_dict(saved) if saved else None
 
 
 def _read_document(path: Path) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from harness.procfs import FragIndices
+
 PROVEN = "proven"
 NOT_PROVEN = "not proven"
 COSTLY_ORDER = 3  # PAGE_ALLOC_COSTLY_ORDER: above it the allocator needs compaction
@@ -80,6 +82,10 @@ class Side:
     vmstat_delta: Mapping[str, int] = field(default_factory=dict)
     driver_counters: Mapping[str, int] = field(default_factory=dict)  # isolated, migrated, ...
     verify_checked: int | None = None  # pages verify compared (None: not reported)
+    # The kernel's unusable_index and extfrag_index before and after compaction
+    # (None: the kernel has none, or the evidence predates them).
+    indices_before: FragIndices | None = None
+    indices_after: FragIndices | None = None
 
     def __post_init__(self) -> None:
         if len(self.buddy_before) != len(self.buddy_after) or not self.buddy_before:

@@ -25,6 +25,7 @@ from harness.artifacts import ModuleArtifact
 from harness.check.driver import SampleDriver
 from harness.check.sample import VMSTAT_KEYS, ScenarioSettings
 from harness.check.steps import (
+    frag_indices,
     mem_free_pages,
     must,
     page_size,
@@ -52,11 +53,6 @@ class ReproSettings:
         if self.order is not None and self.order <= COSTLY_ORDER:
             raise ValueError(f"order {self.order}: only orders above {COSTLY_ORDER} "
                              "(PAGE_ALLOC_COSTLY_ORDER) fail instead of invoking the OOM killer")
-
-
-def frag_indices(guest: Guest) -> procfs.FragIndices | None:
-    """The kernel's fragmentation indices now, or None where it has none."""
-    return procfs.parse_frag_indices(must(guest, procfs.FRAG_INDICES_COMMAND))
 
 
 def _indices_dict(indices: procfs.FragIndices | None) -> dict[str, Any] | None:
