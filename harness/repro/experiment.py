@@ -39,6 +39,7 @@ from harness.report.model import COSTLY_ORDER
 # How long the allocator's report may take to reach the console after the
 # allocation returned (7.x prints from a console thread).
 REPORT_SECONDS = 10.0
+SETTLE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,11 @@ def _failure_dict(failure: AllocationFailure) -> dict[str, Any]:
             "complete": failure.complete, "excerpt": failure.excerpt}
 
 
-def _wait_for_report(read_log: Callable[[], str], order: int) -> list[AllocationFailure]:
+def _wait_for_report(read_log: Callable[[], str], order: int,
+                     seconds: float) -> list[AllocationFailure]:
     """The allocation failure reports the log shows, once the one for ``order`` is
-    complete (or REPORT_SECONDS passed: an incomplete or missing report is evidence too)."""
-    deadline = time.monotonic() + REPORT_SECONDS
+    complete (or ``seconds`` passed: an incomplete or missing report is evidence too)."""
+    deadline = time.monotonic() + seconds
     text = read_log()
     while time.monotonic() < deadline:
         if any(f.order == order and f.complete for f in allocation_failures(text)):
@@ -123,7 +125,11 @@ def collect(guest: Guest, module: ModuleArtifact, settings: ReproSettings,
     started = time.monotonic()
     facts["allocation_succeeded"] = driver.alloc_order(order)
     timings["alloc"] = round(time.monotonic() - started, 2)
-    facts["failure_reports"] = [_failure_dict(f) for f in _wait_for_report(read_log, order)]
+    # A failed allocation's report may still be on its way to the console; after a
+    # success there is none to wait for, only a moment for any other to arrive.
+    wait = SETTLE_SECONDS if facts["allocation_succeeded"] else REPORT_SECONDS
+    facts["failure_reports"] = [_failure_dict(f)
+                                for f in _wait_for_report(read_log, order, wait)]
     after = snapshot(guest)
     facts["indices"]["after"] = _indices_dict(frag_indices(guest))
     state_after = driver.state()

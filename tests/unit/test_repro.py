@@ -2,7 +2,7 @@
 
 Every rule of harness.repro.outcome.judge is broken once here and must be the
 reason given; the allocator's report is found in console text recorded from
-real guests (tests/data/kernel-reports/alloc-failure.*.txt) and is never taken
+real guests (tests/data/allocation-failures/) and is never taken
 for a kernel problem by the health watch.
 """
 
@@ -18,8 +18,8 @@ from harness.repro.cli import guide, summary
 from harness.repro.experiment import ReproSettings
 from harness.repro.outcome import judge
 
-REPORTS = Path(__file__).resolve().parent.parent / "data" / "kernel-reports"
-RECORDED = sorted(REPORTS.glob("alloc-failure.*.txt"))
+REPORTS = Path(__file__).resolve().parent.parent / "data" / "allocation-failures"
+RECORDED = sorted(REPORTS.glob("*.txt"))
 INDICES = {"before": {"unusable_index": {"node0/DMA32": [0.0] * 9 + [1.0, 1.0]},
                       "extfrag_index": {"node0/DMA32": [-1.0] * 9 + [0.98, 0.99]}},
            "after": {"unusable_index": {"node0/DMA32": [0.0] * 9 + [1.0, 1.0]},
@@ -143,7 +143,7 @@ def test_recordings_cover_both_arches_an_old_and_a_new_kernel() -> None:
     names = [path.name for path in RECORDED]
     for arch in ("x86_64", "arm64"):
         for release in ("5.10", "7.2"):
-            assert any(f".{release}." in name and name.endswith(f"-{arch}.txt")
+            assert any(name.startswith(f"{release}.") and name.endswith(f"-{arch}.txt")
                        for name in names), names
 
 
