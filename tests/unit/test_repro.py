@@ -11,12 +11,17 @@ from typing import Any
 
 import pytest
 
-from harness import cli
+from harness import cli, procfs
+from harness.artifacts import ModuleArtifact
+from harness.check.driver import DEBUGFS
 from harness.guest.health import ConsoleLogSource, HealthWatch
 from harness.guest.reports import allocation_failures, find_problem, scan
 from harness.repro.cli import guide, summary
-from harness.repro.experiment import ReproSettings
+from harness.repro.experiment import ReproSettings, collect
 from harness.repro.outcome import judge
+from tests.unit.fake_guests import AUXV, ScriptedGuest, snapshot_text, watched
+
+PROCFS = Path(__file__).resolve().parent.parent / "data" / "procfs" / "5.10.223-x86_64"
 
 REPORTS = Path(__file__).resolve().parent.parent / "data" / "allocation-failures"
 RECORDED = sorted(REPORTS.glob("*.txt"))
@@ -178,3 +183,62 @@ def test_a_report_cut_short_is_found_but_not_complete() -> None:
                     and "hwpoisoned" not in line and "cma reserved" not in line)
     (failure,) = allocation_failures(cut)
     assert not failure.complete
+
+
+# ----------------------------------------------------------------------------- collect
+
+class ReproKernel:
+    """Answers for the repro on a 5.10 x86_64 guest (recorded procfs texts); the
+    allocation fails and the kernel prints the recorded report, as on movable=0."""
+
+    def __init__(self, log: Path, report: str) -> None:
+        self.guest = ScriptedGuest(log, self.answer)
+        self.report = report
+        self.snapshots = 0
+        self.nr_pages = 0
+
+    def answer(self, command: str) -> str | None:
+        if command == procfs.PAGE_SIZE_COMMAND:
+            return AUXV
+        if command == "cat /proc/pagetypeinfo":
+            return (PROCFS / "pagetypeinfo.boot.txt").read_text()
+        if command == "cat /proc/meminfo":
+            return "MemTotal: 250000 kB\nMemFree: 200000 kB\n"
+        if command.startswith("insmod"):
+            self.nr_pages = 5625
+        if command.startswith("echo 8 > ") and command.endswith("/fill"):
+            self.nr_pages += 700
+        if command == f"cat {DEBUGFS}/stats":
+            return f"nr_pages {self.nr_pages}\nmigrated 0\nisolated 0\nputback 0\nfailed 0\n"
+        if command.startswith("echo 9 > ") and "alloc_order" in command:
+            self.guest.print_report(self.report)
+            return "order 9 requested 1 succeeded 0\n"
+        if command == procfs.snapshot_command():
+            self.snapshots += 1
+            return snapshot_text("before" if self.snapshots % 2 else "after", PROCFS)
+        return ""
+
+
+@pytest.mark.parametrize("path", RECORDED[:1], ids=lambda path: path.name)
+def test_collect_records_what_judge_and_summary_read(path: Path, tmp_path: Path) -> None:
+    kernel = ReproKernel(tmp_path / "console.log", path.read_text())
+    guest = watched(kernel.guest)
+    found: dict[str, Any] = {"arch": "x86_64", "kernel": "debian:5.10", "release": "5.10.223",
+                             "memory_mib": 256, "cpus": 2, "kernel_report": None}
+    module = ModuleArtifact(path=tmp_path / "movable_sample.ko", name="movable_sample",
+                            kernel_release="5.10.223",
+                            movable_api="aops")
+    collect(guest, module, ReproSettings(movable=False),
+            ConsoleLogSource(kernel.guest.log).read_new, found)
+    assert found["order"] == 9 and found["allocation_succeeded"] is False
+    assert found["driver"] == {"insmod": "pages=2812 movable=0 fragment=8 seed=1",
+                               "pages_loaded": 5625, "pages_after_fill": 6325}
+    (report,) = found["failure_reports"]
+    assert report["order"] == 9 and report["complete"]
+    assert found["indices"] == {"before": None, "after": None}  # the fake has no debugfs
+    commands = [command for command, _ in kernel.guest.commands]
+    fill, alloc = (commands.index(next(c for c in commands if c.endswith(suffix)))
+                   for suffix in ("/fill", "/alloc_order"))
+    assert commands.index("sync; echo 3 > /proc/sys/vm/drop_caches") < fill < alloc
+    judge(found)  # everything the rules read is there
+    summary(found, judge(found))
