@@ -28,8 +28,9 @@ RESULT_FILE = "repro.json"
 SCHEMA = "harness.repro"
 SCHEMA_VERSION = 1
 # The lines of the allocator's report worth a terminal: the headline, the free
-# blocks per order and zone ("Node 0 DMA32: 3*4kB (UM) ... = 1234kB").
-_BUDDY_DUMP = re.compile(r"Node \d+ \w+: .*= ?\d+kB\s*$")
+# blocks per order and zone ("DMA32: 3*4kB (UM) 0*8kB ... = 1234kB", with "Node 0 "
+# before it on a NUMA kernel).
+_BUDDY_DUMP = re.compile(r"\b\w+: \d+\*\d+kB .*= ?\d+kB\s*$")
 _COUNTERS = ("compact_stall", "compact_fail", "compact_success", "compact_isolated",
              "pgmigrate_success")
 
@@ -227,8 +228,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="0: the driver's pages cannot move (the failure, default); "
                              "1: they can (compaction makes room)")
     parser.add_argument("--order", type=int, metavar="N",
-                        help="order of the allocation, above 3 (default: a huge page, "
-                             "9 with 4 KiB pages, at most a pageblock)")
+                        help="order of the allocation, above 3 (default: a pageblock, the "
+                             "unit the driver's pages pin: 10 on these kernels' 4 KiB pages)")
     parser.add_argument("--config", action="append", default=[], metavar="FRAGMENT",
                         help="extra kernel config fragment (repeatable)")
     parser.add_argument("--memory", type=int, default=MEMORY_MIB, metavar="MIB",

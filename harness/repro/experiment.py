@@ -47,13 +47,48 @@ class ReproSettings:
     """What to reproduce: the driver's pages movable or not, and the order asked for."""
 
     movable: bool
-    order: int | None = None  # None: the A/B's probe order (a huge page, at most a pageblock)
+    # None: a pageblock, the unit the driver's pages pin and compaction frees. A smaller
+    # order can be had by compacting other movable memory: on 7.2 the rootfs's tmpfs
+    # pages filled a 2 MiB block, which direct compaction emptied for an order-9
+    # allocation with unmovable driver pages (x86_64 and arm64, 256 MiB guests).
+    order: int | None = None
     fragmentation: ScenarioSettings = ScenarioSettings()
 
     def __post_init__(self) -> None:
         if self.order is not None and self.order <= COSTLY_ORDER:
             raise ValueError(f"order {self.order}: only orders above {COSTLY_ORDER} "
                              "(PAGE_ALLOC_COSTLY_ORDER) fail instead of invoking the OOM killer")
+
+
+# Written to percpu_pagelist_high_fraction: a share of the zone so small that each
+# CPU's lists keep only their floor, four batches (mm/page_alloc.c, zone_highsize()).
+PCP_HIGH_FRACTION = 1 << 30
+
+
+def keep_free_blocks_visible(guest: Guest) -> list[str]:
+    """Keep the free memory where ``fill`` sees it and nothing compacts it behind the
+    repro's back; returns notes saying what was done.
+
+    - ``watermark_boost_factor`` 0 (5.0 on): an allocation that steals a pageblock
+      of another migrate type (fill's do) boosts the zone's watermark, and kswapd
+      then wakes kcompactd for a whole pageblock (balance_pgdat()), which compacted
+      334 of the driver's movable pages within a second of a fill on 5.10.
+    - ``percpu_pagelist_high_fraction`` tiny (5.14 on): pages just freed wait on
+      per-CPU lists, out of the buddy lists fill takes blocks from, and from 6.7
+      on those lists grow to an eighth of the zone (3711 and 3347 pages on the two
+      CPUs of a 256 MiB 7.2 guest); the allocator drains them before it gives up,
+      and a block that was free but stranded there then satisfied the allocation
+      with unmovable driver pages. Before 5.14 the lists hold six batches at most.
+    """
+    notes = []
+    for name, value in (("watermark_boost_factor", 0),
+                        ("percpu_pagelist_high_fraction", PCP_HIGH_FRACTION)):
+        if guest.run(f"test -w /proc/sys/vm/{name}").ok:
+            must(guest, f"echo {value} > /proc/sys/vm/{name}")
+            notes.append(f"{name} set to {value}")
+        else:
+            notes.append(f"no {name} in this kernel")
+    return notes
 
 
 def _indices_dict(indices: procfs.FragIndices | None) -> dict[str, Any] | None:
@@ -102,10 +137,9 @@ def collect(guest: Guest, module: ModuleArtifact, settings: ReproSettings,
     facts["page_size"] = size
     pageblock_order = procfs.parse_pagetypeinfo(
         must(guest, "cat /proc/pagetypeinfo")).pageblock_order
-    order = (settings.order if settings.order is not None
-             else settings.fragmentation.probe_order_on(size, pageblock_order))
+    order = settings.order if settings.order is not None else pageblock_order
     facts.update(order=order, pageblock_order=pageblock_order, movable=settings.movable)
-    facts["notes"] = quiet_background_compaction(guest)
+    facts["notes"] = quiet_background_compaction(guest) + keep_free_blocks_visible(guest)
     driver = SampleDriver.install(guest, module)
     must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
     params = settings.fragmentation.driver_params(settings.movable, mem_free_pages(guest, size))

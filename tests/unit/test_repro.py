@@ -36,7 +36,7 @@ def failure_report(order: int = 9) -> dict[str, Any]:
             "complete": True,
             "excerpt": f"[   9.1] sh: page allocation failure: order:{order}, mode:0x40cc0"
                        "(GFP_KERNEL|__GFP_COMP), nodemask=(null)\n[   9.2] Mem-Info:\n"
-                       "[   9.3] Node 0 DMA32: 9*4kB (M) 3*8kB (UM) 0*2048kB = 60kB\n"
+                       "[   9.3] DMA32: 9*4kB (M) 3*8kB (UM) 0*2048kB = 60kB\n"
                        "[   9.4] 65536 pages RAM\n[   9.4] 1702 pages reserved"}
 
 
@@ -110,7 +110,7 @@ def test_the_summary_shows_the_report_the_counters_and_the_indices() -> None:
     assert "one order-9 (2 MiB) allocation, GFP_KERNEL | __GFP_COMP" in text
     assert ": FAILED in 0.2 s" in text
     assert "sh: page allocation failure: order:9, mode:0x40cc0" in text
-    assert "Node 0 DMA32: 9*4kB (M) 3*8kB (UM) 0*2048kB = 60kB" in text
+    assert "DMA32: 9*4kB (M) 3*8kB (UM) 0*2048kB = 60kB" in text
     assert "Mem-Info" not in text  # the whole report is in repro.json, not on the terminal
     assert "free blocks ≥ order 9: 0 → 0" in text
     assert "compact_stall +1" in text and "driver migratepage +0" in text
