@@ -35,7 +35,8 @@ from harness.procfs import (
 from harness.report.model import COSTLY_ORDER
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "procfs"
-RECORDED = sorted(path for path in DATA.iterdir() if path.is_dir() and path.name != "malformed")
+RECORDED = sorted(path for path in DATA.iterdir()  # snapshots, not indices alone
+                  if path.is_dir() and path.name != "malformed" and any(path.glob("buddyinfo.*")))
 
 
 def phases(directory: Path) -> list[str]:

@@ -6,6 +6,7 @@ real guests (tests/data/allocation-failures/) and is never taken
 for a kernel problem by the health watch.
 """
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -155,10 +156,11 @@ def test_recordings_cover_both_arches_an_old_and_a_new_kernel() -> None:
 @pytest.mark.parametrize("path", RECORDED, ids=lambda path: path.name)
 def test_the_allocators_report_is_found_whole(path: Path) -> None:
     (failure,) = allocation_failures(path.read_text())
-    assert failure.complete and failure.order == 9 and failure.comm == "sh"
+    # harness repro's default order: a pageblock, 4 MiB on these 4 KiB-page kernels
+    assert failure.complete and failure.order == 10 and failure.comm == "sh"
     assert failure.mode.startswith("0x") and "GFP_KERNEL" in failure.mode
     lines = failure.excerpt.splitlines()
-    assert "page allocation failure: order:9" in lines[0]
+    assert "page allocation failure: order:10, mode:0x" in lines[0]
     assert any("Mem-Info:" in line for line in lines)
     assert any("ms_alloc_order_write" in line for line in lines)  # the driver's own call
     assert lines[-1].split("] ")[-1].split()[1:] in (["pages", "reserved"],
@@ -210,9 +212,9 @@ class ReproKernel:
             self.nr_pages += 700
         if command == f"cat {DEBUGFS}/stats":
             return f"nr_pages {self.nr_pages}\nmigrated 0\nisolated 0\nputback 0\nfailed 0\n"
-        if command.startswith("echo 9 > ") and "alloc_order" in command:
+        if match := re.fullmatch(r"echo (\d+) > \S+/alloc_order && cat \S+", command):
             self.guest.print_report(self.report)
-            return "order 9 requested 1 succeeded 0\n"
+            return f"order {match[1]} requested 1 succeeded 0\n"
         if command == procfs.snapshot_command():
             self.snapshots += 1
             return snapshot_text("before" if self.snapshots % 2 else "after", PROCFS)
@@ -230,11 +232,12 @@ def test_collect_records_what_judge_and_summary_read(path: Path, tmp_path: Path)
                             movable_api="aops")
     collect(guest, module, ReproSettings(movable=False),
             ConsoleLogSource(kernel.guest.log).read_new, found)
-    assert found["order"] == 9 and found["allocation_succeeded"] is False
-    assert found["driver"] == {"insmod": "pages=2812 movable=0 fragment=8 seed=1",
+    assert found["order"] == found["pageblock_order"] and found["allocation_succeeded"] is False
+    assert found["driver"] == {"insmod": "pages=5625 movable=0 fragment=8 seed=1",
                                "pages_loaded": 5625, "pages_after_fill": 6325}
     (report,) = found["failure_reports"]
-    assert report["order"] == 9 and report["complete"]
+    assert report["order"] == 10 and report["complete"]
+    assert judge(found).expected == (found["order"] == 10)  # the recorded report's order
     assert found["indices"] == {"before": None, "after": None}  # the fake has no debugfs
     commands = [command for command, _ in kernel.guest.commands]
     fill, alloc = (commands.index(next(c for c in commands if c.endswith(suffix)))
