@@ -15,6 +15,7 @@ from harness.check.scenario import Evidence, Needs
 from harness.check.steps import (
     compact_memory,
     frag_indices,
+    keep_free_blocks_visible,
     mem_free_pages,
     must,
     quiet_background_compaction,
@@ -146,7 +147,7 @@ def collect_ab(driver: SampleDriver, evidence: Evidence,
     pageblock_order = procfs.parse_pagetypeinfo(
         must(guest, "cat /proc/pagetypeinfo")).pageblock_order
     order = settings.probe_order_on(page_size, pageblock_order)
-    evidence.notes += quiet_background_compaction(guest)
+    evidence.notes += quiet_background_compaction(guest) + keep_free_blocks_visible(guest)
     evidence.notes.append(
         f"driver covers {settings.cover_share:.0%} of free memory, keeps 1 page in "
         f"{settings.fragment}; probe: {settings.probe_attempts} x order {order} "
