@@ -197,7 +197,7 @@ def guide(facts: dict[str, Any]) -> str:
         f"The guest's shell follows, with the driver loaded ({DEBUGFS}). Try:",
         f"  echo {order} > {DEBUGFS}/alloc_order; cat {DEBUGFS}/alloc_order",
         "      the same allocation again; its report: dmesg | tail -80 (the allocator prints",
-        "      at most one report per 10 s from 4.10 on, ten per 5 s before)",
+        "      at most one report per 10 s on 5.10 and 7.2, ten per 5 s on 4.8)",
         f"  echo {order} 64 > {DEBUGFS}/try_alloc; cat {DEBUGFS}/try_alloc",
         f"      how many order-{order} blocks are free now, without reclaim or compaction",
         "  echo 1 > /proc/sys/vm/compact_memory      compact every zone now",
