@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 
 from harness.artifacts import KernelBuild
+from harness.check.target import TargetOptions, open_target
+from harness.guest.health import ConsoleLogSource
+from harness.module import build_module
 from harness.pytest_plugin import cell_fragments
+from harness.repro.experiment import ReproSettings, collect
+from harness.repro.outcome import judge
+from harness.vm.boot import VmGuest
+from tests.broken_drivers import variant, variant_source
 
 pytestmark = pytest.mark.vm
 
@@ -65,3 +72,26 @@ def test_movable_pages_let_compaction_make_room(
     assert result["free_blocks_at_least_order"]["before"] == 0
     assert result["driver_counters"]["migrated"] > 0
     assert result["vmstat_delta"]["compact_stall"] >= 1  # the allocation's own compaction
+
+
+@pytest.mark.needs_program("patch")
+def test_a_driver_that_never_registers_its_pages_fails_the_movable_side(
+        kernel_build: KernelBuild, tmp_path: Path, pytestconfig: pytest.Config) -> None:
+    """The movable=1 rules on a real broken driver: ``never-movable``
+    (tests/broken-drivers/) ignores movable=1, so compaction cannot make the room and
+    the allocator reports the failure the movable side must not have."""
+    broken = variant("never-movable")
+    module = build_module(kernel_build, source_dir=variant_source(broken, tmp_path))
+    facts: dict[str, Any] = {"kernel_report": None}
+    options = TargetOptions(cpus=pytestconfig.getoption("--cpus"))
+    with open_target(kernel_build, options, run_dir=tmp_path / "vm") as guest:
+        assert isinstance(guest, VmGuest)
+        collect(guest, module, ReproSettings(movable=True),
+                ConsoleLogSource(guest.vm.console_log).read_new, facts)
+    order = facts["order"]
+    outcome = judge(facts)
+    assert outcome.exit_status == 1
+    assert outcome.reasons == (
+        f"the order-{order} allocation failed with movable driver pages",
+        f"the allocator reported an order-{order} failure with movable driver pages",
+        "no driver page migrated: compaction did not make the room")
