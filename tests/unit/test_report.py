@@ -10,7 +10,7 @@ from rich.console import Console
 
 from harness.errors import HarnessError
 from harness.report.chart import build_figure, write_chart
-from harness.report.json_report import SCHEMA_VERSION, read_results, result_to_dict, write_json
+from harness.report.json_report import SCHEMA_VERSION, read_results, write_json
 from harness.report.model import HighOrder, RunResult, Side
 from harness.report.table import print_tables
 
@@ -88,7 +88,7 @@ def test_json_round_trips(tmp_path: Path) -> None:
 
 
 def test_result_object_is_plain_json() -> None:
-    assert json.loads(json.dumps(result_to_dict(result())))["arch"] == "x86_64"
+    assert json.loads(json.dumps(result().to_dict()))["arch"] == "x86_64"
 
 
 @pytest.mark.parametrize("text,needle", [
