@@ -119,6 +119,7 @@ class InTreeResult(ScenarioResult):
                 None if after is None else after >> 20)
 
     def _data_read_back(self) -> str | None:
+        """What the data check compared and found (None: it never ran)."""
         if self.data_checked is None:
             return None
         return f"{self.data_checked} × {self.data_unit}, {self.data_mismatches} mismatches"
