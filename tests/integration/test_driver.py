@@ -136,17 +136,22 @@ def test_control_group_never_migrates(movable_driver: SampleDriver, guest: Guest
     assert (checked, mismatches) == (2048, 0)
 
 
-# The unload race's leak bound. A driver that leaked the pages the VM held
-# isolated when it unloaded (the bug that race invites: freeing only the pages on
-# its own list, or waiting for a putback that never comes) loses exactly the pages
-# its "released N pages, K of them isolated" lines count: the sum of K over the
-# rounds (from 6.17, K is the most held at once, so the sum is a lower bound).
-# The test runs until that sum reaches ISOLATED_WANTED pages and fails when free
-# memory fell by half of it or more: a leak of every isolated page then loses at
-# least twice the bound, while what else moves free memory across the rounds
-# (measured: NOISE_NOTE) stays well below it.
-ISOLATED_WANTED = 128
-NOISE_NOTE = "to be measured"
+# The unload race's leak bound, from the numbers a leak would produce. A driver
+# that leaks the pages the VM holds isolated when it unloads (the bug this race
+# invites: dropping its reference only to pages on its own list, or waiting for a
+# putback that never comes) loses exactly the pages its "released N pages, K of
+# them isolated" lines count: the sum of K over the rounds (from 6.17, K is the
+# most held at once, so the sum is a lower bound). Measured on debian:5.10 and
+# 7.2, x86_64 and arm64 (TCG, 2 vCPUs, 12 runs of 16 rounds): the shipped driver
+# left free memory between 224 KiB higher and 532 KiB lower than before, the
+# unloads met 147 to 3431 isolated pages (588 KiB to 13.4 MiB); a fork that skips
+# put_page() on an isolated page at unload lost 4220 KiB with 4312 KiB met and
+# 6100 KiB with 6008 KiB met (5.10 x86_64): a leak loses what was met, give or
+# take the same noise. So the rounds go on until the isolated pages met add up to
+# twice LEAK_ALLOWANCE_KIB, and free memory may fall by less than LEAK_ALLOWANCE_KIB:
+# twice the worst noise seen, and at most half of what leaking every isolated page
+# would lose (more than the allowance even with that noise against it).
+LEAK_ALLOWANCE_KIB = 1024
 
 
 def test_unload_racing_a_compaction_loop_leaks_nothing(
@@ -156,22 +161,22 @@ def test_unload_racing_a_compaction_loop_leaks_nothing(
     returns -EAGAIN, so pages stay isolated through the VM's retries), unload.
 
     Unloading while the VM holds isolated pages must neither warn (the health
-    watch fails the step) nor leak them: after the loop the free memory is back,
-    within half of what the isolated pages the unloads met add up to (see
-    ISOLATED_WANTED). At least 16 rounds, and more (up to 96) until the unloads
-    met ISOLATED_WANTED isolated pages: from 6.17 the balloon core hides isolated
-    pages from the unload, which meets them in about one round in 16 (measured
-    on 7.2 x86_64 with one vCPU).
+    watch fails the step) nor leak them: after the loop the free memory is back
+    (within LEAK_ALLOWANCE_KIB). At least 16 rounds, and more (up to 96) until
+    the unloads met twice that much in isolated pages: from 6.17 the balloon core
+    hides isolated pages from the unload, which meets fewer of them (147 pages in
+    16 rounds on 7.2 x86_64, against 1410 to 3431 on 5.10).
     """
     min_rounds, max_rounds, pages = 16, 96, 2048
     quiet_background_compaction(guest)
+    page_kib = page_size(guest) // 1024
     free_before = _mem_free_kib(guest)
     loop = must(guest, "(while :; do echo 1 > /proc/sys/vm/compact_memory; done) "
                        ">/dev/null 2>&1 & echo $!").split()[-1]
     raced = rounds = isolated = 0
     try:
         for round_no in range(max_rounds):
-            if round_no >= min_rounds and isolated >= ISOLATED_WANTED:
+            if round_no >= min_rounds and isolated * page_kib >= 2 * LEAK_ALLOWANCE_KIB:
                 break
             rounds += 1
             movable_driver.load(DriverParams(pages=pages, fragment=2, seed=round_no + 1))
@@ -188,15 +193,15 @@ def test_unload_racing_a_compaction_loop_leaks_nothing(
         guest.run(f"kill {loop}; wait {loop} 2>/dev/null || true")
     assert guest.run(f"test -d /sys/module/{MODULE_NAME}").exit_status != 0
     lost_kib = free_before - _mem_free_kib(guest)
-    isolated_kib = isolated * page_size(guest) // 1024
-    print(f"unload race: {raced} of {rounds} unloads met {isolated} pages ({isolated_kib} KiB) "
+    met_kib = isolated * page_kib
+    print(f"unload race: {raced} of {rounds} unloads met {isolated} pages ({met_kib} KiB) "
           f"the VM held isolated; free memory {lost_kib:+d} KiB lower after")
-    assert isolated >= ISOLATED_WANTED, (
-        f"the unloads met only {isolated} isolated pages in {rounds} rounds: too few to "
-        "tell a leak of them from noise")
-    assert lost_kib < isolated_kib // 2, (
+    assert met_kib >= 2 * LEAK_ALLOWANCE_KIB, (
+        f"the unloads met only {met_kib} KiB of isolated pages in {rounds} rounds: too "
+        f"few to tell a leak of them from a {LEAK_ALLOWANCE_KIB} KiB allowance")
+    assert lost_kib < LEAK_ALLOWANCE_KIB, (
         f"{lost_kib} KiB less free memory after {rounds} load/unload rounds whose unloads "
-        f"met {isolated_kib} KiB of isolated pages: the driver leaks them")
+        f"met {met_kib} KiB of isolated pages: the driver leaks them")
 
 
 def test_every_migration_failing_hard_keeps_every_page(
