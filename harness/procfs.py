@@ -1,4 +1,4 @@
-"""Parsers and deltas for the /proc files that show memory fragmentation.
+"""Parsers for the /proc files that show memory fragmentation, and vmstat deltas.
 
 Pure functions over text, no I/O: the check reads the files through a Guest (a
 QEMU console, SSH, a board) and hands the text here, so every era's format can be
@@ -39,19 +39,6 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 PROCFS_FILES = ("buddyinfo", "vmstat", "pagetypeinfo", "zoneinfo")
-
-# Counters a compaction run moves. compact_stall/fail/success count only
-# allocation-driven (direct) compaction: a manual compact_memory leaves them flat.
-MIGRATION_COUNTERS = (
-    "pgmigrate_success",
-    "pgmigrate_fail",
-    "compact_migrate_scanned",
-    "compact_free_scanned",
-    "compact_isolated",
-    "compact_stall",
-    "compact_fail",
-    "compact_success",
-)
 
 
 class ProcfsFormatError(HarnessError):
@@ -96,21 +83,20 @@ def _lines(text: str) -> Iterable[tuple[int, str]]:
             yield number, line
 
 
+def _zone_of(zones: Mapping[ZoneId, V], name: str, node: int, file: str) -> V:
+    """The entry of zone ``name`` on ``node`` in a parsed /proc/``file``; a HarnessError
+    naming the zones there are."""
+    try:
+        return zones[ZoneId(node, name)]
+    except KeyError:
+        raise HarnessError(f"no zone {name} on node {node} in /proc/{file}: "
+                           f"it has {', '.join(map(str, zones))}") from None
+
+
 def _incomplete(file: str, text: str, missing: str) -> ProcfsFormatError:
     """The text ended (or was empty) before something every era prints."""
     last = len(text.splitlines())
     return ProcfsFormatError(file, max(last, 1), "(end of text)" if last else "(empty)", missing)
-
-
-def _subtract(later: Iterable[int], earlier: Iterable[int]) -> tuple[int, ...]:
-    return tuple(b - a for a, b in zip(earlier, later, strict=True))
-
-
-def _mismatch(what: str, before: object, after: object) -> HarnessError:
-    return HarnessError(
-        f"cannot compare {what} snapshots: before has {before}, after has {after}; "
-        f"take both snapshots from the same guest boot"
-    )
 
 
 # --------------------------------------------------------------------------- buddyinfo
@@ -138,13 +124,7 @@ class BuddyInfo:
 
     def zone(self, name: str, node: int = 0) -> tuple[int, ...]:
         """Free blocks per order of one zone; HarnessError naming the zones there are."""
-        try:
-            return self.zones[ZoneId(node, name)]
-        except KeyError:
-            raise HarnessError(
-                f"no zone {name} on node {node} in /proc/buddyinfo: "
-                f"it has {', '.join(map(str, self.zones))}"
-            ) from None
+        return _zone_of(self.zones, name, node, "buddyinfo")
 
     def per_order(self, zones: Iterable[str] | None = None) -> tuple[int, ...]:
         """Free blocks per order summed over all zones (or the named zones) and nodes."""
@@ -163,38 +143,6 @@ class BuddyInfo:
     def free_pages(self, zones: Iterable[str] | None = None) -> int:
         """Free pages held in the buddy lists (per-cpu lists are not included)."""
         return sum(count << order for order, count in enumerate(self.per_order(zones)))
-
-    def delta(self, later: BuddyInfo) -> BuddyDelta:
-        """What changed from this snapshot to ``later`` (later minus this)."""
-        if list(self.zones) != list(later.zones) or self.orders != later.orders:
-            raise _mismatch(
-                "buddyinfo",
-                f"{len(self.zones)} zones x {self.orders} orders",
-                f"{len(later.zones)} zones x {later.orders} orders",
-            )
-        return BuddyDelta(before=self, after=later)
-
-
-@dataclass(frozen=True)
-class BuddyDelta:
-    """Two buddyinfo snapshots of the same machine and the change between them."""
-
-    before: BuddyInfo
-    after: BuddyInfo
-
-    def per_order(self, zones: Iterable[str] | None = None) -> tuple[int, ...]:
-        """Change of free blocks per order (after minus before), summed over zones."""
-        zone_list = None if zones is None else list(zones)
-        return _subtract(self.after.per_order(zone_list), self.before.per_order(zone_list))
-
-    def zone(self, name: str, node: int = 0) -> tuple[int, ...]:
-        """Change of free blocks per order in one zone."""
-        return _subtract(self.after.zone(name, node), self.before.zone(name, node))
-
-    def blocks_at_least(self, order: int) -> int:
-        """Change in the number of free blocks of order >= ``order``."""
-        return self.after.blocks_at_least(order) - self.before.blocks_at_least(order)
-
 
 def parse_buddyinfo(text: str) -> BuddyInfo:
     """Parse /proc/buddyinfo; every zone must list the same number of orders."""
@@ -252,11 +200,6 @@ class Vmstat:
                 f"the guest kernel's /proc/vmstat has no {', '.join(absent)}: build it with "
                 f"CONFIG_VM_EVENT_COUNTERS=y, CONFIG_COMPACTION=y and CONFIG_MIGRATION=y"
             )
-
-    def delta(self, later: Vmstat, keys: Iterable[str] | None = None) -> dict[str, int]:
-        """Same as ``vmstat_delta(self, later, keys)``."""
-        return vmstat_delta(self, later, keys)
-
 
 def vmstat_delta(
     before: Vmstat, after: Vmstat, keys: Iterable[str] | None = None
@@ -355,33 +298,6 @@ class PageTypeInfo:
             for mtype, count in counts.items():
                 totals[mtype] += count
         return totals
-
-    def delta(self, later: PageTypeInfo) -> PageTypeDelta:
-        """What changed from this snapshot to ``later``."""
-        if list(self.free) != list(later.free) or list(self.blocks) != list(later.blocks):
-            raise _mismatch("pagetypeinfo", sorted(map(str, self.blocks)),
-                            sorted(map(str, later.blocks)))
-        return PageTypeDelta(before=self, after=later)
-
-
-@dataclass(frozen=True)
-class PageTypeDelta:
-    """Two pagetypeinfo snapshots and the change between them."""
-
-    before: PageTypeInfo
-    after: PageTypeInfo
-
-    def free_by_type(self, migratetype: str) -> tuple[int, ...]:
-        """Change of free blocks per order on one migrate type's lists."""
-        return _subtract(self.after.free_by_type(migratetype),
-                         self.before.free_by_type(migratetype))
-
-    def blocks_by_type(self) -> dict[str, int]:
-        """Change of pageblock counts per migrate type (e.g. Movable blocks stolen)."""
-        after = self.after.blocks_by_type()
-        before = self.before.blocks_by_type()
-        return {mtype: after[mtype] - count for mtype, count in before.items()}
-
 
 def parse_pagetypeinfo(text: str) -> PageTypeInfo:
     """Parse /proc/pagetypeinfo, one set of sections per NUMA node with memory."""
@@ -518,32 +434,11 @@ class ZoneInfo:
 
     def zone(self, name: str, node: int = 0) -> Zone:
         """One zone's figures; HarnessError naming the zones there are."""
-        try:
-            return self.zones[ZoneId(node, name)]
-        except KeyError:
-            raise HarnessError(
-                f"no zone {name} on node {node} in /proc/zoneinfo: "
-                f"it has {', '.join(map(str, self.zones))}"
-            ) from None
+        return _zone_of(self.zones, name, node, "zoneinfo")
 
     def free_pages(self) -> int:
         """Free pages over all zones (buddy lists plus per-cpu lists)."""
         return sum(zone.pages_free for zone in self.zones.values())
-
-    def delta(self, later: ZoneInfo) -> dict[ZoneId, dict[str, int]]:
-        """Per zone: change of pages_free and of every zone stat both snapshots have."""
-        if list(self.zones) != list(later.zones):
-            raise _mismatch("zoneinfo", list(map(str, self.zones)), list(map(str, later.zones)))
-        changes: dict[ZoneId, dict[str, int]] = {}
-        for zone_id, before in self.zones.items():
-            after = later.zones[zone_id]
-            change = {"pages_free": after.pages_free - before.pages_free}
-            change.update(
-                {k: after.stats[k] - v for k, v in before.stats.items() if k in after.stats}
-            )
-            changes[zone_id] = change
-        return changes
-
 
 @dataclass
 class _ZoneDraft:
@@ -655,26 +550,6 @@ class Snapshot:
             pagetypeinfo=parse_pagetypeinfo(texts["pagetypeinfo"]),
             zoneinfo=parse_zoneinfo(texts["zoneinfo"]),
         )
-
-    def delta(self, later: Snapshot, vmstat_keys: Iterable[str] | None = None) -> SnapshotDelta:
-        """What changed from this snapshot to ``later``."""
-        return SnapshotDelta(
-            buddyinfo=self.buddyinfo.delta(later.buddyinfo),
-            vmstat=vmstat_delta(self.vmstat, later.vmstat, vmstat_keys),
-            pagetypeinfo=self.pagetypeinfo.delta(later.pagetypeinfo),
-            zoneinfo=self.zoneinfo.delta(later.zoneinfo),
-        )
-
-
-@dataclass(frozen=True)
-class SnapshotDelta:
-    """The change between two snapshots, file by file."""
-
-    buddyinfo: BuddyDelta
-    vmstat: dict[str, int]
-    pagetypeinfo: PageTypeDelta
-    zoneinfo: dict[ZoneId, dict[str, int]]
-
 
 def snapshot_command() -> str:
     """One POSIX shell command that prints all four files, each after a marker line.

@@ -24,7 +24,6 @@ from harness.check.steps import (
 )
 from harness.errors import HarnessError
 from harness.guest import Guest
-from harness.report.json_report import side_from_dict, side_to_dict
 from harness.report.model import HighOrder, RunResult, Side, huge_page_order, size_label
 
 # Counters the evidence reports as deltas; compact_stall/fail/success count
@@ -153,11 +152,11 @@ def collect_ab(driver: SampleDriver, evidence: Evidence,
         f"{settings.fragment}; probe: {settings.probe_attempts} x order {order} "
         f"({size_label(page_size << order)}; {size_label(page_size)} pages, pageblock "
         f"order {pageblock_order})")
-    evidence.facts[CONTROL] = side_to_dict(run_sample_round(driver, False, settings,
-                                                            page_size, order))
+    evidence.facts[CONTROL] = run_sample_round(driver, False, settings, page_size,
+                                               order).to_dict()
     evidence.stopped = "the A/B stopped in its movable=1 round; the movable=0 round is kept"
-    evidence.facts[MOVABLE] = side_to_dict(run_sample_round(driver, True, settings,
-                                                            page_size, order))
+    evidence.facts[MOVABLE] = run_sample_round(driver, True, settings, page_size,
+                                               order).to_dict()
 
 
 def _proof_summary(movable: Side) -> str:
@@ -203,7 +202,7 @@ class SampleAB:
     def judge(self, evidence: Evidence) -> RunResult:
         """``judge_ab`` (harness.check.evidence: the rules) on both rounds; with a
         round missing (cut short by a kernel report) the A/B is not proven."""
-        control, movable = (side_from_dict(evidence.facts[key]) if key in evidence.facts
+        control, movable = (Side.from_dict(evidence.facts[key]) if key in evidence.facts
                             else None for key in (CONTROL, MOVABLE))
         result = RunResult(arch=evidence.arch, kernel=evidence.kernel, release=evidence.release,
                            page_size=evidence.page_size, proven=False, reasons=(),

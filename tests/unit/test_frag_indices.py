@@ -16,7 +16,6 @@ from harness import procfs
 from harness.errors import HarnessError
 from harness.procfs import FragIndices, ProcfsFormatError, ZoneId, parse_frag_index
 from harness.report.chart import build_figure
-from harness.report.json_report import side_from_dict, side_to_dict
 from tests.unit.test_report import movable, result
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "procfs"
@@ -108,12 +107,12 @@ def test_a_sides_indices_survive_its_json_and_old_evidence_has_none(path: Path) 
     indices = load(path)
     side = movable()
     assert side.indices_before is None  # evidence saved before the indices were recorded
-    data = side_to_dict(side)
+    data = side.to_dict()
     assert data["fragmentation_indices"] == {"before": None, "after": None}
     del data["fragmentation_indices"]
-    assert side_from_dict(data) == side
+    assert type(side).from_dict(data) == side
     with_indices = replace(side, indices_before=indices, indices_after=indices)
-    again = side_from_dict(side_to_dict(with_indices))
+    again = type(side).from_dict(with_indices.to_dict())
     assert again.indices_before == indices and again.indices_after == indices
 
 
