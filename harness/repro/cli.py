@@ -19,6 +19,7 @@ from harness.arch import ARCHES
 from harness.check.driver import DEBUGFS, REMOTE_MODULE_PATH
 from harness.defaults import CPUS, MEMORY_MIB
 from harness.errors import HarnessError
+from harness.page_owner import describe as describe_owners
 from harness.procfs import EXTFRAG_INDEX, UNUSABLE_INDEX
 from harness.report.model import size_label
 from harness.repro.experiment import ReproSettings
@@ -135,6 +136,8 @@ def summary(facts: dict[str, Any], outcome: Outcome) -> str:
                      f"{facts['seconds']['alloc']:.1f} s")
         lines += _report_lines(facts)
         lines += _counter_lines(facts)
+    if facts.get("page_owner"):
+        lines += describe_owners(facts["page_owner"])
     if facts.get("kernel_report"):
         report = facts["kernel_report"]
         lines.append(f"the kernel reported {report['kind']}: {report['headline']}")

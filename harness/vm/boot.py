@@ -32,8 +32,9 @@ from harness.image.keys import RunKeys, make_run_keys
 from harness.paths import new_run_dir
 from harness.vm.qemu import Vm, launch
 
-# Options that are built in but stay off unless the command line turns them on.
-RUNTIME_SWITCHES = {"PAGE_POISONING": "page_poison=1"}
+# Options that are built in but stay off unless the command line turns them on
+# (page_owner: off by default on every era, Documentation/mm/page_owner.rst).
+RUNTIME_SWITCHES = {"PAGE_POISONING": "page_poison=1", "PAGE_OWNER": "page_owner=on"}
 BOOT_TIMEOUT_SECONDS = {"kvm": 60.0, "tcg": 180.0}
 CONNECT_TIMEOUT_SECONDS = 60.0
 
@@ -99,7 +100,8 @@ def runtime_parameters(kernel: KernelBuild | Path) -> tuple[str, ...]:
 
     Page poisoning (the debug fragment) is built in but off by default on every
     era, so a debug kernel booted without ``page_poison=1`` would not poison a
-    page. A bare image has no .config to read: nothing is added.
+    page; page_owner (its fragment) records no owner without ``page_owner=on``.
+    A bare image has no .config to read: nothing is added.
     """
     if not isinstance(kernel, KernelBuild):
         return ()

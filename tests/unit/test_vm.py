@@ -143,6 +143,12 @@ def test_page_poisoning_built_in_is_switched_on_at_boot(tmp_path: Path) -> None:
     assert runtime_parameters(tmp_path / "bzImage") == ()
 
 
+def test_page_owner_built_in_is_switched_on_at_boot(tmp_path: Path) -> None:
+    """page_owner records nothing without page_owner=on: the boot adds it."""
+    owned = kernel_with_config(tmp_path, "CONFIG_PAGE_OWNER=y\n")
+    assert runtime_parameters(owned) == ("page_owner=on",)
+
+
 @pytest.mark.parametrize(("page_poison_c", "expected"), [
     ("memset(addr, PAGE_POISON, PAGE_SIZE);", ()),  # 4.8.15's: KASAN would flag the check
     ("kasan_disable_current();\nmemset(addr, PAGE_POISON, PAGE_SIZE);", ("page_poison=1",)),
