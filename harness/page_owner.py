@@ -34,7 +34,7 @@ PAGE_OWNER = "/sys/kernel/debug/page_owner"
 # [movable_sample]"; its own functions are all named ms_*.
 DRIVER_MODULE = "[movable_sample]"
 DRIVER_PREFIX = "ms_"
-_ABSENT = "page_owner: absent"
+ABSENT = "page_owner: absent"  # what the guest prints without the file
 
 # Groups the records by stack (frames joined by TAB, as printed, offsets
 # included: stack depot keeps exact addresses too). A block of order > pageblock
@@ -94,21 +94,24 @@ class OwnerStack:
     @property
     def is_driver(self) -> bool:
         """Whether the sample driver allocated these pages (a frame of its module)."""
-        return any(DRIVER_MODULE in frame or frame.startswith(DRIVER_PREFIX)
-                   for frame in self.frames)
+        return any(_is_driver_frame(frame) for frame in self.frames)
 
     def caller(self) -> str:
-        """The first frame outside the page allocator: who asked for the pages.
-
-        The allocator's own frames (``__alloc_pages*``, ``alloc_pages*``,
-        ``get_page_from_freelist``, ``prep_new_page``, ``post_alloc_hook``,
-        ``__set_page_owner``...) head every stack and name nobody.
-        """
+        """Who asked for the pages: the driver's first frame on a driver stack, else
+        the first frame outside the page allocator (its frames, ``__alloc_pages*``,
+        ``get_page_from_freelist``, ``prep_new_page``..., head every stack and name
+        nobody; the driver's vmalloc'd array would be ``__vmalloc_node_range``)."""
         for frame in self.frames:
-            name = frame.split("+")[0]
-            if not any(part in name for part in _ALLOCATOR_FRAMES):
+            if _is_driver_frame(frame):
+                return frame
+        for frame in self.frames:
+            if not any(part in frame.split("+")[0] for part in _ALLOCATOR_FRAMES):
                 return frame
         return self.frames[-1] if self.frames else "(no stack recorded)"
+
+
+def _is_driver_frame(frame: str) -> bool:
+    return DRIVER_MODULE in frame or frame.startswith(DRIVER_PREFIX)
 
 
 _ALLOCATOR_FRAMES = ("alloc_pages", "get_page_from_freelist", "prep_new_page",
@@ -139,14 +142,16 @@ class PageOwners:
 def summary_command(pageblock_order: int) -> str:
     """The guest command printing the grouped summary, or a marker when the kernel
     has no page_owner file (not built in, or booted without page_owner=on)."""
-    return (f"if [ -r {PAGE_OWNER} ]; then awk -v pbo={pageblock_order} "
-            f"'{AWK_PROGRAM}' {PAGE_OWNER}; else echo '{_ABSENT}'; fi")
+    # Through cat: busybox awk reading the debugfs file itself failed with "Cannot
+    # allocate memory" on 5.10 (after the repro, and with 190 MB free), cat did not.
+    return (f"if [ -r {PAGE_OWNER} ]; then cat {PAGE_OWNER} | awk -v pbo={pageblock_order} "
+            f"'{AWK_PROGRAM}'; else echo '{ABSENT}'; fi")
 
 
 def parse_summary(text: str, pageblock_order: int) -> PageOwners | None:
     """The output of :func:`summary_command`; None when the guest had no page_owner."""
     lines = text.strip("\n").splitlines()
-    if lines == [_ABSENT]:
+    if lines == [ABSENT]:
         return None
     if not lines or not lines[0].startswith("total "):
         raise PageOwnerFormatError(f"page_owner summary: expected 'total ...' first, got "

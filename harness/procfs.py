@@ -241,7 +241,10 @@ _PT_PER_BLOCK = re.compile(r"Pages per block:\s*(\d+)\s*")
 _PT_FREE_HEADER = re.compile(r"Free pages count per migrate type at order((?:\s+\d+)+)\s*")
 _NAME = r"([A-Za-z]\w*)"  # zone and migrate type names: DMA32, Normal, HighAtomic, ...
 _PT_FREE_ROW = re.compile(rf"Node\s+(\d+),\s*zone\s+{_NAME},\s*type\s+{_NAME}((?:\s+>?\d+)+)\s*")
-_PT_TABLE_HEADER = re.compile(r"Number of (blocks|mixed blocks) type((?:\s+[A-Za-z]\S*)+)\s*")
+# "Number of blocks type     Unmovable ..."; with CONFIG_PAGE_OWNER also "Number of
+# mixed blocks    Unmovable ..." (no "type": 5.10's pagetypeinfo_showmixedcount).
+_PT_TABLE_HEADER = re.compile(
+    r"Number of (blocks|mixed blocks)(?: type)?((?:\s+[A-Za-z]\S*)+)\s*")
 _PT_TABLE_ROW = re.compile(r"Node\s+(\d+),\s*zone\s+([A-Za-z]\w*)((?:\s+\d+)+)\s*")
 
 

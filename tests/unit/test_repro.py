@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness import cli, procfs
+from harness import cli, page_owner, procfs
 from harness.artifacts import ModuleArtifact
 from harness.check.driver import DEBUGFS
 from harness.guest.health import ConsoleLogSource, HealthWatch
@@ -23,6 +23,8 @@ from harness.repro.outcome import judge
 from tests.unit.fake_guests import AUXV, ScriptedGuest, snapshot_text, watched
 
 PROCFS = Path(__file__).resolve().parent.parent / "data" / "procfs" / "5.10.223-x86_64"
+OWNERS = (Path(__file__).resolve().parent.parent / "data" / "page-owner" / "5.10.223-x86_64"
+          / "summary.full.txt")
 
 REPORTS = Path(__file__).resolve().parent.parent / "data" / "allocation-failures"
 RECORDED = sorted(REPORTS.glob("*.txt"))
@@ -215,6 +217,8 @@ class ReproKernel:
         if match := re.fullmatch(r"echo (\d+) > \S+/alloc_order && cat \S+", command):
             self.guest.print_report(self.report)
             return f"order {match[1]} requested 1 succeeded 0\n"
+        if command == page_owner.summary_command(10):
+            return OWNERS.read_text()
         if command == procfs.snapshot_command():
             self.snapshots += 1
             return snapshot_text("before" if self.snapshots % 2 else "after", PROCFS)
@@ -249,3 +253,5 @@ def test_collect_records_what_judge_and_summary_read(path: Path, tmp_path: Path)
                    for suffix in ("/fill", "/alloc_order"))
     assert commands.index("sync; echo 3 > /proc/sys/vm/drop_caches") < fill < alloc
     assert "free blocks ≥ order 10: " in summary(found, judge(found))
+    assert found["page_owner"]["top"][0]["driver"]
+    assert "← the sample driver" in summary(found, judge(found))
