@@ -98,9 +98,9 @@ class OwnerStack:
 
     def caller(self) -> str:
         """Who asked for the pages: the driver's first frame on a driver stack, else
-        the first frame outside the page allocator (its frames, ``__alloc_pages*``,
-        ``get_page_from_freelist``, ``prep_new_page``..., head every stack and name
-        nobody; the driver's vmalloc'd array would be ``__vmalloc_node_range``)."""
+        the first frame outside the allocators (their frames, ``__alloc_pages*``,
+        ``get_page_from_freelist``, ``slob_new_pages``..., head every stack and name
+        nobody)."""
         for frame in self.frames:
             if _is_driver_frame(frame):
                 return frame
@@ -114,9 +114,12 @@ def _is_driver_frame(frame: str) -> bool:
     return DRIVER_MODULE in frame or frame.startswith(DRIVER_PREFIX)
 
 
+# The page allocator's frames, and the slab and vmalloc layers above it: the
+# caller is the first frame past them ("slob_new_pages" names no owner).
 _ALLOCATOR_FRAMES = ("alloc_pages", "get_page_from_freelist", "prep_new_page",
                      "post_alloc_hook", "set_page_owner", "stack_trace", "save_stack",
-                     "alloc_page_interleave", "folio_alloc", "__alloc_frozen")
+                     "alloc_page_interleave", "folio_alloc", "__alloc_frozen", "slob_",
+                     "new_slab", "allocate_slab", "kmem_cache_alloc", "kmalloc", "vmalloc")
 
 
 @dataclass(frozen=True)
