@@ -19,6 +19,7 @@ from harness.arch import ARCHES
 from harness.check.driver import DEBUGFS, REMOTE_MODULE_PATH
 from harness.defaults import CPUS, MEMORY_MIB
 from harness.errors import HarnessError
+from harness.page_owner import PAGE_OWNER
 from harness.page_owner import describe as describe_owners
 from harness.procfs import EXTFRAG_INDEX, UNUSABLE_INDEX
 from harness.report.model import size_label
@@ -208,6 +209,9 @@ def guide(facts: dict[str, Any]) -> str:
         f"  cat {UNUSABLE_INDEX} {EXTFRAG_INDEX}",
         "  cat /proc/buddyinfo /proc/pagetypeinfo",
         f"  cat {DEBUGFS}/stats",
+        *([f"  cat {PAGE_OWNER} | grep -c movable_sample",
+           "      allocated blocks whose stack has a frame of the driver (page_owner)"]
+          if facts.get("page_owner") else []),
         f"  rmmod movable_sample; insmod {REMOTE_MODULE_PATH} {other}",
         "      the other side of the A/B",
         "",

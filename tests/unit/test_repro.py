@@ -255,3 +255,5 @@ def test_collect_records_what_judge_and_summary_read(path: Path, tmp_path: Path)
     assert "free blocks ≥ order 10: " in summary(found, judge(found))
     assert found["page_owner"]["top"][0]["driver"]
     assert "← the sample driver" in summary(found, judge(found))
+    assert "page_owner | grep -c movable_sample" in guide(found)
+    assert "page_owner" not in guide({**found, "page_owner": None})
