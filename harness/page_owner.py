@@ -187,3 +187,19 @@ def describe(summary: dict[str, Any]) -> list[str]:
         lines.append(f"  {stack['pageblocks']:5d} blocks {stack['pages']:7d} pages  "
                      f"{stack['caller']}{mark}")
     return lines
+
+
+def headline(owners: PageOwners) -> str:
+    """One line for a note: how many pageblocks hold allocated pages, and the top
+    stack and the driver's top stack by pageblocks."""
+    line = (f"page_owner: {owners.records} allocated blocks in {owners.pageblocks} "
+            f"pageblocks; most pageblocks: {_blocks(owners.stacks[0]) if owners.stacks else '-'}")
+    driver = next((stack for stack in owners.stacks if stack.is_driver), None)
+    if driver is not None and driver is not owners.stacks[0]:
+        line += f"; the driver's: {_blocks(driver)}"
+    return line
+
+
+def _blocks(stack: OwnerStack) -> str:
+    mark = ", the sample driver" if stack.is_driver else ""
+    return f"{stack.caller()} ({stack.pageblocks} pageblocks{mark})"

@@ -18,12 +18,14 @@ from harness.check.steps import (
     keep_free_blocks_visible,
     mem_free_pages,
     must,
+    page_owners,
     quiet_background_compaction,
     snapshot,
     undone,
 )
 from harness.errors import HarnessError
 from harness.guest import Guest
+from harness.page_owner import PageOwners, headline
 from harness.report.model import HighOrder, RunResult, Side, huge_page_order, size_label
 
 # Counters the evidence reports as deltas; compact_stall/fail/success count
@@ -83,9 +85,12 @@ def _counter_deltas(before: DriverState, after: DriverState) -> dict[str, int]:
 
 
 def run_sample_round(driver: SampleDriver, movable: bool, settings: ScenarioSettings,
-                     page_size: int, order: int) -> Side:
+                     page_size: int, order: int,
+                     pageblock_order: int) -> tuple[Side, PageOwners | None]:
     """Load the driver, compact once, collect the evidence, unload; the driver covers
     free memory counted in pages of ``page_size``, the probe asks for ``order``.
+    With page_owner (its kernel fragment) also who owns the pages after compaction,
+    with the driver still loaded; else None.
 
     Call quiet_background_compaction() once before the first round. The
     driver is unloaded even when a step fails, so a board is left as found.
@@ -105,6 +110,7 @@ def run_sample_round(driver: SampleDriver, movable: bool, settings: ScenarioSett
         state_after = driver.state()
         high_after = driver.try_alloc(order, attempts)
         checked, mismatches = driver.verify()
+        owners = page_owners(guest, pageblock_order)
     moved = sum(1 for index, pfn in state_after.pfns.items()
                 if state_before.pfns.get(index) != pfn)
     vmstat_deltas = procfs.vmstat_delta(before.vmstat, after.vmstat, VMSTAT_KEYS)
@@ -123,7 +129,7 @@ def run_sample_round(driver: SampleDriver, movable: bool, settings: ScenarioSett
         driver_counters=_counter_deltas(state_before, state_after),
         indices_before=indices_before,
         indices_after=indices_after,
-    )
+    ), owners
 
 
 SAMPLE = "sample"
@@ -152,11 +158,14 @@ def collect_ab(driver: SampleDriver, evidence: Evidence,
         f"{settings.fragment}; probe: {settings.probe_attempts} x order {order} "
         f"({size_label(page_size << order)}; {size_label(page_size)} pages, pageblock "
         f"order {pageblock_order})")
-    evidence.facts[CONTROL] = run_sample_round(driver, False, settings, page_size,
-                                               order).to_dict()
-    evidence.stopped = "the A/B stopped in its movable=1 round; the movable=0 round is kept"
-    evidence.facts[MOVABLE] = run_sample_round(driver, True, settings, page_size,
-                                               order).to_dict()
+    for key, movable in ((CONTROL, False), (MOVABLE, True)):
+        side, owners = run_sample_round(driver, movable, settings, page_size, order,
+                                        pageblock_order)
+        evidence.facts[key] = side.to_dict()
+        if owners is not None:
+            evidence.notes.append(f"{key}, after compaction: {headline(owners)}")
+        evidence.stopped = ("the A/B stopped in its movable=1 round; the movable=0 round "
+                            "is kept")
 
 
 def _proof_summary(movable: Side) -> str:

@@ -5,7 +5,7 @@ Guest protocol only."""
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
-from harness import procfs
+from harness import page_owner, procfs
 from harness.errors import HarnessError
 from harness.guest import Guest, GuestError
 from harness.guest.health import WatchedGuest
@@ -13,6 +13,9 @@ from harness.guest.health import WatchedGuest
 # Longest a cleanup command may take once a step has failed: the guest may be
 # wedged (a kernel that Oopsed holding a lock hangs the next command needing it).
 CLEANUP_SECONDS = 5.0
+# Grouping page_owner in the guest reads one record per allocated block: 17 s for
+# a 256 MiB guest under TCG (README, "Who pins the pageblocks"), more with more memory.
+PAGE_OWNER_SECONDS = 600.0
 
 
 def must(guest: Guest, command: str, timeout: float = 60.0) -> str:
@@ -67,6 +70,15 @@ def frag_indices(guest: Guest) -> procfs.FragIndices | None:
     None where it has none (no CONFIG_DEBUG_FS or CONFIG_COMPACTION, debugfs not
     mounted: a board)."""
     return procfs.parse_frag_indices(must(guest, procfs.FRAG_INDICES_COMMAND))
+
+
+def page_owners(guest: Guest, pageblock_order: int) -> page_owner.PageOwners | None:
+    """Who owns the allocated pages now, grouped by stack in the guest
+    (harness.page_owner), or None on a kernel without page_owner (its config
+    fragment; the boot turns it on)."""
+    return page_owner.parse_summary(
+        must(guest, page_owner.summary_command(pageblock_order), timeout=PAGE_OWNER_SECONDS),
+        pageblock_order)
 
 
 def meminfo(guest: Guest) -> dict[str, int]:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness import page_owner, procfs
+from harness import procfs
 from harness.artifacts import ModuleArtifact
 from harness.check.driver import SampleDriver
 from harness.check.sample import VMSTAT_KEYS, ScenarioSettings
@@ -29,6 +29,7 @@ from harness.check.steps import (
     keep_free_blocks_visible,
     mem_free_pages,
     must,
+    page_owners,
     page_size,
     quiet_background_compaction,
     snapshot,
@@ -41,10 +42,7 @@ from harness.report.model import COSTLY_ORDER
 # allocation returned (7.x prints from a console thread).
 REPORT_SECONDS = 10.0
 SETTLE_SECONDS = 1.0
-# Grouping page_owner in the guest (harness.page_owner) reads one record per
-# allocated block under TCG; the stacks kept in repro.json besides the driver's.
-PAGE_OWNER_SECONDS = 600.0
-PAGE_OWNER_TOP = 10
+PAGE_OWNER_TOP = 10  # the stacks kept in repro.json besides the driver's
 
 
 @dataclass(frozen=True)
@@ -155,9 +153,7 @@ def collect(guest: Guest, module: ModuleArtifact, settings: ReproSettings,
         for key in ("migrated", "isolated", "putback", "failed")
         if key in state_before.stats and key in state_after.stats}
     started = time.monotonic()
-    owners = page_owner.parse_summary(
-        must(guest, page_owner.summary_command(pageblock_order), timeout=PAGE_OWNER_SECONDS),
-        pageblock_order)
+    owners = page_owners(guest, pageblock_order)
     if owners is not None:  # a kernel with the page_owner fragment
         timings["page_owner"] = round(time.monotonic() - started, 2)
     facts["page_owner"] = owners.as_dict(PAGE_OWNER_TOP) if owners is not None else None

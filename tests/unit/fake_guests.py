@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness import procfs
+from harness import page_owner, procfs
 from harness.check.driver import DEBUGFS
 from harness.guest import CommandResult, GuestTimeout
 from harness.guest.health import ConsoleLogSource, HealthWatch, WatchedGuest
@@ -125,6 +125,8 @@ class SampleKernel:
         if command == procfs.snapshot_command():
             self.snapshots += 1
             return snapshot_text("before" if self.snapshots % 2 else "after", self.procfs)
+        if command.startswith(f"if [ -r {page_owner.PAGE_OWNER} ]"):
+            return page_owner.ABSENT + "\n"  # built without the page_owner fragment
         return ""
 
 
