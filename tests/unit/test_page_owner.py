@@ -7,7 +7,10 @@ recorded page_owner file, and must print what the guest's busybox printed for th
 same text. The summary of the whole file, grouped in the guest after a failed
 order-9 allocation with unmovable driver pages (movable=0), must name the sample
 driver's stack as the one holding the most pageblocks, and a summary with the
-driver's frames renamed must name no driver stack at all.
+driver's frames renamed must name no driver stack at all. After a successful
+allocation with movable driver pages (movable=1), the pages compaction moved sit
+under the stack of compaction's migration targets, which ran inside the driver's
+allocation: they are named as such, not as the driver's own allocation.
 """
 
 import re
@@ -22,6 +25,7 @@ from harness.page_owner import (
     AWK_PROGRAM,
     PageOwnerFormatError,
     describe,
+    headline,
     parse_summary,
     summary_command,
 )
@@ -70,6 +74,27 @@ def test_after_the_failure_the_driver_holds_the_most_pageblocks() -> None:
     assert shown[1].endswith("← the sample driver")
     assert shown[0].startswith(f"page_owner: {owners.records} allocated blocks in "
                                f"{owners.pageblocks} pageblocks of order 10")
+
+
+def test_the_headline_names_the_top_stack_and_the_drivers() -> None:
+    owners = parse_summary((DATA / "summary.full.txt").read_text(), PAGEBLOCK_ORDER)
+    assert owners is not None
+    assert re.fullmatch(r"page_owner: 10387 allocated blocks in 62 pageblocks; most pageblocks: "
+                        r"ms_add_pages\S+ \[movable_sample\] \(53 pageblocks, the sample driver\)",
+                        headline(owners))
+
+
+def test_pages_compaction_moved_are_its_migration_targets_not_the_drivers() -> None:
+    owners = parse_summary((DATA / "summary.movable1.txt").read_text(), PAGEBLOCK_ORDER)
+    assert owners is not None
+    (targets,) = [stack for stack in owners.stacks if stack.is_migration_target]
+    assert any(frame.startswith("ms_alloc_order_write") for frame in targets.frames)
+    assert not targets.is_driver and targets.caller().startswith("compaction_alloc+")
+    assert any(stack.is_driver for stack in owners.stacks)
+    shown = describe(owners.as_dict(top=0))
+    assert any(line.endswith("← compaction's migration targets (pages it moved keep this "
+                             "stack)") for line in shown)
+    assert "; compaction's migration targets: compaction_alloc+" in headline(owners)
 
 
 def test_a_stack_without_the_drivers_frames_is_not_named_the_driver() -> None:
