@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.check.balloon import BalloonEvidence, balloon_failures
-from harness.check.zram import ZramEvidence, zram_failures
+from harness.check.balloon import BalloonEvidence, judge_balloon
+from harness.check.zram import ZramEvidence, judge_zram
 from harness.kernel.source import obtain_source
 from harness.kernel.spec import parse_spec
 from harness.report.in_tree import TrackedPages
@@ -75,7 +75,7 @@ def test_every_zram_reason_names_exactly_one_rule() -> None:
                          zspages_before=10, zspages_after=10, mem_used_before=1,
                          mem_used_after=1, pgmigrate_success_delta=2, chunks=5,
                          chunks_checked=5, mismatches=0)
-    _reasons_matching_once("zram", zram_failures(broken) + zram_failures(moved))
+    _reasons_matching_once("zram", [*judge_zram(broken).failures, *judge_zram(moved).failures])
 
 
 def test_every_balloon_reason_names_exactly_one_rule() -> None:
@@ -89,4 +89,5 @@ def test_every_balloon_reason_names_exactly_one_rule() -> None:
                                                       moved=5, arrived=5),
                                  inflated=100, deflated=100, balloon_migrate=6,
                                  pgmigrate_success_delta=5, data_intact=True)
-    _reasons_matching_once("balloon", balloon_failures(broken) + balloon_failures(miscounted))
+    _reasons_matching_once("balloon", [*judge_balloon(broken).failures,
+                                       *judge_balloon(miscounted).failures])
