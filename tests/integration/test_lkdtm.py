@@ -104,8 +104,8 @@ class ConsoleClock:
 
 class ProvokedCrash:
     """A scenario that loads LKDTM and provokes one crash: the kernel's report is
-    its outcome. Judged alone (no report) it is PROVEN with a reason saying the
-    kernel stayed quiet, so the test's NOT PROVEN comes from the report rule."""
+    its outcome. Judged alone (nothing reported) it is NOT PROVEN with a reason
+    saying so; the test wants the report rule's reason (the headline) instead."""
 
     name = "lkdtm"
     needs = Needs()
@@ -138,8 +138,8 @@ class ProvokedCrash:
                 raise
 
     def judge(self, evidence: Evidence) -> InTreeResult:
-        """PROVEN when nothing was reported (which the test treats as a miss)."""
-        return in_tree_result(evidence, proven=True,
+        """Nothing reported: a miss."""
+        return in_tree_result(evidence,
                               reasons=(f"the kernel reported nothing for {self.crash.name}",))
 
 
