@@ -83,7 +83,7 @@ CRASHES = (
     Crash("WRITE_RO", "Oops", _BAD_ACCESS),
     Crash("WRITE_KERN", "Oops", _BAD_ACCESS),
     Crash("REFCOUNT_INC_OVERFLOW", "WARNING", r"^WARNING: .*refcount"),
-    Crash("SOFTLOCKUP", "soft lockup", r"^BUG: soft lockup - CPU#\d+ stuck for \d+s!",
+    Crash("SOFTLOCKUP", "soft lockup", r"\bBUG: soft lockup - CPU#\d+ stuck for \d+s!",
           tune=(_SHORT_SOFT_LOCKUP,), default=True),
     Crash("HUNG_TASK", "hung task", r"^INFO: task sh:\d+ blocked for more than \d+ seconds\.$",
           tune=(_SHORT_HUNG_TASK,), default=True),
