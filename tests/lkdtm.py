@@ -12,8 +12,8 @@ made from the kernel's Makefile lines for it, and that directory goes through
 the harness's own module build (``build_out_of_tree``: cached by content, the
 kernel's module fixups applied, e.g. 4.8 x86_64's PLT32 relocations). Where
 the sources live depends on the era: ``drivers/misc/lkdtm/`` with a Makefile of
-its own (4.20 on), ``drivers/misc/lkdtm_*.c`` with its lines in
-``drivers/misc/Makefile`` before (4.8 .. 4.19), including the rule that turns
+its own (5.x: 5.10 and 7.2 here), ``drivers/misc/lkdtm_*.c`` with its lines in
+``drivers/misc/Makefile`` in older trees (4.8), including the rule that turns
 ``lkdtm_rodata.o``'s text into rodata (for EXEC_RODATA).
 
 ``CRASHES`` says what each crash type must be reported as. Some only report
