@@ -158,7 +158,8 @@ def test_lkdtm_crash_is_reported_at_once_as_its_kind(
     started = time.monotonic()
     saved = next_evidence_path(run_dir, f"{kernel_build.arch}-lkdtm")
     result = check(scenario, kernel_build,
-                   TargetOptions(cpus=request.config.getoption("--cpus")),
+                   TargetOptions(transport=request.config.getoption("--transport"),
+                                 cpus=request.config.getoption("--cpus")),
                    run_dir=run_dir / f"{kernel_build.arch}-{request.node.name}",
                    evidence_path=saved)
     elapsed = time.monotonic() - started
