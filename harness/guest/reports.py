@@ -186,3 +186,64 @@ def find_problem(text: str) -> KernelProblem | None:
     return KernelProblem(first.kind, "\n".join(excerpt), headline=first.headline,
                          fatal=any(report.fatal for report in reports),
                          later=tuple(report.headline for report in later))
+
+
+# --------------------------------------------------------------------------- allocation failures
+
+# warn_alloc() (mm/page_alloc.c; warn_alloc_failed() in 4.8): "COMM: page allocation
+# failure: order:N, mode:0xMASK(FLAGS)", from 4.10 with ", nodemask=..." after it,
+# then the stack and show_mem(): "Mem-Info:", the zones, the free blocks per order,
+# and its trailer, whose "N pages reserved" line every era prints (lib/show_mem.c,
+# mm/show_mem.c from 6.x), then optionally "cma reserved", "pagetable cache" and
+# "hwpoisoned" lines.
+_ALLOC_FAILURE = re.compile(
+    r"^(?P<comm>.+?): page allocation failure: order:(?P<order>\d+), "
+    r"mode:(?P<mode>0x[0-9a-f]+)\((?P<flags>[^)]*)\)")
+_SHOW_MEM_RESERVED = re.compile(r"^\d+ pages reserved$")
+_SHOW_MEM_TAIL = re.compile(r"^\d+ pages (cma reserved|in pagetable cache|hwpoisoned)$")
+_MAX_ALLOCATION_REPORT_LINES = 200
+
+
+@dataclass(frozen=True)
+class AllocationFailure:
+    """The page allocator's own report of a failed allocation, as printed.
+
+    Not a kernel problem: the allocator says it could not find memory of that
+    order, which is what fragmentation does (``harness repro`` expects it).
+    ``scan`` therefore never takes it for a report, and the health watch lets it
+    pass; what matters is whether it appears when it should.
+    """
+
+    comm: str  # the task that asked
+    order: int
+    mode: str  # the GFP mask, e.g. "0xcc0(GFP_KERNEL)" or "0x24040c0(GFP_KERNEL|__GFP_COMP)"
+    excerpt: str  # the report's lines as printed (timestamps kept)
+    complete: bool  # show_mem's trailer was seen: nothing of it is missing
+
+
+def allocation_failures(text: str) -> list[AllocationFailure]:
+    """Every allocation failure report in ``text``, in the order printed."""
+    raw = text.splitlines()
+    lines = [_strip(line) for line in raw]
+    found: list[AllocationFailure] = []
+    index = 0
+    while index < len(lines):
+        match = _ALLOC_FAILURE.match(lines[index])
+        if match is None:
+            index += 1
+            continue
+        end, complete = index + 1, False
+        limit = min(len(lines), index + _MAX_ALLOCATION_REPORT_LINES)
+        while end < limit and not _ALLOC_FAILURE.match(lines[end]):
+            end += 1
+            if _SHOW_MEM_RESERVED.match(lines[end - 1].strip()):
+                complete = True
+                while end < limit and _SHOW_MEM_TAIL.match(lines[end].strip()):
+                    end += 1
+                break
+        found.append(AllocationFailure(
+            comm=match["comm"].strip(), order=int(match["order"]),
+            mode=f"{match['mode']}({match['flags']})",
+            excerpt="\n".join(raw[index:end]), complete=complete))
+        index = end
+    return found
