@@ -229,8 +229,9 @@ class ZramEvidence:
     mismatches: int
 
 
-def zram_failures(evidence: ZramEvidence) -> list[str]:
-    """The rules of this module's docstring that ``evidence`` breaks."""
+def judge_zram(evidence: ZramEvidence) -> Verdict:
+    """The verdict of the zram scenario: the rules of this module's docstring that
+    ``evidence`` breaks, if any."""
     failures = []
     tracked = evidence.tracked
     if tracked.moved == 0:
@@ -252,13 +253,7 @@ def zram_failures(evidence: ZramEvidence) -> list[str]:
         failures.append(f"read back {evidence.chunks_checked} of {evidence.chunks} chunks")
     if evidence.mismatches:
         failures.append(f"{evidence.mismatches} chunks read back differ from what was written")
-    return failures
-
-
-def judge_zram(evidence: ZramEvidence) -> Verdict:
-    """The verdict of the zram scenario."""
-    failures = zram_failures(evidence)
-    return Verdict(proven=not failures, failures=tuple(failures))
+    return Verdict.of(failures)
 
 
 class Zram:
