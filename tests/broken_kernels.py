@@ -44,7 +44,6 @@ RULES: dict[str, dict[str, str]] = {
         "mem-used-kept": r"compact_memory changed zram's mem_used_total from \d+ to \d+ bytes",
         "pgmigrate-counts-them": r"pgmigrate_success rose by \d+, less than the \d+ zsmalloc "
                                  r"pages that moved",
-        "all-chunks-read": r"read back \d+ of \d+ chunks",
         "data-intact": r"\d+ chunks read back differ from what was written",
     },
     "balloon": {
@@ -63,9 +62,6 @@ RULES: dict[str, dict[str, str]] = {
 # Rules no breakage of the guest kernel can make fail on its own, and why
 # (the README's developer notes say the same).
 UNREACHABLE: dict[str, str] = {
-    "zram:all-chunks-read": "the chunk hasher prints one sum per chunk whatever it reads (a "
-                            "short read hashes as a changed chunk), and a count that differs "
-                            "is a harness error, so the evidence always has every chunk",
     "balloon:memory-usable": "the file is written after the balloon deflated, into pages the "
                              "guest owns again; only the host discarding them later (QEMU, not "
                              "the guest kernel) could change it, and any guest bug that frees "
