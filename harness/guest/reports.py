@@ -36,6 +36,10 @@ class ReportLine:
     kind: str
     weight: int  # a report's headline is its line of the highest weight (the first of equals)
     pattern: re.Pattern[str]  # searched in a line without its timestamp
+    # The rest of the line is this report's message, not a report of its own:
+    # arm64's panic after a BUG in an interrupt reads "Kernel panic - not
+    # syncing: Oops - BUG: Fatal exception in interrupt", a panic, not a BUG.
+    owns_line: bool = False
 
 
 # How telling a line is, most first.
@@ -69,7 +73,7 @@ REPORT_LINES = (
     ReportLine("BUG", _BUG, re.compile(r"\bBUG: ")),
     ReportLine("Oops", _TRAP, re.compile(
         r"^(Oops\b|Internal error: |[A-Za-z][a-z -]*: [0-9a-f]{4} \[#\d+\])")),
-    ReportLine("panic", _PANIC, re.compile(r"^Kernel panic - not syncing")),
+    ReportLine("panic", _PANIC, re.compile(r"^Kernel panic - not syncing"), owns_line=True),
     ReportLine("WARNING", _FRAME, re.compile(r"^-+\[ cut here \]-+$")),
 )
 
@@ -85,6 +89,10 @@ _TRACE = re.compile(r"^Call [Tt]race:")
 # "? sym" and <IRQ>/<TASK> markers, and the register and Code: lines among them.
 _TRACE_LINE = re.compile(r"^(\s|\[<[0-9a-f]+>\]|\? |</?[A-Z]+>|[\w.]+\+0x[0-9a-f]+/0x[0-9a-f]+"
                          r"|[A-Z][A-Za-z0-9]{1,3}: )")
+# x86 closes a task's stack dump with </TASK> (5.16 on): a report that ends with
+# its call trace (a hung task, a soft lockup) is whole there, not only once the
+# next line arrives, which a stuck kernel may print seconds later or never.
+_TRACE_END = re.compile(r"^\s*</TASK>\s*$")
 _MAX_REPORT_LINES = 100
 _MAX_EXCERPT_LINES = 120
 _CONTEXT_BEFORE = 3
@@ -110,7 +118,8 @@ def _strip(line: str) -> str:
 def _classify(text: str) -> ReportLine | None:
     """The most telling report pattern a line (without its timestamp) matches, or None."""
     hits = [entry for entry in REPORT_LINES if entry.pattern.search(text)]
-    return max(hits, key=lambda entry: entry.weight) if hits else None
+    owner = next((entry for entry in hits if entry.owns_line), None)
+    return owner or (max(hits, key=lambda entry: entry.weight) if hits else None)
 
 
 def _report_end(lines: list[str], first: int, framed: bool) -> tuple[int, bool]:
@@ -127,6 +136,8 @@ def _report_end(lines: list[str], first: int, framed: bool) -> tuple[int, bool]:
     for index in range(first + 1, limit):
         if in_trace and not _TRACE_LINE.match(lines[index]):
             return index, True
+        if in_trace and _TRACE_END.match(lines[index]):
+            return index + 1, True
         in_trace = in_trace or bool(_TRACE.match(lines[index]))
     return limit, limit < len(lines)
 

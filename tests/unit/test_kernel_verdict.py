@@ -40,7 +40,7 @@ def interrupted_ab(tmp_path: Path) -> RunResult:
     """The A/B on a kernel that BUGs in the movable=1 round's compaction."""
     kernel = kernel_with_config(tmp_path, "CONFIG_MIGRATION=y\n")
     guest = watched(SampleKernel(tmp_path / "console.log",
-                                 console_text("bug.4.8.15-x86_64")).guest)
+                                 console_text("vm-bug-on.4.8.15-x86_64")).guest)
     return check_ab_on(SampleDriver(guest), kernel)
 
 

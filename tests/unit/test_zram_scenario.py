@@ -46,7 +46,6 @@ def test_good_evidence_is_proven() -> None:
     ({"zspages_after": 1190}, "compact_memory changed zsmalloc's zspages"),
     ({"mem_used_after": 13_000_000}, "changed zram's mem_used_total"),
     ({"pgmigrate_success_delta": 699}, "pgmigrate_success rose by 699, less than the 700"),
-    ({"chunks_checked": 47}, "read back 47 of 48 chunks"),
     ({"mismatches": 2}, "2 chunks read back differ"),
 ])
 def test_each_rule_can_fail(changes: dict[str, object], needle: str) -> None:
@@ -167,11 +166,9 @@ def test_data_size_is_whole_chunk_pairs_and_capped() -> None:
      "compact_memory changed zram's mem_used_total from 14000000 to 14000001 bytes"),
     ({"pgmigrate_success_delta": 700}, {"pgmigrate_success_delta": 699},
      "pgmigrate_success rose by 699, less than the 700 zsmalloc pages that moved"),
-    ({}, {"chunks_checked": 47}, "read back 47 of 48 chunks"),
-    ({}, {"chunks_checked": 49}, "read back 49 of 48 chunks"),
     ({}, {"mismatches": 1}, "1 chunks read back differ from what was written"),
 ], ids=["moved", "found-more", "found-fewer-after", "zspages-freed", "mem-used",
-        "pgmigrate", "read-fewer", "read-more", "mismatch"])
+        "pgmigrate", "mismatch"])
 def test_each_rule_at_its_threshold(at: dict[str, object], past: dict[str, object],
                                     needle: str) -> None:
     assert judge_zram(evidence(**at)).proven
