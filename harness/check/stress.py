@@ -27,22 +27,22 @@ The verdict rules (``stress_failures``), each reported with its numbers:
 3. accounting (driver-isolated eras, 4.8 ... 6.16): at every sample
    ``isolated = migrated + putback + freed_isolated + isolated_now`` (a page the
    driver frees while the VM holds it isolated leaves isolation that way);
-4. settled: once the load stopped no page is left isolated, and (4.8 ... 6.16) the
-   VM released every page the driver freed while it held it isolated
-   (``orphans_held`` 0: no such page keeps the mark ``__ClearPageMovable`` leaves
-   with a reference on it);
-5. no leak: after unloading, the free memory (page cache dropped, per-CPU lists
+4. settled: once the load stopped no page is left isolated;
+5. released (4.8 ... 6.16): the VM released every page the driver freed while it
+   held it isolated (``orphans_held`` 0: no such page keeps the mark
+   ``__ClearPageMovable`` leaves with a reference on it);
+6. no leak: after unloading, the free memory (page cache dropped, per-CPU lists
    counted) is within ``leak_tolerance_kib`` of its baseline;
-6. races were hit: callbacks began while another CPU was inside one (``overlaps``)
+7. races were hit: callbacks began while another CPU was inside one (``overlaps``)
    and the driver met the VM on a page (frees of isolated pages, isolations it
    refused because it was freeing that page, trylocks of its own pages that the
    VM held, an unload meeting isolated pages). Without them the scenario proved
    nothing about concurrency and says so: NOT PROVEN;
-7. no kernel report (a WARNING, BUG, lockup, hung task, ...): harness.check.reported.
+8. no kernel report (a WARNING, BUG, lockup, hung task, ...): harness.check.reported.
 
 From 6.17 the balloon core isolates and puts back the driver's pages and never
-lets the driver free an isolated one (guest-modules/README.md), so rules 3 and the
-``orphans_held`` half of 4 do not apply there (the evidence says so), and the
+lets the driver free an isolated one (guest-modules/README.md), so rules 3 and 5
+do not apply there (the evidence says so), and the
 driver-visible races are its trylocks meeting the VM and the unload meeting pages
 the core held isolated. ``migrated_held`` (a page migrated while the driver held
 its lock; the VM's lock rule says never) is shown, not judged: no broken driver
@@ -353,10 +353,11 @@ def stress_failures(facts: dict[str, Any]) -> list[str]:
             f"the driver's accounting broke in {fig['accounting_broken']} of {fig['samples']} "
             f"samples: isolated {first['isolated']} != migrated + putback + freed_isolated + "
             f"isolated_now = {first['isolated'] - _accounting_gap(first)}")
-    if fig["isolated_after"] or fig.get("orphans_held", 0):
-        failures.append(f"after the load {fig['isolated_after']} pages were still isolated and "
-                        f"the VM still held {fig.get('orphans_held', 0)} pages the driver "
-                        "freed while isolated")
+    if fig["isolated_after"]:
+        failures.append(f"{fig['isolated_after']} pages were still isolated after the load")
+    if fig.get("orphans_held", 0):
+        failures.append(f"the VM still held {fig['orphans_held']} pages the driver freed while "
+                        "isolated")
     if -fig["free_delta_kib"] > fig["leak_tolerance_kib"]:
         failures.append(f"free memory {-fig['free_delta_kib']} KiB below its baseline after "
                         f"unloading (tolerance {fig['leak_tolerance_kib']} KiB): pages leaked")

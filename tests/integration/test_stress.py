@@ -1,0 +1,101 @@
+"""The stress scenario on real kernels: the isolation contract on every vCPU at once.
+
+The first test runs ``harness.check.stress.StressScenario`` as ``harness run
+--scenario stress`` does (its evidence saved in the session's run directory) and
+must be PROVEN with every invariant's number and races really hit. Then each
+broken driver of tests/broken-drivers/ with a ``Stress:`` line goes through a
+shorter stress on the same cell and must fail exactly the rules it names (from
+6.17 without the rules about pages the driver isolates itself, which the stress
+does not judge there: a variant whose bug only such pages reach must be PROVEN
+there). The one the kernel reports gets a QEMU guest of its own.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from harness.artifacts import KernelBuild, ModuleArtifact
+from harness.check.runner import check
+from harness.check.scenario import run_on
+from harness.check.stress import StressScenario, StressSettings
+from harness.check.target import TargetOptions
+from harness.errors import HarnessError
+from harness.guest import Guest
+from harness.module import build_module
+from harness.pytest_plugin import session_run_dir
+from harness.report.in_tree import InTreeResult
+from tests.broken_drivers import STRESS_RULES, Variant, failed_rules, variant_source
+from tests.broken_drivers import variants as all_variants
+
+STRESSED = [broken for broken in all_variants() if broken.stress]
+# Long enough for every injected fault phase to meet churn (each is about a
+# quarter of it), short enough to keep the variants' CI cost small.
+VARIANT_SETTINGS = StressSettings(seconds=8.0)
+
+
+def _show(result: InTreeResult) -> None:
+    print(f"{result.label}: {' | '.join(result.reasons)}")
+    print("  " + ", ".join(f"{name} {value}" for name, value in result.figures.items()))
+    print(f"  seconds {dict(result.seconds)}")
+
+
+def test_stress_keeps_every_invariant_and_hits_the_races(run_scenario) -> None:  # type: ignore[no-untyped-def]
+    result = run_scenario(StressScenario())
+    assert isinstance(result, InTreeResult)
+    _show(result)
+    assert result.proven, "; ".join(result.reasons)  # a kernel report: its headline first
+    figures = result.figures
+    assert figures["mismatches"] == 0 and figures["page_checks"] > 0
+    assert figures["overlaps"] > 0 and figures["vcpus"] >= 2
+
+
+def _module(kernel_build: KernelBuild, broken: Variant, tmp_path: Path) -> ModuleArtifact:
+    try:
+        return build_module(kernel_build, source_dir=variant_source(broken, tmp_path))
+    except HarnessError as error:
+        pytest.fail(f"{broken.name} does not build: {error}", pytrace=False)
+
+
+QUIET = [broken for broken in STRESSED if broken.kernel_report is None]
+REPORTED = [broken for broken in STRESSED if broken.kernel_report is not None]
+
+
+@pytest.mark.parametrize("broken", QUIET, ids=[broken.name for broken in QUIET])
+def test_stress_fails_a_driver_broken_for_its_rules(
+    broken: Variant, guest: Guest, kernel_build: KernelBuild, tmp_path: Path,
+) -> None:
+    """NOT PROVEN because of the rules the variant names and no others (PROVEN where
+    none of them is judged)."""
+    module = _module(kernel_build, broken, tmp_path)
+    result = run_on(StressScenario(VARIANT_SETTINGS, module), guest, kernel_build)
+    assert isinstance(result, InTreeResult)
+    print(f"{broken.name}:")
+    _show(result)
+    expected = broken.stress_expected(module.movable_api)
+    assert result.kernel_report is None, result.reasons
+    if not expected:
+        assert result.proven, f"{broken.name} is unreachable on {module.movable_api}: " + (
+            "; ".join(result.reasons))
+        return
+    failed = failed_rules(result.reasons, STRESS_RULES)
+    assert not result.proven, f"PROVEN on the broken driver {broken.name}: {result.reasons}"
+    assert expected <= failed, f"rules that should have failed held: {result.reasons}"
+    assert failed <= expected, f"{broken.name} broke more than it should: {result.reasons}"
+
+
+@pytest.mark.parametrize("broken", REPORTED, ids=[broken.name for broken in REPORTED])
+def test_stress_ends_with_the_kernels_report_on_a_driver_it_catches(
+    broken: Variant, kernel_build: KernelBuild, tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The kernel's report is the verdict: its kind, its headline first."""
+    scenario = StressScenario(VARIANT_SETTINGS, _module(kernel_build, broken, tmp_path))
+    options = TargetOptions(cpus=request.config.getoption("--cpus"))
+    run_dir = session_run_dir(request.config) / f"{kernel_build.arch}-{request.node.name}"
+    result = check(scenario, kernel_build, options, run_dir=run_dir)
+    assert isinstance(result, InTreeResult)
+    print(f"{broken.name}: {' | '.join(result.reasons)}")
+    report = result.kernel_report
+    assert not result.proven and report is not None, result.reasons
+    assert report.kind == broken.kernel_report, report
+    assert result.reasons[0] == report.headline
