@@ -150,10 +150,11 @@ def _background(guest: Guest, body: str) -> str:
 
 
 def _stop(guest: Guest, pids: list[str], timeout: float) -> None:
-    """Let the loops finish their current round and wait for them."""
+    """Let the loops finish their current round and wait for them: until each PID is
+    gone or a zombie (its parent may be a shell that reaps it only later, or none)."""
     must(guest, f"rm -f {RUN_FLAG}; for p in {' '.join(pids)}; do "
-                "while kill -0 $p 2>/dev/null; do usleep 100000 2>/dev/null || sleep 1; "
-                "done; done", timeout=timeout)
+                "while [ -e /proc/$p ] && ! grep -q ') Z' /proc/$p/stat 2>/dev/null; do "
+                "usleep 100000 2>/dev/null || sleep 1; done; done", timeout=timeout)
 
 
 def _stats(driver: SampleDriver) -> dict[str, int]:
