@@ -162,13 +162,13 @@ def _stats(driver: SampleDriver) -> dict[str, int]:
 
 
 def _start_load(guest: Guest, cpus: int, order: int, settings: StressSettings,
-                node_compact: bool) -> list[str]:
-    """Every vCPU's loops, and the re-fragment/verify loop; their PIDs."""
+                node_compact: bool, pids: list[str]) -> None:
+    """Start every vCPU's loops and the re-fragment/verify loop, each PID into ``pids``
+    as soon as it runs (so a failure midway still stops those started)."""
     compaction = "echo 1 > /proc/sys/vm/compact_memory"
     if node_compact:
         compaction += f"; echo 1 > {NODE_COMPACT}"
     must(guest, f"touch {RUN_FLAG}; rm -f {VERIFY_LOG}")
-    pids = []
     for _ in range(cpus):
         pids.append(_background(guest, compaction))
         pids.append(_background(guest, f"echo {order} {settings.alloc_blocks} > "
@@ -176,7 +176,6 @@ def _start_load(guest: Guest, cpus: int, order: int, settings: StressSettings,
         pids.append(_background(guest, f"echo {settings.churn_batch} > {DEBUGFS}/churn"))
     pids.append(_background(guest, f"echo {settings.refragment_pages} > {DEBUGFS}/alloc; "
                                    f"cat {DEBUGFS}/verify >> {VERIFY_LOG}"))
-    return pids
 
 
 def run_stress(driver: SampleDriver, evidence: Evidence, settings: StressSettings) -> None:
@@ -211,9 +210,10 @@ def run_stress(driver: SampleDriver, evidence: Evidence, settings: StressSetting
         samples: list[dict[str, int]] = facts.setdefault("samples", [])
         samples.append(dict(first.stats))
         with evidence.phase("load"):
-            pids = _start_load(guest, cpus, order, settings, node_compact)
+            pids: list[str] = []
             with undone(guest, lambda: _stop(guest, pids, settings.stop_timeout),
                         "stopping the load"):
+                _start_load(guest, cpus, order, settings, node_compact, pids)
                 _drive(driver, settings, samples, facts.setdefault("phases", []))
             driver.inject_faults(0, 0)
         evidence.doing("its checks after the load")
@@ -259,9 +259,11 @@ def _unload_racing(driver: SampleDriver, cpus: int,
     guest = driver.guest
     driver.inject_faults(1, 0)
     must(guest, f"touch {RUN_FLAG}")
-    pids = [_background(guest, "echo 1 > /proc/sys/vm/compact_memory") for _ in range(cpus)]
+    pids: list[str] = []
     with undone(guest, lambda: _stop(guest, pids, settings.stop_timeout),
                 "stopping the compaction loops"):
+        pids += [_background(guest, "echo 1 > /proc/sys/vm/compact_memory")
+                 for _ in range(cpus)]
         must(guest, "usleep 300000 2>/dev/null || sleep 1")
         driver.unload()
     released, isolated = driver.last_release()
