@@ -134,11 +134,15 @@ class SampleDriver:
                              f"{log.strip()!r}")
         return int(match.group(1)), int(match.group(2))
 
+    def stats(self) -> dict[str, int]:
+        """The callback, churn and race counters: one consistent snapshot."""
+        return parse_stats(_checked(self.guest.run(f"cat {DEBUGFS}/stats"),
+                                    "read driver stats"))
+
     def state(self) -> DriverState:
         """Current PFN of every page and the callback counters."""
         pages = _checked(self.guest.run(f"cat {DEBUGFS}/pages"), "read driver pages")
-        stats = _checked(self.guest.run(f"cat {DEBUGFS}/stats"), "read driver stats")
-        return DriverState(pfns=parse_pages(pages), stats=parse_stats(stats))
+        return DriverState(pfns=parse_pages(pages), stats=self.stats())
 
     def verify(self) -> tuple[int, int]:
         """Check every page's pattern in the guest: (pages checked, mismatches)."""

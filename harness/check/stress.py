@@ -157,10 +157,6 @@ def _stop(guest: Guest, pids: list[str], timeout: float) -> None:
                 "usleep 100000 2>/dev/null || sleep 1; done; done", timeout=timeout)
 
 
-def _stats(driver: SampleDriver) -> dict[str, int]:
-    return dict(driver.state().stats)
-
-
 def _start_load(guest: Guest, cpus: int, order: int, settings: StressSettings,
                 node_compact: bool, pids: list[str]) -> None:
     """Start every vCPU's loops and the re-fragment/verify loop, each PID into ``pids``
@@ -217,7 +213,7 @@ def run_stress(driver: SampleDriver, evidence: Evidence, settings: StressSetting
                 _drive(driver, settings, samples, facts.setdefault("phases", []))
             driver.inject_faults(0, 0)
         evidence.doing("its checks after the load")
-        settled = _stats(driver)
+        settled = driver.stats()
         samples.append(settled)
         facts["settled"] = settled
         last = driver.state()
@@ -247,7 +243,7 @@ def _drive(driver: SampleDriver, settings: StressSettings, samples: list[dict[st
             current = wanted
             phases.append({"at": round(elapsed, 1), "eagain_every": wanted[0],
                            "fail_every": wanted[1]})
-        samples.append(_stats(driver))
+        samples.append(driver.stats())
         time.sleep(max(0.0, min(settings.sample_every,
                                 settings.seconds - (time.monotonic() - started))))
 
