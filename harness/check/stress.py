@@ -185,6 +185,7 @@ def run_stress(driver: SampleDriver, evidence: Evidence, settings: StressSetting
     order = ScenarioSettings().probe_order_on(page_size, before.pagetypeinfo.pageblock_order)
     facts.update(cpus=cpus, node_compact=node_compact, alloc_order=order,
                  leak_tolerance_kib=settings.leak_tolerance_kib,
+                 data_unit="page check (verify during and after the load, churn)",
                  buddy_before=list(before.buddyinfo.per_order()))
     evidence.notes.append(
         f"{settings.seconds:.0f} s on {cpus} vCPUs: per vCPU compact_memory"
