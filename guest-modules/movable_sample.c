@@ -1066,7 +1066,7 @@ static int ms_churn_one(unsigned long hint)
 	ms.slots[index].isolated = false;
 	ms.slots[index].held = false;
 	ms.slots[index].dying = false;
-	if (ms_on_driver_list() && (!isolated || err))
+	if (ms_on_driver_list())
 		list_add_tail(&page->lru, &ms.list);
 	ms.churn_mismatches += bad != 0;
 	if (isolated && !err) {

@@ -59,7 +59,7 @@ from harness.check.driver import DEBUGFS, MODULE_NAME, DriverParams, SampleDrive
 from harness.check.in_tree import in_tree_result
 from harness.check.sample import VMSTAT_KEYS, ScenarioSettings
 from harness.check.scenario import Evidence, Needs
-from harness.check.steps import free_kib_drained, must, snapshot, undone
+from harness.check.steps import free_kib_drained, mem_free_bytes, must, snapshot, undone
 from harness.errors import HarnessError
 from harness.guest import Guest
 from harness.report.in_tree import InTreeResult, TrackedPages
@@ -85,13 +85,20 @@ class StressSettings:
     """
 
     seconds: float = 20.0
-    cover_share: float = 0.5
-    fragment: int = 4
+    cover_share: float = 0.9
+    fragment: int = 8
     seed: int = 1
     sample_every: float = 2.0
     churn_batch: int = 16
-    refragment_pages: int = 32
-    alloc_blocks: int = 2  # huge pages per compact_alloc write
+    # The re-fragment loop keeps this many pages per round, one per pageblock (the
+    # driver's fragment set to a pageblock's pages): each pins a pageblock, so huge
+    # pages need compaction again, allocation-driven compaction among them.
+    refragment_pages: int = 16
+    # Each vCPU's compact_alloc asks for huge pages worth this share of the free
+    # memory at once (held, then freed): together more than the free huge blocks
+    # left beside the driver's pages and the re-fragment loop's pins, so some must
+    # be compacted for (compact_stall), while no vCPU alone exhausts memory.
+    alloc_share: float = 0.4
     # (share of the load's time, inject_eagain_every, inject_fail_every), in order
     faults: tuple[tuple[float, int, int], ...] = ((0.3, 0, 0), (0.55, 2, 0), (0.8, 0, 3),
                                                   (1.0, 0, 0))
@@ -157,18 +164,18 @@ def _stop(guest: Guest, pids: list[str], timeout: float) -> None:
                 "usleep 100000 2>/dev/null || sleep 1; done; done", timeout=timeout)
 
 
-def _start_load(guest: Guest, cpus: int, order: int, settings: StressSettings,
-                node_compact: bool, pids: list[str]) -> None:
+def _start_load(guest: Guest, cpus: int, order: int, blocks: int, pageblock_order: int,
+                settings: StressSettings, node_compact: bool, pids: list[str]) -> None:
     """Start every vCPU's loops and the re-fragment/verify loop, each PID into ``pids``
     as soon as it runs (so a failure midway still stops those started)."""
     compaction = "echo 1 > /proc/sys/vm/compact_memory"
     if node_compact:
         compaction += f"; echo 1 > {NODE_COMPACT}"
-    must(guest, f"touch {RUN_FLAG}; rm -f {VERIFY_LOG}")
+    must(guest, f"touch {RUN_FLAG}; rm -f {VERIFY_LOG}; "
+                f"echo {1 << pageblock_order} > /sys/module/{MODULE_NAME}/parameters/fragment")
     for _ in range(cpus):
         pids.append(_background(guest, compaction))
-        pids.append(_background(guest, f"echo {order} {settings.alloc_blocks} > "
-                                       f"{DEBUGFS}/compact_alloc"))
+        pids.append(_background(guest, f"echo {order} {blocks} > {DEBUGFS}/compact_alloc"))
         pids.append(_background(guest, f"echo {settings.churn_batch} > {DEBUGFS}/churn"))
     pids.append(_background(guest, f"echo {settings.refragment_pages} > {DEBUGFS}/alloc; "
                                    f"cat {DEBUGFS}/verify >> {VERIFY_LOG}"))
@@ -183,15 +190,17 @@ def run_stress(driver: SampleDriver, evidence: Evidence, settings: StressSetting
     node_compact = guest.run(f"test -w {NODE_COMPACT}").ok
     before = snapshot(guest)
     order = ScenarioSettings().probe_order_on(page_size, before.pagetypeinfo.pageblock_order)
-    facts.update(cpus=cpus, node_compact=node_compact, alloc_order=order,
+    blocks = max(1, int(mem_free_bytes(guest) * settings.alloc_share) // (page_size << order))
+    facts.update(cpus=cpus, node_compact=node_compact, alloc_order=order, alloc_blocks=blocks,
                  leak_tolerance_kib=settings.leak_tolerance_kib,
                  data_unit="page check (verify during and after the load, churn)",
                  buddy_before=list(before.buddyinfo.per_order()))
     evidence.notes.append(
         f"{settings.seconds:.0f} s on {cpus} vCPUs: per vCPU compact_memory"
         f"{' and node0/compact' if node_compact else ' (no per-node compact: no NUMA)'}, "
-        f"{settings.alloc_blocks} x order {order} compact_alloc, churn {settings.churn_batch}; "
-        f"one alloc {settings.refragment_pages} + verify loop; faults "
+        f"{blocks} x order {order} compact_alloc, churn {settings.churn_batch}; "
+        f"one loop keeping {settings.refragment_pages} pages one per pageblock + verify; "
+        "faults "
         + ", ".join(f"until {until:.0%} eagain/{eagain} fail/{fail}"
                     for until, eagain, fail in settings.faults))
     facts["free_before_kib"] = free_kib_drained(guest)
@@ -210,7 +219,8 @@ def run_stress(driver: SampleDriver, evidence: Evidence, settings: StressSetting
             pids: list[str] = []
             with undone(guest, lambda: _stop(guest, pids, settings.stop_timeout),
                         "stopping the load"):
-                _start_load(guest, cpus, order, settings, node_compact, pids)
+                _start_load(guest, cpus, order, blocks, before.pagetypeinfo.pageblock_order,
+                            settings, node_compact, pids)
                 _drive(driver, settings, samples, facts.setdefault("phases", []))
             driver.inject_faults(0, 0)
         evidence.doing("its checks after the load")
