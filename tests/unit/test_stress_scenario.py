@@ -47,7 +47,7 @@ def facts(movable_api: str = "aops", **changes: Any) -> dict[str, Any]:
         "tracked": {"kind": "driver pages loaded", "before": 3400, "after": 3500,
                     "moved": 3000, "arrived": 3100},
         "verify_during": [[3400, 0], [3450, 0]], "verify_after": [3500, 0],
-        "unload": {"released": 3500, "isolated": 7},
+        "unload": {"released": 3500, "isolated": 7}, "oom_kills": 0,
         "vmstat_delta": {"pgmigrate_success": 4300, "compact_stall": 12},
         "pgmigrate_success_delta": 4300, "free_after_kib": 219000,
     }
