@@ -133,8 +133,8 @@ def test_evidence_cut_short_is_not_proven() -> None:
 
 def test_fault_injection_switches_by_share_of_the_load() -> None:
     settings = StressSettings()
-    assert [settings.faults_at(share) for share in (0.0, 0.4, 0.6, 0.9, 1.0)] == [
-        (0, 0), (2, 0), (0, 3), (0, 0), (0, 0)]
+    assert [settings.faults_at(share) for share in (0.0, 0.2, 0.69, 0.7, 1.0)] == [
+        (0, 0), (3, 4), (3, 4), (0, 0), (0, 0)]
 
 
 def test_judge_does_not_change_the_facts() -> None:
