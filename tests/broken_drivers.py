@@ -8,7 +8,8 @@ Each ``tests/broken-drivers/NAME.patch`` is a small unified diff against
 guest-modules/movable_sample.c that breaks one thing. Its header says which
 rules of the A/B it must make fail (``Breaks:``), which may fail with them as a
 consequence (``May also break:``), which rules of the stress scenario it must
-make fail (``Stress:``; tests/integration/test_stress.py) and, for a variant
+make fail (``Stress:``, and ``Stress before 6.17:`` for those only a driver that
+isolates its own pages can break; tests/integration/test_stress.py) and, for a variant
 the kernel itself reports, the kind of report (``Kernel report:``). A variant
 with no ``Breaks:`` line is not put through the A/B (its bug is in code the
 A/B does not run, churn), one with no ``Stress:`` line not through the stress.
@@ -61,9 +62,6 @@ STRESS_RULES: dict[str, str] = {
                r"KiB\): pages leaked",
     "races": r"no race was hit \(.+\): the stress proved nothing about concurrency",
 }
-# Rules about pages the driver isolates itself: from 6.17 the balloon core does,
-# and the stress does not judge them (harness.check.stress.DRIVER_ISOLATES).
-DRIVER_ISOLATION_RULES = frozenset({"accounting", "released"})
 # harness.check.reported's rule: no reason pattern of its own (the kernel's
 # headline is the reason), checked through RunResult.kernel_report instead.
 KERNEL_QUIET = "kernel-quiet"
@@ -79,12 +77,14 @@ class Variant:
     may_also_break: tuple[str, ...]
     kernel_report: str | None  # the kind of report it must cause, if any
     stress: tuple[str, ...] = ()  # the stress scenario's rules (none: it does not run it)
+    # ... and those it breaks only where the driver isolates its pages itself (4.8 ...
+    # 6.16): from 6.17 the balloon core does, and never hands churn an isolated page
+    stress_driver_isolates: tuple[str, ...] = ()
 
     def stress_expected(self, movable_api: str) -> set[str]:
-        """The stress rules it must break on a driver built with ``movable_api``: from
-        6.17 the rules about pages the driver isolates itself are not judged."""
-        dropped = DRIVER_ISOLATION_RULES if movable_api not in DRIVER_ISOLATES else set()
-        return set(self.stress) - dropped
+        """The stress rules it must break on a driver built with ``movable_api``."""
+        own = self.stress_driver_isolates if movable_api in DRIVER_ISOLATES else ()
+        return {*self.stress, *own}
 
     @property
     def test_id(self) -> str:
@@ -103,15 +103,17 @@ def _read_variant(patch: Path) -> Variant:
     breaks = _header_field(header, "Breaks")
     may_also_break = _header_field(header, "May also break")
     stress = _header_field(header, "Stress")
+    before_balloon = _header_field(header, "Stress before 6.17")
     unknown = (set(breaks + may_also_break) - {*RULES, KERNEL_QUIET}) | (
-        set(stress) - {*STRESS_RULES, KERNEL_QUIET})
-    assert (breaks or stress) and not unknown, (
+        set(stress + before_balloon) - {*STRESS_RULES, KERNEL_QUIET})
+    assert (breaks or stress or before_balloon) and not unknown, (
         f"{patch}: Breaks:/Stress: name no rule, or unknown {unknown}")
     kinds = _header_field(header, "Kernel report")
     assert (KERNEL_QUIET in breaks + stress) == bool(kinds), (
         f"{patch}: {KERNEL_QUIET} needs a kind")
     return Variant(name=patch.stem, patch=patch, breaks=breaks, may_also_break=may_also_break,
-                   kernel_report=kinds[0] if kinds else None, stress=stress)
+                   kernel_report=kinds[0] if kinds else None, stress=stress,
+                   stress_driver_isolates=before_balloon)
 
 
 def variants() -> list[Variant]:
