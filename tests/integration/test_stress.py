@@ -67,8 +67,9 @@ REPORTED = [broken for broken in STRESSED if broken.kernel_report is not None]
 def test_stress_fails_a_driver_broken_for_its_rules(
     broken: Variant, guest: Guest, kernel_build: KernelBuild, tmp_path: Path,
 ) -> None:
-    """NOT PROVEN because of the rules the variant names and no others (PROVEN where
-    none of them is judged)."""
+    """NOT PROVEN because of the rules the variant names and no others; where its bug
+    is unreachable (from 6.17 for the Stress-before-6.17 ones) no rule it could break
+    fails."""
     module = _module(kernel_build, broken, tmp_path)
     result = run_on(StressScenario(VARIANT_SETTINGS, module), guest, kernel_build)
     assert isinstance(result, InTreeResult)
@@ -76,15 +77,12 @@ def test_stress_fails_a_driver_broken_for_its_rules(
     _show(result)
     expected = broken.stress_expected(module.movable_api)
     assert result.kernel_report is None, result.reasons
-    if not expected:
-        assert result.proven, f"{broken.name} is unreachable on {module.movable_api}: " + (
-            "; ".join(result.reasons))
-        return
     failed = failed_rules(result.reasons, STRESS_RULES)
-    assert not result.proven, f"PROVEN on the broken driver {broken.name}: {result.reasons}"
     assert expected <= failed, f"rules that should have failed held: {result.reasons}"
-    assert failed <= expected | SHORT_RUN_RULES, (
+    assert failed - SHORT_RUN_RULES <= expected, (
         f"{broken.name} broke more than it should: {result.reasons}")
+    if expected:
+        assert not result.proven, f"PROVEN on the broken driver {broken.name}"
 
 
 @pytest.mark.parametrize("broken", REPORTED, ids=[broken.name for broken in REPORTED])
