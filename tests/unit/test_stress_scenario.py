@@ -9,11 +9,12 @@ there show each rule failing for the bug it was made for.
 
 import copy
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.check.scenario import Evidence
+from harness.check.scenario import Evidence, load_evidence, verdict
 from harness.check.stress import StressScenario, StressSettings, stress_failures
 from tests.broken_drivers import STRESS_RULES, failed_rules
 
@@ -142,3 +143,20 @@ def test_judge_does_not_change_the_facts() -> None:
     before = copy.deepcopy(data)
     judged(data)
     assert data == before
+
+
+RECORDED = Path(__file__).resolve().parent.parent / "data" / "evidence" / "stress"
+
+
+@pytest.mark.parametrize("path", sorted(RECORDED.glob("*.json")), ids=lambda path: path.stem)
+def test_recorded_runs_are_judged_proven_and_fail_without_their_races(path: Path) -> None:
+    """Evidence of real runs (tests/integration/test_stress.py, x86_64 and arm64 x
+    debian:5.10 and 7.2, 2 vCPUs, 2026-12-02) judged again: PROVEN with races hit;
+    the same evidence with its overlaps taken away says it proved nothing."""
+    evidence = load_evidence(path)
+    result = verdict(StressScenario(), evidence)
+    assert result.proven, result.reasons
+    assert result.figures["overlaps"] > 0 and result.figures["mismatches"] == 0
+    for sample in evidence.facts["samples"]:
+        sample["overlaps"] = 0
+    assert failed_rules(tuple(stress_failures(evidence.facts)), STRESS_RULES) == {"races"}
