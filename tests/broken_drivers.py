@@ -8,8 +8,9 @@ Each ``tests/broken-drivers/NAME.patch`` is a small unified diff against
 guest-modules/movable_sample.c that breaks one thing. Its header says which
 rules of the A/B it must make fail (``Breaks:``), which may fail with them as a
 consequence (``May also break:``), which rules of the stress scenario it must
-make fail (``Stress:``, and ``Stress before 6.17:`` for those only a driver that
-isolates its own pages can break; tests/integration/test_stress.py) and, for a variant
+make fail (``Stress:``, ``Stress before 6.17:`` for those only a driver that
+isolates its own pages can break, ``Stress may also break:``;
+tests/integration/test_stress.py) and, for a variant
 the kernel itself reports, the kind of report (``Kernel report:``). A variant
 with no ``Breaks:`` line is not put through the A/B (its bug is in code the
 A/B does not run, churn), one with no ``Stress:`` line not through the stress.
@@ -80,6 +81,7 @@ class Variant:
     # ... and those it breaks only where the driver isolates its pages itself (4.8 ...
     # 6.16): from 6.17 the balloon core does, and never hands churn an isolated page
     stress_driver_isolates: tuple[str, ...] = ()
+    stress_may_also_break: tuple[str, ...] = ()  # as a consequence, not on demand
 
     def stress_expected(self, movable_api: str) -> set[str]:
         """The stress rules it must break on a driver built with ``movable_api``."""
@@ -104,8 +106,9 @@ def _read_variant(patch: Path) -> Variant:
     may_also_break = _header_field(header, "May also break")
     stress = _header_field(header, "Stress")
     before_balloon = _header_field(header, "Stress before 6.17")
+    stress_may_also = _header_field(header, "Stress may also break")
     unknown = (set(breaks + may_also_break) - {*RULES, KERNEL_QUIET}) | (
-        set(stress + before_balloon) - {*STRESS_RULES, KERNEL_QUIET})
+        set(stress + before_balloon + stress_may_also) - {*STRESS_RULES, KERNEL_QUIET})
     assert (breaks or stress or before_balloon) and not unknown, (
         f"{patch}: Breaks:/Stress: name no rule, or unknown {unknown}")
     kinds = _header_field(header, "Kernel report")
@@ -113,7 +116,8 @@ def _read_variant(patch: Path) -> Variant:
         f"{patch}: {KERNEL_QUIET} needs a kind")
     return Variant(name=patch.stem, patch=patch, breaks=breaks, may_also_break=may_also_break,
                    kernel_report=kinds[0] if kinds else None, stress=stress,
-                   stress_driver_isolates=before_balloon)
+                   stress_driver_isolates=before_balloon,
+                   stress_may_also_break=stress_may_also)
 
 
 def variants() -> list[Variant]:

@@ -76,7 +76,7 @@ def _assert_fails_for_its_rules(broken: Variant, result: InTreeResult, movable_a
     assert result.kernel_report is None, result.reasons
     failed = set() if result.proven else failed_rules(result.reasons, STRESS_RULES)
     assert expected <= failed, f"rules that should have failed held: {result.reasons}"
-    assert failed - SHORT_RUN_RULES <= expected, (
+    assert failed - SHORT_RUN_RULES - set(broken.stress_may_also_break) <= expected, (
         f"{broken.name} broke more than it should: {result.reasons}")
 
 
