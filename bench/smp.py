@@ -30,7 +30,7 @@ from boot import harness_ready
 from check import HARNESS, ensure_built
 from common import load, machine_info, now, write
 
-from harness.check.runner import prepare
+from harness.check.runner import cell_fragments, prepare
 from harness.defaults import ARCHES
 
 RESULTS = Path(__file__).resolve().parent / "results" / "smp.json"
@@ -61,7 +61,7 @@ def summary(samples: list[float]) -> dict[str, object]:
 
 def bench_arch(spec: str, arch: str, scenarios: list[str], runs: int) -> dict[str, object]:
     """Every round of one arch; medians per vCPU count."""
-    kernel = prepare(arch, spec).kernel
+    kernel = prepare(arch, spec, cell_fragments()).kernel
     ready: dict[int, list[float]] = {cpus: [] for cpus in VCPUS}
     ready_cpu: dict[int, list[float]] = {cpus: [] for cpus in VCPUS}
     checks: dict[tuple[str, int], list[dict[str, object]]] = {
