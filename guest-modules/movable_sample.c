@@ -223,6 +223,7 @@ static struct {
 	unsigned long inject_calls;
 
 	struct ms_try_result last_try;
+	struct ms_try_result last_order;
 	struct dentry *dir;
 #ifdef MS_API_BALLOON
 	/*
@@ -1308,26 +1309,27 @@ static ssize_t ms_compact_alloc_write(struct file *file,
 	return ms_blocks_write(buf, len, MS_GFP_COMPACT, NULL);
 }
 
-static int ms_try_alloc_show(struct seq_file *m, void *v)
+/* Show the result the file points at: try_alloc, compact_alloc, alloc_order. */
+static int ms_result_show(struct seq_file *m, void *v)
 {
 	struct ms_try_result res;
 
 	spin_lock(&ms.lock);
-	res = ms.last_try;
+	res = *(struct ms_try_result *)m->private;
 	spin_unlock(&ms.lock);
 	seq_printf(m, "order %u requested %lu succeeded %lu\n",
 		   res.order, res.requested, res.succeeded);
 	return 0;
 }
 
-static int ms_try_alloc_open(struct inode *inode, struct file *file)
+static int ms_result_open(struct inode *inode, struct file *file)
 {
-	return single_open(file, ms_try_alloc_show, NULL);
+	return single_open(file, ms_result_show, inode->i_private);
 }
 
 static const struct file_operations ms_try_alloc_fops = {
 	.owner = THIS_MODULE,
-	.open = ms_try_alloc_open,
+	.open = ms_result_open,
 	.read = seq_read,
 	.write = ms_try_alloc_write,
 	.llseek = seq_lseek,
@@ -1336,11 +1338,107 @@ static const struct file_operations ms_try_alloc_fops = {
 
 static const struct file_operations ms_compact_alloc_fops = {
 	.owner = THIS_MODULE,
-	.open = ms_try_alloc_open,
+	.open = ms_result_open,
 	.read = seq_read,
 	.write = ms_compact_alloc_write,
 	.llseek = seq_lseek,
 	.release = single_release,
+};
+
+/*
+ * alloc_order: write ORDER to allocate 2^ORDER contiguous pages the way a
+ * driver wanting a physically contiguous buffer does, with GFP_KERNEL: the
+ * allocator may reclaim and compact memory, and when it still fails it prints
+ * its own report ("page allocation failure: order:N, mode:...", the stack,
+ * Mem-Info and the free blocks per order). The block is freed at once; read
+ * "order <o> requested 1 succeeded <0|1>". Orders up to
+ * PAGE_ALLOC_COSTLY_ORDER are refused: for them the allocator retries and
+ * calls the OOM killer rather than fail.
+ */
+static ssize_t ms_alloc_order_write(struct file *file, const char __user *buf,
+				    size_t len, loff_t *ppos)
+{
+	struct ms_try_result res = { .requested = 1 };
+	struct page *page;
+	int err;
+
+	err = kstrtouint_from_user(buf, len, 0, &res.order);
+	if (err)
+		return err;
+	if (res.order <= PAGE_ALLOC_COSTLY_ORDER || res.order > MS_MAX_ORDER)
+		return -EINVAL;
+	mutex_lock(&ms.alloc_lock);
+	page = alloc_pages(GFP_KERNEL | __GFP_COMP, res.order);
+	if (page) {
+		res.succeeded = 1;
+		__free_pages(page, res.order);
+	}
+	spin_lock(&ms.lock);
+	ms.last_order = res;
+	spin_unlock(&ms.lock);
+	mutex_unlock(&ms.alloc_lock);
+	return len;
+}
+
+static const struct file_operations ms_alloc_order_fops = {
+	.owner = THIS_MODULE,
+	.open = ms_result_open,
+	.read = seq_read,
+	.write = ms_alloc_order_write,
+	.llseek = seq_lseek,
+	.release = single_release,
+};
+
+/*
+ * fill: write K (a power of two, at least 2) to fragment the free memory
+ * that loading left whole, the way fragment=K fragments what the driver
+ * allocates: while the allocator has a free block of K pages (no reclaim,
+ * no compaction, no warning, as try_alloc), take one, keep its first page
+ * like every other page of the driver (movable or not) and free the K-1
+ * others. Afterwards no free block of K pages or more is left in the zones
+ * a movable allocation may use, so only compaction can make one. The pages
+ * kept are counted in stats' nr_pages.
+ */
+static ssize_t ms_fill_write(struct file *file, const char __user *buf,
+			     size_t len, loff_t *ppos)
+{
+	struct page *page;
+	unsigned long k, i;
+	unsigned int order;
+	int err;
+
+	err = kstrtoul_from_user(buf, len, 0, &k);
+	if (err)
+		return err;
+	if (k < 2 || !is_power_of_2(k) || ilog2(k) > MS_MAX_ORDER)
+		return -EINVAL;
+	order = ilog2(k);
+	mutex_lock(&ms.alloc_lock);
+	for (;;) {
+		err = ms_reserve(ms.nr + 1);
+		if (err)
+			break;
+		page = alloc_pages(MS_GFP_PROBE, order);
+		if (!page)
+			break;
+		split_page(page, order);
+		for (i = 1; i < k; i++)
+			__free_page(page + i);
+		err = ms_keep(page);
+		if (err) {
+			__free_page(page);
+			break;
+		}
+		cond_resched();
+	}
+	mutex_unlock(&ms.alloc_lock);
+	return err ? err : len;
+}
+
+static const struct file_operations ms_fill_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.write = ms_fill_write,
 };
 
 /*
@@ -1438,13 +1536,17 @@ static int ms_debugfs_init(void)
 	debugfs_create_file("pages", 0444, dir, NULL, &ms_pages_fops);
 	debugfs_create_file("stats", 0444, dir, NULL, &ms_stats_fops);
 	debugfs_create_file("verify", 0444, dir, NULL, &ms_verify_fops);
-	debugfs_create_file("try_alloc", 0644, dir, NULL, &ms_try_alloc_fops);
+	debugfs_create_file("try_alloc", 0644, dir, &ms.last_try,
+			    &ms_try_alloc_fops);
+	debugfs_create_file("alloc_order", 0644, dir, &ms.last_order,
+			    &ms_alloc_order_fops);
+	debugfs_create_file("fill", 0200, dir, NULL, &ms_fill_fops);
 	debugfs_create_file_unsafe("inject_eagain_every", 0644, dir,
 				   &ms.inject_eagain_every, &ms_inject_fops);
 	debugfs_create_file_unsafe("inject_fail_every", 0644, dir,
 				   &ms.inject_fail_every, &ms_inject_fops);
 	debugfs_create_file("alloc", 0200, dir, NULL, &ms_alloc_fops);
-	debugfs_create_file("compact_alloc", 0644, dir, NULL,
+	debugfs_create_file("compact_alloc", 0644, dir, &ms.last_try,
 			    &ms_compact_alloc_fops);
 	debugfs_create_file("churn", 0200, dir, NULL, &ms_churn_fops);
 	return 0;

@@ -73,8 +73,3 @@ def produce(kind: str, key: str, force: bool = False) -> Iterator[Path]:
         shutil.rmtree(final)
     work.rename(final)
 
-
-def remove_stale_partials(kind: str) -> None:
-    """Delete work directories left by a process that was killed outright."""
-    for stale in (cache_root() / kind).glob(".*.partial"):
-        shutil.rmtree(stale, ignore_errors=True)

@@ -15,7 +15,7 @@ from harness.errors import HarnessError
 # Modules that contribute subcommands, in the order --help lists them.
 COMMAND_MODULES = (
     "harness.check.cli", "harness.bisect.cli", "harness.kernel.cli", "harness.vm.cli",
-    "harness.doctor",
+    "harness.repro.cli", "harness.doctor",
 )
 
 

@@ -9,6 +9,9 @@ its log.
 ``source_dir`` builds a fork of the driver instead (``harness run
 --driver-source``, the test suite's deliberately broken variants): the same
 build, the same debugfs interface expected, cached by that source's content.
+``build_out_of_tree`` is the same build for any other module source with a
+Kbuild (the test suite's LKDTM, copied from the kernel's own tree), so every
+module the harness loads is built, cached and fixed up one way.
 
 Which movable-page API the module uses is decided by
 guest-modules/probe-api.sh reading the kernel's headers. The same script runs
@@ -174,13 +177,13 @@ def _error_lines(log: str, limit: int = 3) -> str:
     return " | ".join(picked[:limit]) or "no error line in the output"
 
 
-def _artifact(entry: Path) -> ModuleArtifact:
+def _artifact(entry: Path, name: str) -> ModuleArtifact:
     meta = json.loads((entry / "artifact.json").read_text())
-    return ModuleArtifact(path=entry / f"{MODULE_NAME}.ko", name=MODULE_NAME,
+    return ModuleArtifact(path=entry / f"{name}.ko", name=name,
                           kernel_release=meta["kernel_release"], movable_api=meta["movable_api"])
 
 
-def _make(kernel: KernelBuild, module_dir: Path, log: Path) -> None:
+def _make(kernel: KernelBuild, module_dir: Path, log: Path, name: str) -> None:
     command = ["make", "-C", str(kernel.build_dir), f"M={module_dir}", *kernel.make_args,
                "modules"]
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -194,10 +197,10 @@ def _make(kernel: KernelBuild, module_dir: Path, log: Path) -> None:
             raise HarnessError("make not found: install it with `apt-get install make` "
                                "or run `harness doctor`") from None
         except subprocess.TimeoutExpired:
-            raise HarnessError(f"building {MODULE_NAME} took over {MAKE_TIMEOUT_SECONDS} s; "
+            raise HarnessError(f"building {name} took over {MAKE_TIMEOUT_SECONDS} s; "
                                f"log: {log}") from None
     if done.returncode != 0:
-        raise HarnessError(f"building {MODULE_NAME} for {kernel.release} ({kernel.arch}) "
+        raise HarnessError(f"building {name} for {kernel.release} ({kernel.arch}) "
                            f"failed: {_error_lines(log.read_text(errors='replace'))}; "
                            f"log: {log}")
 
@@ -207,23 +210,35 @@ def build_module(kernel: KernelBuild, force: bool = False,
     """Build (or find in the cache) the sample driver for ``kernel``, from
     ``source_dir`` (a fork of guest-modules/) or the shipped source.
 
-    Refuses an unsupported kernel before building; applies the kernel's
-    module fixups (e.g. PLT32 relocations for x86_64 before 4.16) to the .ko.
+    Refuses an unsupported kernel before building.
     """
     source_dir = check_source_dir(source_dir) if source_dir else module_source_dir()
     movable_api = check_supported(kernel, source_dir)
-    key = cache.cache_key({"module": MODULE_NAME, "source": source_digest(source_dir),
+    return build_out_of_tree(kernel, source_dir, MODULE_NAME, force=force,
+                             movable_api=movable_api)
+
+
+def build_out_of_tree(kernel: KernelBuild, source_dir: Path, name: str, force: bool = False,
+                      movable_api: str = "") -> ModuleArtifact:
+    """Build (or find in the cache) module ``name`` from ``source_dir`` (a Kbuild
+    and its sources) for ``kernel``, cached by the source's content and the kernel.
+
+    Applies the kernel's module fixups (e.g. PLT32 relocations for x86_64
+    before 4.16) to the .ko. ``movable_api`` is what the artifact records
+    (the sample driver's API; empty for any other module).
+    """
+    key = cache.cache_key({"module": name, "source": source_digest(source_dir),
                            "kernel": kernel_identity(kernel)})
     entry = cache.lookup(CACHE_KIND, key)
     if entry is not None and not force:
-        return _artifact(entry)
+        return _artifact(entry, name)
     log = log_path(key)
     started = time.monotonic()
     with cache.produce(CACHE_KIND, key, force=force) as work:
         build = work / "build"
         shutil.copytree(source_dir, build, ignore=_IGNORED)
-        _make(kernel, build, log)
-        built = build / f"{MODULE_NAME}.ko"
+        _make(kernel, build, log, name)
+        built = build / f"{name}.ko"
         if not built.is_file():
             raise HarnessError(f"make succeeded but produced no {built.name}; log: {log}")
         ko = work / built.name
@@ -236,4 +251,4 @@ def build_module(kernel: KernelBuild, force: bool = False,
             "seconds": round(time.monotonic() - started, 2),
         }, indent=2) + "\n")
         shutil.rmtree(build)
-    return _artifact(cache.entry_path(CACHE_KIND, key))
+    return _artifact(cache.entry_path(CACHE_KIND, key), name)

@@ -1,4 +1,4 @@
-"""Parsers and deltas for the /proc files that show memory fragmentation.
+"""Parsers for the /proc files that show memory fragmentation, and vmstat deltas.
 
 Pure functions over text, no I/O: the check reads the files through a Guest (a
 QEMU console, SSH, a board) and hands the text here, so every era's format can be
@@ -40,19 +40,6 @@ V = TypeVar("V")
 
 PROCFS_FILES = ("buddyinfo", "vmstat", "pagetypeinfo", "zoneinfo")
 
-# Counters a compaction run moves. compact_stall/fail/success count only
-# allocation-driven (direct) compaction: a manual compact_memory leaves them flat.
-MIGRATION_COUNTERS = (
-    "pgmigrate_success",
-    "pgmigrate_fail",
-    "compact_migrate_scanned",
-    "compact_free_scanned",
-    "compact_isolated",
-    "compact_stall",
-    "compact_fail",
-    "compact_success",
-)
-
 
 class ProcfsFormatError(HarnessError):
     """Text that is not what the kernel prints in that file, in any known era."""
@@ -64,9 +51,14 @@ class ProcfsFormatError(HarnessError):
         if len(shown) > 80:
             shown = shown[:77] + "..."
         super().__init__(
-            f"cannot parse /proc/{file} line {lineno}: expected {expected}, got {shown!r}; "
+            f"cannot parse {_path(file)} line {lineno}: expected {expected}, got {shown!r}; "
             f"keep that file's text and report it with the guest's `uname -r`"
         )
+
+
+def _path(file: str) -> str:
+    """Where ``file`` is read: /proc/NAME, or the absolute path a debugfs file is given as."""
+    return file if file.startswith("/") else f"/proc/{file}"
 
 
 class ZoneId(NamedTuple):
@@ -91,21 +83,20 @@ def _lines(text: str) -> Iterable[tuple[int, str]]:
             yield number, line
 
 
+def _zone_of(zones: Mapping[ZoneId, V], name: str, node: int, file: str) -> V:
+    """The entry of zone ``name`` on ``node`` in a parsed /proc/``file``; a HarnessError
+    naming the zones there are."""
+    try:
+        return zones[ZoneId(node, name)]
+    except KeyError:
+        raise HarnessError(f"no zone {name} on node {node} in /proc/{file}: "
+                           f"it has {', '.join(map(str, zones))}") from None
+
+
 def _incomplete(file: str, text: str, missing: str) -> ProcfsFormatError:
     """The text ended (or was empty) before something every era prints."""
     last = len(text.splitlines())
     return ProcfsFormatError(file, max(last, 1), "(end of text)" if last else "(empty)", missing)
-
-
-def _subtract(later: Iterable[int], earlier: Iterable[int]) -> tuple[int, ...]:
-    return tuple(b - a for a, b in zip(earlier, later, strict=True))
-
-
-def _mismatch(what: str, before: object, after: object) -> HarnessError:
-    return HarnessError(
-        f"cannot compare {what} snapshots: before has {before}, after has {after}; "
-        f"take both snapshots from the same guest boot"
-    )
 
 
 # --------------------------------------------------------------------------- buddyinfo
@@ -133,13 +124,7 @@ class BuddyInfo:
 
     def zone(self, name: str, node: int = 0) -> tuple[int, ...]:
         """Free blocks per order of one zone; HarnessError naming the zones there are."""
-        try:
-            return self.zones[ZoneId(node, name)]
-        except KeyError:
-            raise HarnessError(
-                f"no zone {name} on node {node} in /proc/buddyinfo: "
-                f"it has {', '.join(map(str, self.zones))}"
-            ) from None
+        return _zone_of(self.zones, name, node, "buddyinfo")
 
     def per_order(self, zones: Iterable[str] | None = None) -> tuple[int, ...]:
         """Free blocks per order summed over all zones (or the named zones) and nodes."""
@@ -158,38 +143,6 @@ class BuddyInfo:
     def free_pages(self, zones: Iterable[str] | None = None) -> int:
         """Free pages held in the buddy lists (per-cpu lists are not included)."""
         return sum(count << order for order, count in enumerate(self.per_order(zones)))
-
-    def delta(self, later: BuddyInfo) -> BuddyDelta:
-        """What changed from this snapshot to ``later`` (later minus this)."""
-        if list(self.zones) != list(later.zones) or self.orders != later.orders:
-            raise _mismatch(
-                "buddyinfo",
-                f"{len(self.zones)} zones x {self.orders} orders",
-                f"{len(later.zones)} zones x {later.orders} orders",
-            )
-        return BuddyDelta(before=self, after=later)
-
-
-@dataclass(frozen=True)
-class BuddyDelta:
-    """Two buddyinfo snapshots of the same machine and the change between them."""
-
-    before: BuddyInfo
-    after: BuddyInfo
-
-    def per_order(self, zones: Iterable[str] | None = None) -> tuple[int, ...]:
-        """Change of free blocks per order (after minus before), summed over zones."""
-        zone_list = None if zones is None else list(zones)
-        return _subtract(self.after.per_order(zone_list), self.before.per_order(zone_list))
-
-    def zone(self, name: str, node: int = 0) -> tuple[int, ...]:
-        """Change of free blocks per order in one zone."""
-        return _subtract(self.after.zone(name, node), self.before.zone(name, node))
-
-    def blocks_at_least(self, order: int) -> int:
-        """Change in the number of free blocks of order >= ``order``."""
-        return self.after.blocks_at_least(order) - self.before.blocks_at_least(order)
-
 
 def parse_buddyinfo(text: str) -> BuddyInfo:
     """Parse /proc/buddyinfo; every zone must list the same number of orders."""
@@ -247,11 +200,6 @@ class Vmstat:
                 f"the guest kernel's /proc/vmstat has no {', '.join(absent)}: build it with "
                 f"CONFIG_VM_EVENT_COUNTERS=y, CONFIG_COMPACTION=y and CONFIG_MIGRATION=y"
             )
-
-    def delta(self, later: Vmstat, keys: Iterable[str] | None = None) -> dict[str, int]:
-        """Same as ``vmstat_delta(self, later, keys)``."""
-        return vmstat_delta(self, later, keys)
-
 
 def vmstat_delta(
     before: Vmstat, after: Vmstat, keys: Iterable[str] | None = None
@@ -350,33 +298,6 @@ class PageTypeInfo:
             for mtype, count in counts.items():
                 totals[mtype] += count
         return totals
-
-    def delta(self, later: PageTypeInfo) -> PageTypeDelta:
-        """What changed from this snapshot to ``later``."""
-        if list(self.free) != list(later.free) or list(self.blocks) != list(later.blocks):
-            raise _mismatch("pagetypeinfo", sorted(map(str, self.blocks)),
-                            sorted(map(str, later.blocks)))
-        return PageTypeDelta(before=self, after=later)
-
-
-@dataclass(frozen=True)
-class PageTypeDelta:
-    """Two pagetypeinfo snapshots and the change between them."""
-
-    before: PageTypeInfo
-    after: PageTypeInfo
-
-    def free_by_type(self, migratetype: str) -> tuple[int, ...]:
-        """Change of free blocks per order on one migrate type's lists."""
-        return _subtract(self.after.free_by_type(migratetype),
-                         self.before.free_by_type(migratetype))
-
-    def blocks_by_type(self) -> dict[str, int]:
-        """Change of pageblock counts per migrate type (e.g. Movable blocks stolen)."""
-        after = self.after.blocks_by_type()
-        before = self.before.blocks_by_type()
-        return {mtype: after[mtype] - count for mtype, count in before.items()}
-
 
 def parse_pagetypeinfo(text: str) -> PageTypeInfo:
     """Parse /proc/pagetypeinfo, one set of sections per NUMA node with memory."""
@@ -513,32 +434,11 @@ class ZoneInfo:
 
     def zone(self, name: str, node: int = 0) -> Zone:
         """One zone's figures; HarnessError naming the zones there are."""
-        try:
-            return self.zones[ZoneId(node, name)]
-        except KeyError:
-            raise HarnessError(
-                f"no zone {name} on node {node} in /proc/zoneinfo: "
-                f"it has {', '.join(map(str, self.zones))}"
-            ) from None
+        return _zone_of(self.zones, name, node, "zoneinfo")
 
     def free_pages(self) -> int:
         """Free pages over all zones (buddy lists plus per-cpu lists)."""
         return sum(zone.pages_free for zone in self.zones.values())
-
-    def delta(self, later: ZoneInfo) -> dict[ZoneId, dict[str, int]]:
-        """Per zone: change of pages_free and of every zone stat both snapshots have."""
-        if list(self.zones) != list(later.zones):
-            raise _mismatch("zoneinfo", list(map(str, self.zones)), list(map(str, later.zones)))
-        changes: dict[ZoneId, dict[str, int]] = {}
-        for zone_id, before in self.zones.items():
-            after = later.zones[zone_id]
-            change = {"pages_free": after.pages_free - before.pages_free}
-            change.update(
-                {k: after.stats[k] - v for k, v in before.stats.items() if k in after.stats}
-            )
-            changes[zone_id] = change
-        return changes
-
 
 @dataclass
 class _ZoneDraft:
@@ -651,26 +551,6 @@ class Snapshot:
             zoneinfo=parse_zoneinfo(texts["zoneinfo"]),
         )
 
-    def delta(self, later: Snapshot, vmstat_keys: Iterable[str] | None = None) -> SnapshotDelta:
-        """What changed from this snapshot to ``later``."""
-        return SnapshotDelta(
-            buddyinfo=self.buddyinfo.delta(later.buddyinfo),
-            vmstat=vmstat_delta(self.vmstat, later.vmstat, vmstat_keys),
-            pagetypeinfo=self.pagetypeinfo.delta(later.pagetypeinfo),
-            zoneinfo=self.zoneinfo.delta(later.zoneinfo),
-        )
-
-
-@dataclass(frozen=True)
-class SnapshotDelta:
-    """The change between two snapshots, file by file."""
-
-    buddyinfo: BuddyDelta
-    vmstat: dict[str, int]
-    pagetypeinfo: PageTypeDelta
-    zoneinfo: dict[ZoneId, dict[str, int]]
-
-
 def snapshot_command() -> str:
     """One POSIX shell command that prints all four files, each after a marker line.
 
@@ -698,6 +578,114 @@ def split_snapshot_output(output: str) -> dict[str, str]:
 def parse_snapshot(output: str) -> Snapshot:
     """Parse what ``snapshot_command()`` printed on the guest."""
     return Snapshot.from_texts(split_snapshot_output(output))
+
+
+# --------------------------------------------------------------------------- indices
+
+# mm/vmstat.c (CONFIG_DEBUG_FS and CONFIG_COMPACTION, 2.6.35 on, the same format
+# from 4.8 to 7.2): one line per populated zone, one value per order, printed as
+# "%d.%03d" of a value in thousandths.
+EXTFRAG_DIR = "/sys/kernel/debug/extfrag"
+UNUSABLE_INDEX = f"{EXTFRAG_DIR}/unusable_index"
+EXTFRAG_INDEX = f"{EXTFRAG_DIR}/extfrag_index"
+_INDEX_LINE = re.compile(r"Node\s+(\d+),\s*zone\s+([A-Za-z]\w*)((?:\s+-?\d+\.\d{3})+)\s*")
+
+
+@dataclass(frozen=True)
+class FragIndex:
+    """One of the kernel's fragmentation indices, per zone and order.
+
+    ``unusable_index``: the share of a zone's free memory that sits in blocks
+    too small for an allocation of that order (0: all of it is usable, 1: none).
+    ``extfrag_index``: why an allocation of that order would fail, -1 when it
+    would not (a free block is there), towards 0 when memory is short, towards 1
+    when the free memory is there but fragmented: what compaction can fix (the
+    allocator compacts for a costly order only above ``vm.extfrag_threshold``,
+    500 by default). Values are exact thousandths, as the kernel computes them.
+    """
+
+    per_zone: Mapping[ZoneId, tuple[float, ...]]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "per_zone", _frozen(self.per_zone))
+
+    def zone(self, name: str, node: int = 0) -> tuple[float, ...]:
+        """The values of one zone by order, or a HarnessError naming the zones there are."""
+        try:
+            return self.per_zone[ZoneId(node, name)]
+        except KeyError:
+            raise HarnessError(f"no zone {name!r} on node {node} in the index (zones: "
+                               f"{', '.join(map(str, self.per_zone))})") from None
+
+    def as_dict(self) -> dict[str, list[float]]:
+        """JSON form: "node0/DMA32" -> the values by order."""
+        return {str(zone): list(values) for zone, values in self.per_zone.items()}
+
+
+def parse_frag_index(text: str, file: str = UNUSABLE_INDEX) -> FragIndex:
+    """Parse ``unusable_index`` or ``extfrag_index`` (``file`` names it in errors)."""
+    per_zone: dict[ZoneId, tuple[float, ...]] = {}
+    width: int | None = None
+    for lineno, line in _lines(text):
+        match = _INDEX_LINE.fullmatch(line)
+        if match is None:
+            raise ProcfsFormatError(file, lineno, line, "'Node N, zone NAME' and one "
+                                                        "d.ddd value per order")
+        values = tuple(float(value) for value in match[3].split())
+        if width is not None and len(values) != width:
+            raise ProcfsFormatError(file, lineno, line, f"{width} orders, as the lines before")
+        width = len(values)
+        zone = ZoneId(int(match[1]), match[2])
+        if zone in per_zone:
+            raise ProcfsFormatError(file, lineno, line, f"{zone} only once")
+        per_zone[zone] = values
+    if not per_zone:
+        raise _incomplete(file, text, "a 'Node N, zone NAME' line")
+    return FragIndex(per_zone)
+
+
+@dataclass(frozen=True)
+class FragIndices:
+    """Both indices read at one instant."""
+
+    unusable: FragIndex
+    extfrag: FragIndex
+
+    def as_dict(self) -> dict[str, dict[str, list[float]]]:
+        """JSON form: {"unusable_index": {zone: [...]}, "extfrag_index": {...}}."""
+        return {"unusable_index": self.unusable.as_dict(),
+                "extfrag_index": self.extfrag.as_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Mapping[str, list[float]]]) -> FragIndices:
+        """The inverse of ``as_dict`` (zones written as "node0/DMA32")."""
+        def index(values: Mapping[str, list[float]]) -> FragIndex:
+            per_zone = {}
+            for key, by_order in values.items():
+                node, _, zone = key.partition("/")
+                per_zone[ZoneId(int(node.removeprefix("node")), zone)] = tuple(by_order)
+            return FragIndex(per_zone)
+
+        return cls(unusable=index(data["unusable_index"]), extfrag=index(data["extfrag_index"]))
+
+
+# Prints nothing where the kernel has no such files (no CONFIG_DEBUG_FS or no
+# CONFIG_COMPACTION, or debugfs not mounted, as on many boards).
+FRAG_INDICES_COMMAND = (f"if [ -r {UNUSABLE_INDEX} ] && [ -r {EXTFRAG_INDEX} ]; then "
+                        f"echo '{_MARKER.format('unusable_index')}'; cat {UNUSABLE_INDEX}; "
+                        f"echo '{_MARKER.format('extfrag_index')}'; cat {EXTFRAG_INDEX}; fi")
+
+
+def parse_frag_indices(output: str) -> FragIndices | None:
+    """Parse what ``FRAG_INDICES_COMMAND`` printed; None when the kernel has no indices."""
+    if not output.strip():
+        return None
+    texts = split_snapshot_output(output)
+    if set(texts) != {"unusable_index", "extfrag_index"}:
+        raise HarnessError(f"the fragmentation indices' output has {sorted(texts)}, "
+                           "expected unusable_index and extfrag_index")
+    return FragIndices(unusable=parse_frag_index(texts["unusable_index"], UNUSABLE_INDEX),
+                       extfrag=parse_frag_index(texts["extfrag_index"], EXTFRAG_INDEX))
 
 
 # The page size comes from the auxiliary vector the kernel hands every process

@@ -130,8 +130,9 @@ class BalloonEvidence:
     data_intact: bool  # the file written after deflating read back with its checksum
 
 
-def balloon_failures(evidence: BalloonEvidence) -> list[str]:
-    """The rules of this module's docstring that ``evidence`` breaks."""
+def judge_balloon(evidence: BalloonEvidence) -> Verdict:
+    """The verdict of the balloon scenario: the rules of this module's docstring that
+    ``evidence`` breaks, if any."""
     failures = []
     tracked = evidence.tracked
     if evidence.inflated != evidence.requested_pages:
@@ -153,13 +154,7 @@ def balloon_failures(evidence: BalloonEvidence) -> list[str]:
                         f"{evidence.inflated}: pages were not all returned")
     if not evidence.data_intact:
         failures.append("memory written after deflating did not read back intact")
-    return failures
-
-
-def judge_balloon(evidence: BalloonEvidence) -> Verdict:
-    """The verdict of the balloon scenario."""
-    failures = balloon_failures(evidence)
-    return Verdict(proven=not failures, failures=tuple(failures))
+    return Verdict.of(failures)
 
 
 def _preflight(guest: Guest) -> None:

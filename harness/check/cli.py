@@ -110,13 +110,13 @@ def render(results: Sequence["ScenarioResult"], run_dir: Path, as_json: bool) ->
     """Write result.json and buddyinfo.png into ``run_dir``, print the tables (or the
     JSON objects); 0 when every result is proven, else 1."""
     from harness.report.chart import write_chart
-    from harness.report.json_report import result_object, write_json
+    from harness.report.json_report import write_json
     from harness.report.table import print_tables
 
     json_path = write_json(results, run_dir / "result.json")
     chart_path = write_chart(results, run_dir / "buddyinfo.png")
     if as_json:
-        print(json.dumps([result_object(result) for result in results], indent=2))
+        print(json.dumps([result.to_dict() for result in results], indent=2))
     else:
         print_tables(results)
         print(f"result: {json_path}\npicture: {chart_path}")

@@ -156,6 +156,21 @@ class SampleDriver:
             timeout=120), "driver try_alloc")
         return parse_try_alloc(out)
 
+    def fill(self, block_pages: int) -> None:
+        """Fragment the free memory loading left whole: the driver keeps one page of
+        every free block of ``block_pages`` pages left and frees the others (its
+        ``fill`` file; the pages kept join its own, movable or not)."""
+        _checked(self.guest.run(f"echo {block_pages} > {DEBUGFS}/fill", timeout=300),
+                 "driver fill")
+
+    def alloc_order(self, order: int, timeout: float = 300.0) -> bool:
+        """One order-``order`` allocation as a driver makes it (GFP_KERNEL: reclaim and
+        compaction allowed, the allocator's failure report on): whether it succeeded."""
+        out = _checked(self.guest.run(
+            f"echo {order} > {DEBUGFS}/alloc_order && cat {DEBUGFS}/alloc_order",
+            timeout=timeout), "driver alloc_order")
+        return parse_try_alloc(out) == 1
+
     def inject_faults(self, eagain_every: int, fail_every: int) -> None:
         """Make every Nth migration return -EAGAIN and every Mth fail hard (0 = off)."""
         _checked(self.guest.run(

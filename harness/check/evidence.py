@@ -18,6 +18,8 @@ compaction more allocations of a huge page (order 9 with 4 KiB pages, the probe
 order of harness.check.sample) succeed with movable pages than without.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 from harness.report.model import Side
@@ -29,6 +31,11 @@ class Verdict:
 
     proven: bool
     failures: tuple[str, ...]
+
+    @classmethod
+    def of(cls, failures: list[str]) -> Verdict:
+        """Proven exactly when no rule failed."""
+        return cls(proven=not failures, failures=tuple(failures))
 
     def __str__(self) -> str:
         return "PROVEN" if self.proven else "NOT PROVEN: " + "; ".join(self.failures)
@@ -79,4 +86,4 @@ def judge_ab(control: Side, movable: Side) -> Verdict:
                  movable.high_order.after if movable.high_order else None)
         failures.append(f"order-{order} allocations after compaction: {after[1]} with "
                         f"movable pages vs {after[0]} without (no gain)")
-    return Verdict(proven=not failures, failures=tuple(failures))
+    return Verdict.of(failures)

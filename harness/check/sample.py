@@ -14,6 +14,8 @@ from harness.check.evidence import judge_ab
 from harness.check.scenario import Evidence, Needs
 from harness.check.steps import (
     compact_memory,
+    frag_indices,
+    keep_free_blocks_visible,
     mem_free_pages,
     must,
     quiet_background_compaction,
@@ -22,7 +24,6 @@ from harness.check.steps import (
 )
 from harness.errors import HarnessError
 from harness.guest import Guest
-from harness.report.json_report import side_from_dict, side_to_dict
 from harness.report.model import HighOrder, RunResult, Side, huge_page_order, size_label
 
 # Counters the evidence reports as deltas; compact_stall/fail/success count
@@ -95,10 +96,12 @@ def run_sample_round(driver: SampleDriver, movable: bool, settings: ScenarioSett
     with undone(guest, driver.unload, f"unloading {MODULE_NAME}"):
         attempts = settings.probe_attempts
         before = snapshot(guest)
+        indices_before = frag_indices(guest)
         state_before = driver.state()
         high_before = driver.try_alloc(order, attempts)
         compact_memory(guest)
         after = snapshot(guest)
+        indices_after = frag_indices(guest)
         state_after = driver.state()
         high_after = driver.try_alloc(order, attempts)
         checked, mismatches = driver.verify()
@@ -118,6 +121,8 @@ def run_sample_round(driver: SampleDriver, movable: bool, settings: ScenarioSett
                              after=high_after),
         vmstat_delta=vmstat_deltas,
         driver_counters=_counter_deltas(state_before, state_after),
+        indices_before=indices_before,
+        indices_after=indices_after,
     )
 
 
@@ -141,17 +146,17 @@ def collect_ab(driver: SampleDriver, evidence: Evidence,
     pageblock_order = procfs.parse_pagetypeinfo(
         must(guest, "cat /proc/pagetypeinfo")).pageblock_order
     order = settings.probe_order_on(page_size, pageblock_order)
-    evidence.notes += quiet_background_compaction(guest)
+    evidence.notes += quiet_background_compaction(guest) + keep_free_blocks_visible(guest)
     evidence.notes.append(
         f"driver covers {settings.cover_share:.0%} of free memory, keeps 1 page in "
         f"{settings.fragment}; probe: {settings.probe_attempts} x order {order} "
         f"({size_label(page_size << order)}; {size_label(page_size)} pages, pageblock "
         f"order {pageblock_order})")
-    evidence.facts[CONTROL] = side_to_dict(run_sample_round(driver, False, settings,
-                                                            page_size, order))
+    evidence.facts[CONTROL] = run_sample_round(driver, False, settings, page_size,
+                                               order).to_dict()
     evidence.stopped = "the A/B stopped in its movable=1 round; the movable=0 round is kept"
-    evidence.facts[MOVABLE] = side_to_dict(run_sample_round(driver, True, settings,
-                                                            page_size, order))
+    evidence.facts[MOVABLE] = run_sample_round(driver, True, settings, page_size,
+                                               order).to_dict()
 
 
 def _proof_summary(movable: Side) -> str:
@@ -197,7 +202,7 @@ class SampleAB:
     def judge(self, evidence: Evidence) -> RunResult:
         """``judge_ab`` (harness.check.evidence: the rules) on both rounds; with a
         round missing (cut short by a kernel report) the A/B is not proven."""
-        control, movable = (side_from_dict(evidence.facts[key]) if key in evidence.facts
+        control, movable = (Side.from_dict(evidence.facts[key]) if key in evidence.facts
                             else None for key in (CONTROL, MOVABLE))
         result = RunResult(arch=evidence.arch, kernel=evidence.kernel, release=evidence.release,
                            page_size=evidence.page_size, proven=False, reasons=(),

@@ -149,7 +149,9 @@ class Scenario(Protocol):
 
     def judge(self, evidence: Evidence) -> ScenarioResult:
         """The result of ``evidence`` by the scenario's documented rules (pure): a
-        RunResult for the A/B, an InTreeResult for the kernel's own users."""
+        RunResult for the A/B, an InTreeResult for the kernel's own users, or a
+        result type of the scenario's own (its rows, panels and JSON object are its
+        own too: harness.report.model.ScenarioResult)."""
         ...
 
 

@@ -63,6 +63,13 @@ def snapshot(guest: Guest) -> procfs.Snapshot:
     return procfs.parse_snapshot(must(guest, procfs.snapshot_command()))
 
 
+def frag_indices(guest: Guest) -> procfs.FragIndices | None:
+    """The kernel's unusable_index and extfrag_index now (debugfs ``extfrag/``), or
+    None where it has none (no CONFIG_DEBUG_FS or CONFIG_COMPACTION, debugfs not
+    mounted: a board)."""
+    return procfs.parse_frag_indices(must(guest, procfs.FRAG_INDICES_COMMAND))
+
+
 def meminfo(guest: Guest) -> dict[str, int]:
     """/proc/meminfo in KiB by field name."""
     values: dict[str, int] = {}
@@ -106,6 +113,37 @@ def free_kib_drained(guest: Guest) -> int:
 def compact_memory(guest: Guest) -> None:
     """Ask the kernel to compact every zone, as a user would."""
     must(guest, "echo 1 > /proc/sys/vm/compact_memory", timeout=300)
+
+
+# Written to percpu_pagelist_high_fraction: a share of the zone so small that each
+# CPU's lists keep only their floor, four batches (mm/page_alloc.c, zone_highsize()).
+PCP_HIGH_FRACTION = 1 << 30
+
+
+def keep_free_blocks_visible(guest: Guest) -> list[str]:
+    """Keep the free memory where ``fill`` sees it and nothing compacts it behind the
+    repro's back; returns notes saying what was done.
+
+    - ``watermark_boost_factor`` 0 (5.0 on): an allocation that steals a pageblock
+      of another migrate type (fill's do) boosts the zone's watermark, and kswapd
+      then wakes kcompactd for a whole pageblock (balance_pgdat()), which compacted
+      334 of the driver's movable pages within a second of a fill on 5.10.
+    - ``percpu_pagelist_high_fraction`` tiny (5.14 on): pages just freed wait on
+      per-CPU lists, out of the buddy lists fill takes blocks from, and from 6.7
+      on those lists grow to an eighth of the zone (3711 and 3347 pages on the two
+      CPUs of a 256 MiB 7.2 guest); the allocator drains them before it gives up,
+      and a block that was free but stranded there then satisfied the allocation
+      with unmovable driver pages. Before 5.14 the lists hold six batches at most.
+    """
+    notes = []
+    for name, value in (("watermark_boost_factor", 0),
+                        ("percpu_pagelist_high_fraction", PCP_HIGH_FRACTION)):
+        if guest.run(f"test -w /proc/sys/vm/{name}").ok:
+            must(guest, f"echo {value} > /proc/sys/vm/{name}")
+            notes.append(f"{name} set to {value}")
+        else:
+            notes.append(f"no {name} in this kernel")
+    return notes
 
 
 def quiet_background_compaction(guest: Guest) -> list[str]:

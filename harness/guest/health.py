@@ -149,9 +149,9 @@ class HealthWatch:
 class WatchedGuest:
     """A Guest whose every step fails if the kernel reported a problem during it.
 
-    ``explain`` is asked about a transport failure first (for instance to wait
-    for a dying VM and say how it died); a kernel problem found in the log
-    still takes precedence, since it is the cause. When the transport can
+    A transport failure is the kernel problem in the log when there is one
+    (the cause); otherwise ``explain`` is asked about it (for instance to wait
+    for a dying VM and say how it died), and the log read again. When the transport can
     check while it waits and the log is read without the guest, the watch is
     read during the step too, so a report ends the step within a second or
     two rather than at its timeout.
@@ -190,10 +190,17 @@ class WatchedGuest:
             self._reported(problem, what)
             raise
         except GuestError as error:
-            better = self._explain(error) if self._explain is not None else None
-            if better is not None:
-                self.dead = str(better)
+            # A report already in the log is the cause: raised at once, without
+            # first waiting to see whether the machine is going (an Oops that
+            # kills the command's task ends an SSH command with no exit status;
+            # QEMU lives on, and asking how it died would cost seconds).
             cause = self.watch.poll()
+            better = None
+            if cause is None:
+                better = self._explain(error) if self._explain is not None else None
+                if better is not None:
+                    self.dead = str(better)
+                cause = self.watch.poll()
             if cause is not None:
                 raise self._reported(cause, what) from error
             if better is not None:

@@ -36,6 +36,10 @@ class ReportLine:
     kind: str
     weight: int  # a report's headline is its line of the highest weight (the first of equals)
     pattern: re.Pattern[str]  # searched in a line without its timestamp
+    # The rest of the line is this report's message, not a report of its own:
+    # arm64's panic after a BUG in an interrupt reads "Kernel panic - not
+    # syncing: Oops - BUG: Fatal exception in interrupt", a panic, not a BUG.
+    owns_line: bool = False
 
 
 # How telling a line is, most first.
@@ -69,7 +73,7 @@ REPORT_LINES = (
     ReportLine("BUG", _BUG, re.compile(r"\bBUG: ")),
     ReportLine("Oops", _TRAP, re.compile(
         r"^(Oops\b|Internal error: |[A-Za-z][a-z -]*: [0-9a-f]{4} \[#\d+\])")),
-    ReportLine("panic", _PANIC, re.compile(r"^Kernel panic - not syncing")),
+    ReportLine("panic", _PANIC, re.compile(r"^Kernel panic - not syncing"), owns_line=True),
     ReportLine("WARNING", _FRAME, re.compile(r"^-+\[ cut here \]-+$")),
 )
 
@@ -85,6 +89,10 @@ _TRACE = re.compile(r"^Call [Tt]race:")
 # "? sym" and <IRQ>/<TASK> markers, and the register and Code: lines among them.
 _TRACE_LINE = re.compile(r"^(\s|\[<[0-9a-f]+>\]|\? |</?[A-Z]+>|[\w.]+\+0x[0-9a-f]+/0x[0-9a-f]+"
                          r"|[A-Z][A-Za-z0-9]{1,3}: )")
+# x86 closes a task's stack dump with </TASK> (5.16 on): a report that ends with
+# its call trace (a hung task, a soft lockup) is whole there, not only once the
+# next line arrives, which a stuck kernel may print seconds later or never.
+_TRACE_END = re.compile(r"^\s*</TASK>\s*$")
 _MAX_REPORT_LINES = 100
 _MAX_EXCERPT_LINES = 120
 _CONTEXT_BEFORE = 3
@@ -110,7 +118,8 @@ def _strip(line: str) -> str:
 def _classify(text: str) -> ReportLine | None:
     """The most telling report pattern a line (without its timestamp) matches, or None."""
     hits = [entry for entry in REPORT_LINES if entry.pattern.search(text)]
-    return max(hits, key=lambda entry: entry.weight) if hits else None
+    owner = next((entry for entry in hits if entry.owns_line), None)
+    return owner or (max(hits, key=lambda entry: entry.weight) if hits else None)
 
 
 def _report_end(lines: list[str], first: int, framed: bool) -> tuple[int, bool]:
@@ -127,6 +136,8 @@ def _report_end(lines: list[str], first: int, framed: bool) -> tuple[int, bool]:
     for index in range(first + 1, limit):
         if in_trace and not _TRACE_LINE.match(lines[index]):
             return index, True
+        if in_trace and _TRACE_END.match(lines[index]):
+            return index + 1, True
         in_trace = in_trace or bool(_TRACE.match(lines[index]))
     return limit, limit < len(lines)
 
@@ -175,3 +186,64 @@ def find_problem(text: str) -> KernelProblem | None:
     return KernelProblem(first.kind, "\n".join(excerpt), headline=first.headline,
                          fatal=any(report.fatal for report in reports),
                          later=tuple(report.headline for report in later))
+
+
+# --------------------------------------------------------------------------- allocation failures
+
+# warn_alloc() (mm/page_alloc.c; warn_alloc_failed() in 4.8): "COMM: page allocation
+# failure: order:N, mode:0xMASK(FLAGS)", from 4.10 with ", nodemask=..." after it,
+# then the stack and show_mem(): "Mem-Info:", the zones, the free blocks per order,
+# and its trailer, whose "N pages reserved" line every era prints (lib/show_mem.c,
+# mm/show_mem.c from 6.x), then optionally "cma reserved", "pagetable cache" and
+# "hwpoisoned" lines.
+_ALLOC_FAILURE = re.compile(
+    r"^(?P<comm>.+?): page allocation failure: order:(?P<order>\d+), "
+    r"mode:(?P<mode>0x[0-9a-f]+)\((?P<flags>[^)]*)\)")
+_SHOW_MEM_RESERVED = re.compile(r"^\d+ pages reserved$")
+_SHOW_MEM_TAIL = re.compile(r"^\d+ pages (cma reserved|in pagetable cache|hwpoisoned)$")
+_MAX_ALLOCATION_REPORT_LINES = 200
+
+
+@dataclass(frozen=True)
+class AllocationFailure:
+    """The page allocator's own report of a failed allocation, as printed.
+
+    Not a kernel problem: the allocator says it could not find memory of that
+    order, which is what fragmentation does (``harness repro`` expects it).
+    ``scan`` therefore never takes it for a report, and the health watch lets it
+    pass; what matters is whether it appears when it should.
+    """
+
+    comm: str  # the task that asked
+    order: int
+    mode: str  # the GFP mask, e.g. "0xcc0(GFP_KERNEL)" or "0x24040c0(GFP_KERNEL|__GFP_COMP)"
+    excerpt: str  # the report's lines as printed (timestamps kept)
+    complete: bool  # show_mem's trailer was seen: nothing of it is missing
+
+
+def allocation_failures(text: str) -> list[AllocationFailure]:
+    """Every allocation failure report in ``text``, in the order printed."""
+    raw = text.splitlines()
+    lines = [_strip(line) for line in raw]
+    found: list[AllocationFailure] = []
+    index = 0
+    while index < len(lines):
+        match = _ALLOC_FAILURE.match(lines[index])
+        if match is None:
+            index += 1
+            continue
+        end, complete = index + 1, False
+        limit = min(len(lines), index + _MAX_ALLOCATION_REPORT_LINES)
+        while end < limit and not _ALLOC_FAILURE.match(lines[end]):
+            end += 1
+            if _SHOW_MEM_RESERVED.match(lines[end - 1].strip()):
+                complete = True
+                while end < limit and _SHOW_MEM_TAIL.match(lines[end].strip()):
+                    end += 1
+                break
+        found.append(AllocationFailure(
+            comm=match["comm"].strip(), order=int(match["order"]),
+            mode=f"{match['mode']}({match['flags']})",
+            excerpt="\n".join(raw[index:end]), complete=complete))
+        index = end
+    return found

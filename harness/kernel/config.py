@@ -8,7 +8,8 @@ pgmigrate_* lines, and 6.1's VIRTIO_PCI stayed unset behind VIRTIO_MENU), so aft
 merge every requested value is compared with the final .config; a dropped
 one is an error naming it and its unmet dependencies. A symbol the tree does
 not define at all (VIRTIO_MENU on 4.8) is only a note: fragments are shared
-between kernel eras.
+between kernel eras. The tree's Kconfig files are read only when a requested
+value did not stick, which is what it takes to tell those two apart.
 """
 
 import re
@@ -314,18 +315,27 @@ def _reason(symbol: KconfigSymbol, wanted: str, final: Mapping[str, str]) -> str
 
 
 def check_config(
-    requested: Mapping[str, str], final: Mapping[str, str], known: Mapping[str, KconfigSymbol]
+    requested: Mapping[str, str], final: Mapping[str, str],
+    scan: Callable[[], Mapping[str, KconfigSymbol]],
 ) -> ConfigCheck:
-    """Which requested settings were dropped, and which the tree does not know."""
-    dropped, unknown = [], []
-    for name, wanted in requested.items():
-        if name not in known:
-            unknown.append(name)
-            continue
-        got = final.get(name, NOT_SET)
-        if got != wanted:
-            dropped.append(Dropped(name, wanted, got, _reason(known[name], wanted, final)))
-    return ConfigCheck(dropped=tuple(dropped), unknown=tuple(sorted(unknown)))
+    """Which requested settings were dropped, and which the tree does not know.
+
+    ``scan`` (``kconfig_symbols`` of the tree: it reads every Kconfig file) runs
+    only when some requested value is not what the final config has: to tell a
+    symbol this tree does not define (a note: fragments are shared between eras)
+    from one it dropped (an error), and to say why it was dropped. A request that
+    holds needs neither, whether or not the tree defines the symbol.
+    """
+    differ = {name: wanted for name, wanted in requested.items()
+              if final.get(name, NOT_SET) != wanted}
+    if not differ:
+        return ConfigCheck()
+    known = scan()
+    dropped = tuple(Dropped(name, wanted, final.get(name, NOT_SET),
+                            _reason(known[name], wanted, final))
+                    for name, wanted in differ.items() if name in known)
+    return ConfigCheck(dropped=dropped,
+                       unknown=tuple(sorted(name for name in differ if name not in known)))
 
 
 def raise_if_dropped(check: ConfigCheck, config: Path) -> None:
@@ -373,6 +383,6 @@ def configure(
     requested = merge_settings(fragment.settings for fragment in fragments)
     config = build_dir / ".config"
     check = check_config(requested, parse_dotconfig(config.read_text()),
-                         kconfig_symbols(tree, srcarch))
+                         lambda: kconfig_symbols(tree, srcarch))
     raise_if_dropped(check, config)
     return check

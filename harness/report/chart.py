@@ -1,10 +1,11 @@
-"""The picture: free blocks per order before and after compaction, movable=0 vs movable=1.
+"""The picture: free blocks per order before and after compaction, one row per result.
 
-One row per result, in run order: for the sample A/B the two sides next to
-each other on a shared y axis, so the claim is visible at a glance (with
-movable driver pages, compaction turns many small free blocks into fewer large
-ones; without them, the histogram barely moves); for an in-tree scenario its
-free blocks and the pages of the kernel's own user it found and saw move.
+Every result describes its own row (``ScenarioResult.panels()``, as data:
+harness.report.view): the sample A/B's two sides next to each other on the
+same y scale, so the claim is visible at a glance (with movable driver pages,
+compaction turns many small free blocks into fewer large ones; without them,
+the histogram barely moves); an in-tree scenario's free blocks and the pages
+of the kernel's own user it found and saw move. This module only draws them.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from matplotlib.ticker import FuncFormatter
 
 from harness.errors import HarnessError
 from harness.paths import write_atomically
-from harness.report.in_tree import InTreeResult
-from harness.report.model import KernelReport, RunResult, ScenarioResult, Side, size_label
+from harness.report.model import KernelReport, ScenarioResult, size_label
+from harness.report.view import BarsPanel, BuddyPanel, UnusableIndex
 
 BEFORE_COLOR = "#9ecae1"
 AFTER_COLOR = "#08519c"
 PROVEN_COLOR = "#1a7f37"
 NOT_PROVEN_COLOR = "#cf222e"
+INDEX_COLOR = "#e6550d"
 # Console lines of a kernel report drawn where the measurement it stopped would be.
 _EXCERPT_LINES = 14
 _EXCERPT_WIDTH = 110
@@ -36,16 +38,15 @@ def _count_label(value: float, _position: object) -> str:
     return f"{value:,.0f}" if value >= 1 or value == 0 else ""
 
 
-def _draw_buddy(axes: Axes, before: Sequence[int], after: Sequence[int],
-                result: ScenarioResult, top: float) -> None:
+def _draw_buddy(axes: Axes, panel: BuddyPanel, result: ScenarioResult, top: float) -> None:
     """Free blocks per order, before and after (when measured), as paired bars on a
-    symlog axis."""
-    orders = range(len(before))
+    symlog axis, with the panel's evidence in a box."""
+    orders = range(len(panel.before))
     width = 0.4
-    axes.bar([o - width / 2 for o in orders], before, width,
+    axes.bar([o - width / 2 for o in orders], panel.before, width,
              color=BEFORE_COLOR, label="before compaction")
-    if after:
-        axes.bar([o + width / 2 for o in orders], after, width,
+    if panel.after:
+        axes.bar([o + width / 2 for o in orders], panel.after, width,
                  color=AFTER_COLOR, label="after compaction")
     # Counts span decades (thousands of order-0 blocks, a handful of order-10):
     # symlog keeps zeros visible, which plain log would drop.
@@ -60,33 +61,41 @@ def _draw_buddy(axes: Axes, before: Sequence[int], after: Sequence[int],
     axes.set_ylabel("free blocks (symlog)")
     axes.grid(axis="y", alpha=0.3)
     axes.set_axisbelow(True)
+    axes.set_title(panel.title, fontsize=10)
+    if panel.box:
+        axes.text(0.98, 0.97, "\n".join(panel.box), transform=axes.transAxes, ha="right",
+                  va="top", fontsize=8.5, bbox={"boxstyle": "round", "facecolor": "white",
+                                                "alpha": 0.85, "edgecolor": "#bbbbbb"})
+    if panel.unusable is not None:
+        _draw_unusable(axes, panel.unusable)
 
 
-def _evidence_box(axes: Axes, lines: Sequence[str]) -> None:
-    axes.text(0.98, 0.97, "\n".join(lines), transform=axes.transAxes, ha="right", va="top",
-              fontsize=8.5, bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85,
-                                  "edgecolor": "#bbbbbb"})
+def _draw_unusable(axes: Axes, index: UnusableIndex) -> None:
+    """The unusable index per order before (dashed) and after, on a right-hand 0..1
+    axis over the bars: where the free memory is, the bars say; how much of it an
+    allocation of each order can use, the lines."""
+    right = axes.twinx()
+    for values, style, when in ((index.before, "--", "before"), (index.after, "-", "after")):
+        right.plot(range(len(values)), values, style, color=INDEX_COLOR, marker=".",
+                   linewidth=1.2, label=f"unusable index {when}")
+    right.set_ylim(0, 1.6)  # the lines stay under the evidence box
+    right.set_yticks([0, 0.5, 1])
+    right.set_ylabel(f"unusable index ({index.zone})", color=INDEX_COLOR, fontsize=8)
+    right.tick_params(axis="y", colors=INDEX_COLOR, labelsize=8)
+    right.legend(loc="center right", fontsize=7, frameon=False)
 
 
-def _draw_side(axes: Axes, side: Side, result: RunResult, top: float) -> None:
-    _draw_buddy(axes, side.buddy_before, side.buddy_after, result, top)
-    role = "driver pages movable" if side.movable else "control: not movable"
-    axes.set_title(
-        f"{side.label} ({role})\n"
-        f"migrated {side.migrated_pages} of {side.total_pages} pages "
-        f"({side.migrated_share:.0%})",
-        fontsize=10,
-    )
-    order = result.high_order
-    before, after = side.blocks_at_least(order)
-    lines = [f"free blocks ≥ order {order}: {before} → {after}"]
-    if side.high_order is not None:
-        high = side.high_order
-        lines.append(f"order-{high.order} allocations ok: "
-                     f"{high.before}/{high.attempts} → {high.after}/{high.attempts}")
-    lines.append(f"pgmigrate_success Δ {side.pgmigrate_success_delta}, "
-                 f"mismatches {side.verify_mismatches}")
-    _evidence_box(axes, lines)
+def _draw_bars(axes: Axes, panel: BarsPanel) -> None:
+    """Counts as horizontal bars, the first on top, each with its number."""
+    names = [name for name, _ in panel.bars][::-1]
+    values = [value for _, value in panel.bars][::-1]
+    axes.barh(names, values, color=AFTER_COLOR)
+    for y, value in enumerate(values):
+        axes.annotate(f" {value:,}", (value, y), va="center", fontsize=9)
+    axes.set_xlabel(panel.unit)
+    axes.set_xlim(0, max(values, default=1) * 1.25 or 1)
+    axes.tick_params(axis="y", labelsize=9)
+    axes.set_title(panel.title, fontsize=10)
 
 
 def _title(result: ScenarioResult) -> str:
@@ -119,74 +128,25 @@ def _draw_not_measured(axes: Axes, what: str, report: KernelReport | None) -> No
               family="monospace", fontsize=6)
 
 
-# The in-tree users' own numbers worth a bar next to the migration counters.
-_PANEL_FIGURES = {"zsmalloc_pages": "zsmalloc pages in all (debugfs)",
-                  "zram_compact_pages_compacted": "zram compact: pages freed"}
-
-
-def _draw_in_tree(row: SubFigure, result: InTreeResult) -> None:
-    """An in-tree scenario: free blocks per order, and its pages found and moved."""
+def _draw_row(row: SubFigure, result: ScenarioResult) -> None:
+    """One result's panels side by side; its histograms share one y scale."""
     color = PROVEN_COLOR if result.proven else NOT_PROVEN_COLOR
     row.suptitle(_title(result), fontsize=12, fontweight="bold", color=color)
-    buddy, pages = row.subplots(1, 2, width_ratios=(3, 2))
-    tracked = result.tracked
-    if not result.buddy_before:
-        _draw_not_measured(buddy, "free blocks per order", result.kernel_report)
-    else:
-        peak = max(*result.buddy_before, *result.buddy_after, 1)
-        _draw_buddy(buddy, result.buddy_before, result.buddy_after, result, peak * 12)
-        buddy.set_title(f"{result.scenario}: {tracked.moved} of {tracked.before} {tracked.kind} "
-                        f"changed PFN ({tracked.moved_share:.0%})" if tracked else
-                        f"{result.scenario}: pages not compared", fontsize=10)
-        order = result.huge_order
-        before, after = ("?" if mib is None else mib for mib in result.free_mib_at_least(order))
-        data = ("not read back" if result.data_checked is None else
-                f"{result.data_checked} × {result.data_unit}, "
-                f"{result.data_mismatches} mismatches")
-        _evidence_box(buddy, [f"free memory in blocks ≥ "
-                              f"{size_label(result.block_bytes(1 << order))}: "
-                              f"{before} → {after} MiB", f"data read back: {data}"])
-    bars: dict[str, int] = {}
-    if tracked is not None:
-        bars.update({f"{tracked.kind} found": tracked.before,
-                     "… moved to a new PFN": tracked.moved})
-    if result.pgmigrate_success_delta is not None:
-        bars["pgmigrate_success Δ"] = result.pgmigrate_success_delta
-    bars.update({f"{name} Δ": value for name, value in result.vmstat_delta.items()
-                 if name == "balloon_migrate"})
-    bars.update({label: result.figures[name] for name, label in _PANEL_FIGURES.items()
-                 if name in result.figures})
-    if not bars:
-        _draw_not_measured(pages, "pages of the in-tree user",
-                           result.kernel_report if result.buddy_before else None)
-        return
-    names = list(bars)[::-1]
-    pages.barh(names, [bars[name] for name in names], color=AFTER_COLOR)
-    for y, name in enumerate(names):
-        pages.annotate(f" {bars[name]:,}", (bars[name], y), va="center", fontsize=9)
-    pages.set_xlabel("pages")
-    pages.set_xlim(0, max(bars.values(), default=1) * 1.25 or 1)
-    pages.tick_params(axis="y", labelsize=9)
-    pages.set_title("pages of the in-tree user around one compaction", fontsize=10)
-
-
-def _draw_ab(row: SubFigure, result: RunResult) -> None:
-    """The sample driver's A/B: movable=0 next to movable=1 on a shared y axis."""
-    color = PROVEN_COLOR if result.proven else NOT_PROVEN_COLOR
-    row.suptitle(_title(result), fontsize=12, fontweight="bold", color=color)
-    axes_row = row.subplots(1, 2, sharey=True)
-    peak = max((max(*side.buddy_before, *side.buddy_after, 1) for side in result.sides),
-               default=1)
+    panels = result.panels()
+    axes_row = row.subplots(1, len(panels), width_ratios=[panel.width for panel in panels],
+                            squeeze=False)[0]
+    peak = max((max(*panel.before, *panel.after, 1) for panel in panels
+                if isinstance(panel, BuddyPanel)), default=1)
     top = peak * 12  # a decade of headroom above the bars for the evidence box
     report = result.kernel_report
-    for axes, side, what in ((axes_row[0], result.unmovable, "movable=0 control"),
-                             (axes_row[1], result.movable, "movable=1")):
-        if side is None:
-            _draw_not_measured(axes, what, report)
-            report = None  # the excerpt once, in the first panel it stopped
+    for axes, panel in zip(axes_row, panels, strict=True):
+        if isinstance(panel, BuddyPanel):
+            _draw_buddy(axes, panel, result, top)
+        elif isinstance(panel, BarsPanel):
+            _draw_bars(axes, panel)
         else:
-            _draw_side(axes, side, result, top)
-    axes_row[1].tick_params(labelleft=True)  # sharey hides them; each side reads alone
+            _draw_not_measured(axes, panel.what, report)
+            report = None  # the excerpt once, in the first panel it stopped
 
 
 def build_figure(results: Sequence[ScenarioResult]) -> Figure:
@@ -200,11 +160,7 @@ def build_figure(results: Sequence[ScenarioResult]) -> Figure:
                     "echo 1 > /proc/sys/vm/compact_memory", fontsize=14, fontweight="bold")
     rows = figure.subfigures(count, 1, squeeze=False)[:, 0]
     for row, result in zip(rows, results, strict=True):
-        if isinstance(result, RunResult):
-            _draw_ab(row, result)
-        else:
-            assert isinstance(result, InTreeResult), result
-            _draw_in_tree(row, result)
+        _draw_row(row, result)
     handles, labels = next((found for found in map(Axes.get_legend_handles_labels, figure.axes)
                             if found[0]), ([], []))
     figure.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=10,

@@ -4,22 +4,32 @@ The sample driver's A/B is a ``RunResult``; the kernel's own users of the
 movable page API have no movable=0 control and no driver counters, but they
 have their own figures (zsmalloc's zspages, the balloon's migration counter)
 and a data check (zram contents, memory usable after deflating). Those fit
-one small record, rendered by the same JSON file, table and picture.
+one small record (result.json: ``in_tree``), rendered by the same JSON file,
+table and picture.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from harness.report.model import (
-    ScenarioResult,
-    huge_page_order,
-    result_common_dict,
-    result_common_fields,
+from harness.report.model import ScenarioResult, huge_page_order, size_label
+from harness.report.view import (
+    NOT_MEASURED,
+    VMSTAT_ROWS,
+    BarsPanel,
+    BuddyPanel,
+    NotMeasured,
+    Panel,
+    TableView,
+    change,
 )
+
+# The in-tree users' own numbers worth a bar next to the migration counters.
+_PANEL_FIGURES = {"zsmalloc_pages": "zsmalloc pages in all (debugfs)",
+                  "zram_compact_pages_compacted": "zram compact: pages freed"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,7 @@ class InTreeResult(ScenarioResult):
     not proven.
     """
 
+    json_key = "in_tree"
     scenario: str  # "zram" or "balloon"
     tracked: TrackedPages | None = None
     pgmigrate_success_delta: int | None = None
@@ -107,41 +118,100 @@ class InTreeResult(ScenarioResult):
         return (None if before is None else before >> 20,
                 None if after is None else after >> 20)
 
+    def _data_read_back(self) -> str | None:
+        """What the data check compared and found (None: it never ran)."""
+        if self.data_checked is None:
+            return None
+        return f"{self.data_checked} × {self.data_unit}, {self.data_mismatches} mismatches"
 
-def in_tree_to_dict(result: InTreeResult) -> dict[str, Any]:
-    """The JSON object of one in-tree result (key names match the sample driver's;
-    null for what a scenario cut short by a kernel report did not measure)."""
-    tracked = result.tracked
-    return {
-        "scenario": result.scenario,
-        **result_common_dict(result),
-        "migrated_pages": tracked.moved if tracked else None,
-        "total_pages": tracked.before if tracked else None,
-        "migrated_share": round(tracked.moved_share, 4) if tracked else None,
-        "tracked_pages": {"kind": tracked.kind, "before": tracked.before,
-                          "after": tracked.after, "moved": tracked.moved,
-                          "arrived": tracked.arrived} if tracked else None,
-        "pgmigrate_success_delta": result.pgmigrate_success_delta,
-        "data": {"unit": result.data_unit, "checked": result.data_checked,
-                 "mismatches": result.data_mismatches},
-        "figures": dict(result.figures),
-        "buddyinfo_before": list(result.buddy_before),
-        "buddyinfo_after": list(result.buddy_after),
-        "vmstat_delta": dict(result.vmstat_delta),
-        "seconds": {name: round(value, 2) for name, value in result.seconds.items()},
-    }
+    def table(self) -> TableView:
+        """One column of the scenario's evidence, then its own figures."""
+        tracked = self.tracked
+        delta = self.pgmigrate_success_delta
+        rows = [
+            ("pages moved (new PFN)", NOT_MEASURED) if tracked is None else
+            (f"{tracked.kind} moved (new PFN)",
+             f"{tracked.moved} / {tracked.before} ({tracked.moved_share:.0%})"),
+            ("pgmigrate_success Δ", NOT_MEASURED if delta is None else str(delta)),
+            *((f"{name} Δ", str(self.vmstat_delta[name])) for name in VMSTAT_ROWS
+              if name in self.vmstat_delta),
+            *((name, f"{value:,}") for name, value in self.figures.items()),
+        ]
+        if self.buddy_before:
+            order = self.huge_order
+            rows += [("free order-0 blocks", change(
+                         self.buddy_before[0], self.buddy_after[0] if self.buddy_after else None)),
+                     (f"free MiB in blocks ≥ order {order}",
+                      change(*self.free_mib_at_least(order)))]
+        else:
+            rows.append(("free blocks (buddyinfo)", NOT_MEASURED))
+        rows += [("data read back", self._data_read_back() or NOT_MEASURED),
+                 ("seconds", ", ".join(f"{name} {value:.1f}"
+                                       for name, value in self.seconds.items()))]
+        return TableView(columns=("value",), rows=tuple(rows))
 
+    def panels(self) -> tuple[Panel, ...]:
+        """Free blocks per order, and the pages of the kernel's own user found and moved."""
+        tracked = self.tracked
+        buddy: Panel = NotMeasured("free blocks per order")
+        if self.buddy_before:
+            order = self.huge_order
+            before, after = ("?" if mib is None else mib
+                             for mib in self.free_mib_at_least(order))
+            buddy = BuddyPanel(
+                title=(f"{self.scenario}: {tracked.moved} of {tracked.before} {tracked.kind} "
+                       f"changed PFN ({tracked.moved_share:.0%})" if tracked else
+                       f"{self.scenario}: pages not compared"),
+                before=self.buddy_before, after=self.buddy_after,
+                box=(f"free memory in blocks ≥ {size_label(self.block_bytes(1 << order))}: "
+                     f"{before} → {after} MiB",
+                     f"data read back: {self._data_read_back() or 'not read back'}"))
+        bars: dict[str, int] = {}
+        if tracked is not None:
+            bars.update({f"{tracked.kind} found": tracked.before,
+                         "… moved to a new PFN": tracked.moved})
+        if self.pgmigrate_success_delta is not None:
+            bars["pgmigrate_success Δ"] = self.pgmigrate_success_delta
+        if "balloon_migrate" in self.vmstat_delta:
+            bars["balloon_migrate Δ"] = self.vmstat_delta["balloon_migrate"]
+        bars.update({label: self.figures[name] for name, label in _PANEL_FIGURES.items()
+                     if name in self.figures})
+        if not bars:
+            return buddy, NotMeasured("pages of the in-tree user", width=2)
+        return buddy, BarsPanel("pages of the in-tree user around one compaction",
+                                tuple(bars.items()))
 
-def in_tree_from_dict(data: Mapping[str, Any]) -> InTreeResult:
-    """Rebuild a record ``in_tree_to_dict`` wrote (KeyError/TypeError on a bad one)."""
-    tracked = data["tracked_pages"]
-    return InTreeResult(
-        **result_common_fields(data), scenario=data["scenario"],
-        tracked=TrackedPages(**tracked) if tracked is not None else None,
-        pgmigrate_success_delta=data["pgmigrate_success_delta"],
-        buddy_before=tuple(data["buddyinfo_before"]),
-        buddy_after=tuple(data["buddyinfo_after"]),
-        data_checked=data["data"]["checked"], data_mismatches=data["data"]["mismatches"],
-        data_unit=data["data"]["unit"], figures=data["figures"],
-        vmstat_delta=data["vmstat_delta"], seconds=data["seconds"],
-    )
+    def to_dict(self) -> dict[str, Any]:
+        """Key names match the sample driver's; null for what a scenario cut short by
+        a kernel report did not measure."""
+        tracked = self.tracked
+        return {
+            "scenario": self.scenario,
+            **self.common_dict(),
+            "migrated_pages": tracked.moved if tracked else None,
+            "total_pages": tracked.before if tracked else None,
+            "migrated_share": round(tracked.moved_share, 4) if tracked else None,
+            "tracked_pages": asdict(tracked) if tracked else None,
+            "pgmigrate_success_delta": self.pgmigrate_success_delta,
+            "data": {"unit": self.data_unit, "checked": self.data_checked,
+                     "mismatches": self.data_mismatches},
+            "figures": dict(self.figures),
+            "buddyinfo_before": list(self.buddy_before),
+            "buddyinfo_after": list(self.buddy_after),
+            "vmstat_delta": dict(self.vmstat_delta),
+            "seconds": {name: round(value, 2) for name, value in self.seconds.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InTreeResult:
+        tracked = data["tracked_pages"]
+        return cls(
+            **cls.common_fields(data), scenario=data["scenario"],
+            tracked=TrackedPages(**tracked) if tracked is not None else None,
+            pgmigrate_success_delta=data["pgmigrate_success_delta"],
+            buddy_before=tuple(data["buddyinfo_before"]),
+            buddy_after=tuple(data["buddyinfo_after"]),
+            data_checked=data["data"]["checked"], data_mismatches=data["data"]["mismatches"],
+            data_unit=data["data"]["unit"], figures=data["figures"],
+            vmstat_delta=data["vmstat_delta"], seconds=data["seconds"],
+        )

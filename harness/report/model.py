@@ -7,10 +7,22 @@ are all rendered from them, so the three never disagree.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar, NamedTuple, TypeVar
+
+from harness.procfs import FragIndices
+from harness.report.view import (
+    VMSTAT_ROWS,
+    BuddyPanel,
+    NotMeasured,
+    Panel,
+    TableView,
+    UnusableIndex,
+    change,
+)
 
 PROVEN = "proven"
 NOT_PROVEN = "not proven"
@@ -80,6 +92,10 @@ class Side:
     vmstat_delta: Mapping[str, int] = field(default_factory=dict)
     driver_counters: Mapping[str, int] = field(default_factory=dict)  # isolated, migrated, ...
     verify_checked: int | None = None  # pages verify compared (None: not reported)
+    # The kernel's unusable_index and extfrag_index before and after compaction
+    # (None: the kernel has none, or the evidence predates them).
+    indices_before: FragIndices | None = None
+    indices_after: FragIndices | None = None
 
     def __post_init__(self) -> None:
         if len(self.buddy_before) != len(self.buddy_after) or not self.buddy_before:
@@ -105,16 +121,94 @@ class Side:
         """Free blocks of order >= ``order`` before and after compaction."""
         return sum(self.buddy_before[order:]), sum(self.buddy_after[order:])
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of one round (a RunResult's ``sides``, the A/B's evidence)."""
+        return {
+            "movable": int(self.movable),
+            "migrated_pages": self.migrated_pages,
+            "total_pages": self.total_pages,
+            "migrated_share": round(self.migrated_share, 4),
+            "pgmigrate_success_delta": self.pgmigrate_success_delta,
+            "verify_mismatches": self.verify_mismatches,
+            "verify_checked": self.verify_checked,
+            "high_order_success": asdict(self.high_order) if self.high_order else None,
+            "buddyinfo_before": list(self.buddy_before),
+            "buddyinfo_after": list(self.buddy_after),
+            "vmstat_delta": dict(self.vmstat_delta),
+            "driver_counters": dict(self.driver_counters),
+            "fragmentation_indices": {
+                "before": self.indices_before.as_dict() if self.indices_before else None,
+                "after": self.indices_after.as_dict() if self.indices_after else None},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Side:
+        """Rebuild what ``to_dict`` wrote (KeyError/TypeError/ValueError on a bad one)."""
+        high = data["high_order_success"]
+        return cls(
+            movable=bool(data["movable"]),
+            buddy_before=tuple(data["buddyinfo_before"]),
+            buddy_after=tuple(data["buddyinfo_after"]),
+            migrated_pages=data["migrated_pages"],
+            total_pages=data["total_pages"],
+            pgmigrate_success_delta=data["pgmigrate_success_delta"],
+            verify_mismatches=data["verify_mismatches"],
+            high_order=HighOrder(**high) if high else None,
+            vmstat_delta=data["vmstat_delta"],
+            driver_counters=data["driver_counters"],
+            verify_checked=data["verify_checked"],
+            indices_before=_indices(data, "before"),
+            indices_after=_indices(data, "after"),
+        )
+
+    def index_lines(self, order: int) -> tuple[str, ...]:
+        """Both indices at ``order`` before → after, in the last zone the kernel lists
+        (the highest: where most memory is and allocations look first); none when the
+        side has no indices."""
+        before, after = self.indices_before, self.indices_after
+        if before is None or after is None:
+            return ()
+        zone = list(before.unusable.per_zone)[-1]
+        unusable = [index.unusable.per_zone[zone][order] for index in (before, after)]
+        extfrag = [index.extfrag.per_zone[zone][order] for index in (before, after)]
+        return (f"{zone.zone} order {order}: unusable index {unusable[0]:.3f} → "
+                f"{unusable[1]:.3f}",
+                f"extfrag index {extfrag[0]:.3f} → {extfrag[1]:.3f} (-1: a free block)")
+
+
+def _unusable(side: Side) -> UnusableIndex | None:
+    """The side's unusable index per order of the last zone, before and after."""
+    before, after = side.indices_before, side.indices_after
+    if before is None or after is None:
+        return None
+    zone = list(before.unusable.per_zone)[-1]
+    return UnusableIndex(zone=zone.zone, before=before.unusable.per_zone[zone],
+                         after=after.unusable.per_zone[zone])
+
+
+def _indices(side: Mapping[str, Any], when: str) -> FragIndices | None:
+    """A side's fragmentation indices ``when`` (before/after compaction), if it has them
+    (evidence saved before they were recorded has none)."""
+    saved = (side.get("fragmentation_indices") or {}).get(when)
+    return FragIndices.from_dict(saved) if saved else None
+
+
+R = TypeVar("R", bound="ScenarioResult")
+
 
 @dataclass(frozen=True, kw_only=True)
-class ScenarioResult:
+class ScenarioResult(ABC):
     """What every scenario's result has, whatever it measured: where it ran, the
     verdict and the reasons for it, the notes, and the kernel report that ended it.
 
-    The sample A/B (``RunResult``) and the in-tree users (``InTreeResult``) add
-    their own measurements; the report's common parts (caption, title, the JSON
-    keys both share) are rendered from these fields alone.
+    Each scenario's result type (the sample A/B's ``RunResult``, the in-tree
+    users' ``InTreeResult``, ...) adds its own measurements and says how they
+    are shown: its table rows and picture panels as data (harness.report.view)
+    and its JSON object. The table, the picture and result.json render any
+    result through these alone, so a new scenario needs no renderer.
     """
+
+    json_key: ClassVar[str]  # the list of result.json it goes into
 
     arch: str
     kernel: str  # the kernel spec as the user gave it (debian:6.1, git:...)
@@ -150,15 +244,80 @@ class ScenarioResult:
         """``pages`` of this result's guest in bytes (None: either is not known)."""
         return None if pages is None or self.page_size is None else pages * self.page_size
 
+    @abstractmethod
+    def table(self) -> TableView:
+        """The result's evidence as table rows (what ``harness run`` prints)."""
+
+    @abstractmethod
+    def panels(self) -> tuple[Panel, ...]:
+        """The result's row of the picture, panel by panel, left to right."""
+
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """The result's JSON object: ``common_dict()`` and its own keys."""
+
+    @classmethod
+    @abstractmethod
+    def from_dict(cls: type[R], data: Mapping[str, Any]) -> R:
+        """Rebuild what ``to_dict`` wrote (KeyError/TypeError/ValueError on a bad one)."""
+
+    def common_dict(self) -> dict[str, Any]:
+        """The JSON keys every result object has (harness.result v1)."""
+        return {
+            "arch": self.arch,
+            "kernel": self.kernel,
+            "release": self.release,
+            "verdict": self.verdict,
+            "proven": self.proven,
+            "reasons": list(self.reasons),
+            "kernel_report": asdict(self.kernel_report) if self.kernel_report else None,
+            "page_size": self.page_size,
+            "notes": list(self.notes),
+        }
+
+    @staticmethod
+    def common_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+        """The ScenarioResult fields of an object ``common_dict`` wrote."""
+        report = data.get("kernel_report")
+        return {"arch": data["arch"], "kernel": data["kernel"], "release": data["release"],
+                "proven": data["proven"], "reasons": tuple(data["reasons"]),
+                "notes": tuple(data["notes"]), "page_size": data["page_size"],
+                "kernel_report": KernelReport(**report) if report is not None else None}
+
+
+class _Row(NamedTuple):
+    """One row of the A/B's table: its cell on each side, and the number compared."""
+
+    name: str
+    cell: Callable[[Side], str]
+    value: Callable[[Side], int]
+
+
+def _probe(side: Side) -> HighOrder:
+    if side.high_order is None:
+        raise ValueError(f"{side.label} has no high-order probe")
+    return side.high_order
+
+
+def _probe_cell(side: Side) -> str:
+    probe = _probe(side)
+    return f"{probe.before}/{probe.attempts} → {probe.after}/{probe.attempts}"
+
+
+def _vmstat_row(name: str) -> _Row:
+    return _Row(f"{name} Δ", lambda side: str(side.vmstat_delta[name]),
+                lambda side: side.vmstat_delta[name])
+
 
 @dataclass(frozen=True, kw_only=True)
 class RunResult(ScenarioResult):
-    """The sample driver's A/B on one arch x kernel.
+    """The sample driver's A/B on one arch x kernel (result.json: ``results``).
 
     A side is None when the A/B stopped before that round was measured (a
     kernel report during it); such a result is never proven.
     """
 
+    json_key = "results"
     movable: Side | None  # the movable=1 round
     unmovable: Side | None = None  # the movable=0 control, when the A/B ran
 
@@ -185,27 +344,98 @@ class RunResult(ScenarioResult):
         orders = min((len(side.buddy_before) for side in self.sides), default=COSTLY_ORDER + 2)
         return min(COSTLY_ORDER + 1, orders - 1)
 
+    def _rows(self) -> list[_Row]:
+        order = self.high_order
+        sides = self.sides
+        rows = [_Row("migrated pages (new PFN)",
+                     lambda s: f"{s.migrated_pages} / {s.total_pages} ({s.migrated_share:.0%})",
+                     lambda s: s.migrated_pages)]
+        if all("migrated" in side.driver_counters for side in sides):
+            rows.append(_Row("driver migratepage ok", lambda s: str(s.driver_counters["migrated"]),
+                             lambda s: s.driver_counters["migrated"]))
+        rows.append(_Row("pgmigrate_success Δ", lambda s: str(s.pgmigrate_success_delta),
+                         lambda s: s.pgmigrate_success_delta))
+        rows += [_vmstat_row(name) for name in VMSTAT_ROWS
+                 if all(name in side.vmstat_delta for side in sides)]
+        rows.append(_Row("free order-0 blocks",
+                         lambda s: change(s.buddy_before[0], s.buddy_after[0]),
+                         lambda s: s.buddy_after[0]))
+        rows.append(_Row(f"free blocks ≥ order {order}",
+                         lambda s: change(*s.blocks_at_least(order)),
+                         lambda s: s.blocks_at_least(order)[1]))
+        if all(side.high_order for side in sides):
+            rows.append(_Row(f"order-{order} allocations ok", _probe_cell,
+                             lambda s: _probe(s).after))
+        rows.append(_Row("verify mismatches", lambda s: str(s.verify_mismatches),
+                         lambda s: s.verify_mismatches))
+        return rows
 
-def result_common_dict(result: ScenarioResult) -> dict[str, Any]:
-    """The JSON keys every result object has (harness.result v1)."""
-    return {
-        "arch": result.arch,
-        "kernel": result.kernel,
-        "release": result.release,
-        "verdict": result.verdict,
-        "proven": result.proven,
-        "reasons": list(result.reasons),
-        "kernel_report": asdict(result.kernel_report) if result.kernel_report else None,
-        "page_size": result.page_size,
-        "notes": list(result.notes),
-    }
+    def table(self) -> TableView:
+        """A column per side measured, so the difference the A/B exists to show is
+        read across a row, and with both a third: movable=1 minus movable=0."""
+        if not self.sides:
+            return TableView(("value",), (("A/B rounds",
+                                           "none measured before the kernel report"),))
+        control, movable = self.unmovable, self.movable
+        rows = []
+        for row in self._rows():
+            cells = [row.cell(side) for side in self.sides]
+            if control is not None and movable is not None:
+                cells.append(f"{row.value(movable) - row.value(control):+d}")
+            rows.append((row.name, *cells))
+        both = control is not None and movable is not None
+        return TableView(
+            columns=(*(side.label for side in self.sides), *(("1 − 0",) if both else ())),
+            rows=tuple(rows), derived=both,
+            legend=("1 − 0: movable=1 minus movable=0, after compaction",) if both else ())
 
+    def panels(self) -> tuple[Panel, ...]:
+        """movable=0 next to movable=1: with movable driver pages compaction turns
+        many small free blocks into fewer large ones; without them the histogram
+        barely moves."""
+        order = self.high_order
+        panels: list[Panel] = []
+        for side, what in ((self.unmovable, "movable=0 control"), (self.movable, "movable=1")):
+            if side is None:
+                panels.append(NotMeasured(what))
+                continue
+            role = "driver pages movable" if side.movable else "control: not movable"
+            before, after = side.blocks_at_least(order)
+            box = [f"free blocks ≥ order {order}: {before} → {after}"]
+            if side.high_order is not None:
+                high = side.high_order
+                box.append(f"order-{high.order} allocations ok: "
+                           f"{high.before}/{high.attempts} → {high.after}/{high.attempts}")
+            box.append(f"pgmigrate_success Δ {side.pgmigrate_success_delta}, "
+                       f"mismatches {side.verify_mismatches}")
+            box += side.index_lines(order)
+            panels.append(BuddyPanel(
+                title=(f"{side.label} ({role})\nmigrated {side.migrated_pages} of "
+                       f"{side.total_pages} pages ({side.migrated_share:.0%})"),
+                before=side.buddy_before, after=side.buddy_after, box=tuple(box),
+                unusable=_unusable(side)))
+        return tuple(panels)
 
-def result_common_fields(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The ScenarioResult fields of a result object ``result_common_dict`` wrote
-    (KeyError/TypeError on a malformed one)."""
-    report = data.get("kernel_report")
-    return {"arch": data["arch"], "kernel": data["kernel"], "release": data["release"],
-            "proven": data["proven"], "reasons": tuple(data["reasons"]),
-            "notes": tuple(data["notes"]), "page_size": data["page_size"],
-            "kernel_report": KernelReport(**report) if report is not None else None}
+    def to_dict(self) -> dict[str, Any]:
+        """The top-level evidence (migrated_pages, ...) is the movable=1 side, the one
+        the verdict is about (null when a kernel report ended the A/B before it);
+        ``sides`` has the sides of the A/B that were measured, in full."""
+        sides = {side.label: side.to_dict() for side in self.sides}
+        movable = sides.get("movable=1", {})
+        return {
+            **self.common_dict(),
+            **{key: movable.get(key) for key in ("migrated_pages", "total_pages",
+                                                 "migrated_share", "pgmigrate_success_delta",
+                                                 "verify_mismatches")},
+            "high_order_success": {label: side["high_order_success"]
+                                   for label, side in sides.items()},
+            "sides": sides,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunResult:
+        sides = data["sides"]
+        return cls(**cls.common_fields(data),
+                   movable=Side.from_dict(sides["movable=1"]) if "movable=1" in sides else None,
+                   unmovable=(Side.from_dict(sides["movable=0"]) if "movable=0" in sides
+                              else None))

@@ -4,10 +4,14 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.arch import ARCHES
 from harness.defaults import CPUS, MEMORY_MIB
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.vm.boot import VmGuest
 
 
 def _kernel(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -21,7 +25,6 @@ def _kernel(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def command(args: argparse.Namespace) -> int:
     """Boot, then attach a terminal or run the command after ``--``."""
-    from harness.guest.terminal import attach
     from harness.vm.boot import boot_guest
 
     words = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -40,25 +43,33 @@ def command(args: argparse.Namespace) -> int:
             sys.stdout.write(result.stdout)
             sys.stdout.flush()
             return result.exit_status
-        print(f"harness: kernel messages go to {vm.console_log}; Ctrl-] leaves "
-              "(the VM is then shut down)", file=sys.stderr)
-        if transport == "ssh":
-            from harness.guest.ssh import SshGuest
-
-            assert isinstance(guest.guest, SshGuest)
-            attach(guest.guest.open_shell())
-        else:
-            guest.guest.close()  # the interactive shell needs the raw console, not the loop
-            from harness.guest.console import PipeStream
-
-            console = PipeStream(vm.command_pipe)
-            try:
-                console.sendall(b"stty sane; exec sh -i\n")
-                attach(console)
-            finally:
-                console.close()
-        guest.watch.check()
+        interactive_shell(guest)
     return 0
+
+
+def interactive_shell(guest: "VmGuest") -> None:
+    """Give the terminal the guest's shell until Ctrl-], then check the kernel log
+    (``harness boot`` and ``harness repro`` leave the user there)."""
+    from harness.guest.terminal import attach
+
+    print(f"harness: kernel messages go to {guest.vm.console_log}; Ctrl-] leaves "
+          "(the VM is then shut down)", file=sys.stderr)
+    if guest.transport == "ssh":
+        from harness.guest.ssh import SshGuest
+
+        assert isinstance(guest.guest, SshGuest)
+        attach(guest.guest.open_shell())
+    else:
+        guest.guest.close()  # the interactive shell needs the raw console, not the loop
+        from harness.guest.console import PipeStream
+
+        console = PipeStream(guest.vm.command_pipe)
+        try:
+            console.sendall(b"stty sane; exec sh -i\n")
+            attach(console)
+        finally:
+            console.close()
+    guest.watch.check()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -102,3 +102,9 @@ def kernel_without(kernel_build: KernelBuild, tmp_path: Path) -> Callable[[str],
         return replace(kernel_build, config=config)
 
     return without
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """--lkdtm-all: every LKDTM crash type of tests/lkdtm.py, not only the CI subset."""
+    parser.addoption("--lkdtm-all", action="store_true",
+                     help="test_lkdtm.py: provoke every crash type (default: the CI subset)")

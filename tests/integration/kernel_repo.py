@@ -71,10 +71,10 @@ class KernelRepo:
     commits: dict[str, str]  # subject -> hash, for the commits on top of base
 
 
-def git(repo: Path, *args: str) -> str:
-    """Run git in ``repo`` with a fixed identity and date; its stdout."""
+def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run git in ``repo`` with a fixed identity and date (and ``env``); its stdout."""
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                          text=True, env={**os.environ, **_ENV}).stdout.strip()
+                          text=True, env={**os.environ, **_ENV, **(env or {})}).stdout.strip()
 
 
 def make_kernel_repo(path: Path) -> KernelRepo:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from harness.artifacts import KernelBuild, ModuleArtifact
 from harness.check.driver import DriverParams, SampleDriver
 from harness.check.sample import SampleAB
-from harness.check.steps import compact_memory, page_size, quiet_background_compaction
+from harness.check.steps import compact_memory, must, page_size, quiet_background_compaction
 from harness.guest import Guest
 from harness.kernel.config import parse_dotconfig
 from harness.report.model import RunResult
@@ -69,26 +69,59 @@ def test_fault_injection_counts_and_putback(movable_driver: SampleDriver) -> Non
     assert (checked, mismatches) == (2048, 0)
 
 
+# The churn's round counter (renamed into place: never read half written), its stop
+# and end markers.
+CHURN = "/tmp/harness-churn"
+
+
+def _wait_for(guest: Guest, path: str, seconds: int) -> str:
+    """The contents of ``path`` on the guest once it is there and not empty."""
+    return must(guest, f"i=0; while [ ! -s {path} ] && [ $i -lt {seconds} ]; do sleep 1; "
+                       f"i=$((i+1)); done; cat {path}", timeout=seconds + 30).strip()
+
+
 def test_repeated_compaction_under_allocation_churn(
     movable_driver: SampleDriver, guest: Guest
 ) -> None:
-    """Several compactions while another process allocates and frees memory."""
+    """Several compactions while another process allocates and frees memory.
+
+    The churn (8 MiB written to tmpfs and deleted, again and again) runs until it
+    is told to stop and counts its rounds, so the test knows that it had started
+    before the first compaction, made progress while they ran, was still running
+    after the last, and never failed to allocate (a failed dd ends it early).
+    """
     quiet_background_compaction(guest)
     pages = (16 << 20) // page_size(guest)  # 16 MiB kept, 64 MiB allocated first
+    must(guest, "mkdir -p /dev/shm && (mountpoint -q /dev/shm || mount -t tmpfs tmpfs /dev/shm)")
+    must(guest, f"rm -rf {CHURN} && mkdir {CHURN}")
     movable_driver.load(DriverParams(pages=pages, fragment=4, seed=9))
-    churn = ("(i=0; while [ $i -lt 40 ]; do dd if=/dev/zero of=/dev/shm/churn bs=64k "
-             "count=128 2>/dev/null; rm -f /dev/shm/churn; i=$((i+1)); done) &")
     try:
         first = movable_driver.state()
-        guest.run("mkdir -p /dev/shm && (mountpoint -q /dev/shm || mount -t tmpfs tmpfs /dev/shm)")
-        guest.run(churn)
-        for _ in range(4):
+        must(guest, f"(i=0; while [ ! -e {CHURN}/stop ]; do dd if=/dev/zero of=/dev/shm/churn "
+                    f"bs=64k count=128 2>/dev/null || break; rm -f /dev/shm/churn; "
+                    f"i=$((i+1)); echo $i > {CHURN}/n && mv {CHURN}/n {CHURN}/rounds; done; "
+                    f"echo $i > {CHURN}/n && mv {CHURN}/n {CHURN}/ended) "
+                    "</dev/null >/dev/null 2>&1 &")
+        started = int(_wait_for(guest, f"{CHURN}/rounds", 60))
+        compactions = during = 0
+        # Four at least, and more (up to 12) until a churn round ended among them.
+        while compactions < 4 or (during <= started and compactions < 12):
             compact_memory(guest)
-        guest.run("wait", timeout=300)
+            compactions += 1
+            during = int(must(guest, f"cat {CHURN}/rounds"))
+        ended_early = guest.run(f"test -e {CHURN}/ended").ok
+        must(guest, f"touch {CHURN}/stop")
+        rounds = int(_wait_for(guest, f"{CHURN}/ended", 120))
         last = movable_driver.state()
         checked, mismatches = movable_driver.verify()
     finally:
+        guest.run(f"touch {CHURN}/stop")
         movable_driver.unload()
+    print(f"churn: {rounds} rounds of 8 MiB, {during - started} of them during "
+          f"{compactions} compactions")
+    assert not ended_early, f"the churn ended after {during} rounds, before the compactions did"
+    assert during > started >= 1, "the churn made no progress while compaction ran"
+    assert rounds >= during
     moved = sum(1 for i, pfn in last.pfns.items() if first.pfns[i] != pfn)
     assert moved > 0 and last.stats["migrated"] - first.stats["migrated"] >= moved
     assert (checked, mismatches) == (pages, 0)

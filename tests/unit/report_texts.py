@@ -15,7 +15,8 @@ def load(path: Path) -> tuple[dict[str, str], str]:
         field = lines[body][1:].removeprefix(" ")
         name, sep, value = field.partition(":")
         if sep and not field.startswith(" "):  # not a continuation line
-            header[name] = value.strip()
+            # A field given on several lines (later:) keeps one value a line.
+            header[name] = "\n".join(filter(None, (header.get(name), value.strip())))
         body += 1
     return header, "".join(lines[body:])
 

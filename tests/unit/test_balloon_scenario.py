@@ -119,3 +119,41 @@ def test_balloon_size_from_free_memory_in_the_guests_pages() -> None:
         BalloonSettings().balloon_pages(500 * 4096, 4096)
     with pytest.raises(GuestError, match="too little"):  # 256 pages of 64 KiB are 16 MiB
         BalloonSettings().balloon_pages(40 << 20, 65536)
+
+
+# Each rule at its threshold (proven) and one step past it (that rule alone fails):
+# a `>` written for `>=` (or the reverse) in balloon.py fails one of these.
+@pytest.mark.parametrize("at,past,needle", [
+    ({}, {"inflated": 18999, "deflated": 18999},
+     "balloon_inflate rose by 18999, 19000 pages were asked for"),
+    ({}, {"inflated": 19001, "deflated": 19001},
+     "balloon_inflate rose by 19001, 19000 pages were asked for"),
+    ({}, {"tracked": TrackedPages("b", 19000, 18999, 9000, 8999)},
+     "found 19000/18999 balloon pages before/after compaction in a balloon of 19000"),
+    ({"tracked": TrackedPages("b", 19000, 19000, 1, 1), "balloon_migrate": 1,
+      "pgmigrate_success_delta": 1},
+     {"tracked": TrackedPages("b", 19000, 19000, 0, 0), "balloon_migrate": 1,
+      "pgmigrate_success_delta": 1}, "no balloon page changed PFN"),
+    ({"balloon_migrate": 9000}, {"balloon_migrate": 8999},
+     "balloon_migrate rose by 8999, but 9000 balloon pages changed PFN"),
+    ({"pgmigrate_success_delta": 9100}, {"pgmigrate_success_delta": 9099},
+     "pgmigrate_success rose by 9099, less than balloon_migrate's 9100"),
+    ({}, {"deflated": 18999},
+     "balloon_deflate rose by 18999, balloon_inflate by 19000: pages were not all returned"),
+    ({}, {"deflated": 19001},
+     "balloon_deflate rose by 19001, balloon_inflate by 19000: pages were not all returned"),
+], ids=["inflated-fewer", "inflated-more", "found", "moved", "balloon-migrate", "pgmigrate",
+        "deflated-fewer", "deflated-more"])
+def test_each_rule_at_its_threshold(at: dict[str, object], past: dict[str, object],
+                                    needle: str) -> None:
+    assert judge_balloon(evidence(**at)).proven
+    assert judge_balloon(evidence(**past)).failures == (needle,)
+
+
+def test_balloon_migrate_must_count_one_migration_even_if_no_pfn_changed() -> None:
+    """balloon_migrate >= max(moved, 1): a balloon that moved nothing fails two rules."""
+    still = evidence(tracked=TrackedPages("b", 19000, 19000, 0, 0), balloon_migrate=0,
+                     pgmigrate_success_delta=0)
+    assert judge_balloon(still).failures == (
+        "no balloon page changed PFN",
+        "balloon_migrate rose by 0, but 0 balloon pages changed PFN")

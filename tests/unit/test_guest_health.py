@@ -18,6 +18,7 @@ from harness.guest.health import (
     WatchedGuest,
 )
 from harness.guest.reports import find_problem
+from tests.unit.report_texts import console_text
 
 SYSRQ_CRASH = """\
 [   12.000100] sysrq: SysRq : Trigger a crash
@@ -194,6 +195,23 @@ def test_a_transport_error_becomes_the_panic_that_caused_it(tmp_path: Path) -> N
     with pytest.raises(KernelProblem, match="panic") as caught:
         guest.run(SYSRQ_CRASH)
     assert "sysrq_handle_crash" in caught.value.excerpt
+
+
+def test_a_transport_error_after_an_oops_is_the_oops_without_asking_how_the_vm_died(
+        tmp_path: Path) -> None:
+    """An Oops that kills the command's task ends an SSH command without an exit
+    status while QEMU lives on: the report is the cause, raised at once, and the
+    slow question (does QEMU exit within seconds?) is not asked (test_lkdtm.py
+    measured 3.2 s from the Oops's line to the failure before)."""
+    log = tmp_path / "console.log"
+    log.write_text("[ 0.1] booted\n")
+    asked: list[GuestError] = []
+    guest = WatchedGuest(FakeGuest(log, GuestError("closed without an exit status")),
+                         HealthWatch(ConsoleLogSource(log), settle_seconds=0.1),
+                         explain=lambda error: asked.append(error) or None)
+    with pytest.raises(KernelProblem, match="Oops"):
+        guest.run(console_text("oops-null.5.10-x86_64"))
+    assert asked == [] and guest.dead is None
 
 
 def test_a_transport_error_without_kernel_trouble_is_explained(tmp_path: Path) -> None:

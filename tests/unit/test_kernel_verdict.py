@@ -21,7 +21,7 @@ from harness.guest import Guest, GuestError, KernelProblem
 from harness.kernel import build
 from harness.report.chart import write_chart
 from harness.report.in_tree import InTreeResult
-from harness.report.json_report import read_in_tree, read_results, write_json
+from harness.report.json_report import read_results, write_json
 from harness.report.model import RunResult
 from harness.report.table import print_tables
 from tests.unit.fake_guests import SampleKernel, ScriptedGuest, release_only, watched
@@ -40,7 +40,7 @@ def interrupted_ab(tmp_path: Path) -> RunResult:
     """The A/B on a kernel that BUGs in the movable=1 round's compaction."""
     kernel = kernel_with_config(tmp_path, "CONFIG_MIGRATION=y\n")
     guest = watched(SampleKernel(tmp_path / "console.log",
-                                 console_text("bug.4.8.15-x86_64")).guest)
+                                 console_text("vm-bug-on.4.8.15-x86_64")).guest)
     return check_ab_on(SampleDriver(guest), kernel)
 
 
@@ -127,7 +127,7 @@ def test_an_in_tree_scenario_keeps_what_it_measured(tmp_path: Path) -> None:
     assert result.data_checked is None and result.seconds["fill"] == 3.5
     assert result.notes[-1].startswith("resetting zram0 afterwards")
     path = write_json([result], tmp_path / "result.json")
-    (again,) = read_in_tree(path)
+    (again,) = read_results(path, InTreeResult)
     assert again == result
     console = Console(width=160, record=True)
     print_tables([result], console=console)

@@ -246,3 +246,20 @@ def test_harness_run_refuses_a_driver_source_that_is_no_fork_in_one_line(
                        "--driver-source", str(source)])
     assert status == 2
     assert capsys.readouterr().err == f"harness: error: driver source {source} {message}\n"
+
+
+def test_any_module_source_goes_through_the_same_cached_build(
+        tmp_path: Path, isolated_cache: Path) -> None:
+    """build_out_of_tree builds another module (the test suite's LKDTM) the same way:
+    in the cache, by content, its artifact named after it, no movable API recorded."""
+    kernel = fake_kernel(tmp_path, AOPS, makefile="modules:\n"
+                         "\t@echo \"$(M) $(ARCH)\" >> $(CURDIR)/calls\n"
+                         "\t@printf 'other module' > $(M)/other.ko\n")
+    source = tmp_path / "other"
+    source.mkdir()
+    (source / "Kbuild").write_text("obj-m += other.o\n")
+    built = module.build_out_of_tree(kernel, source, "other")
+    assert (built.name, built.movable_api, built.path.name) == ("other", "", "other.ko")
+    assert built.path.read_bytes() == b"other module"
+    assert module.build_out_of_tree(kernel, source, "other") == built
+    assert len((kernel.build_dir / "calls").read_text().splitlines()) == 1

@@ -113,25 +113,30 @@ SAVED = Path(__file__).resolve().parent.parent / "data" / "evidence"
     # balloon pages moved / found and the MiB they were
     ("7.2.13-arm64-16k", (1112, 1394), 1112, 1127, (1, 4), (31, 286), (1831, 4691, 73)),
     ("5.10.223-arm64-16k", (1301, 1584), 1301, 1318, (0, 9), (105, 329), (2487, 4923, 76)),
+    ("5.10.223-arm64-64k", (1355, 1678), 1355, 1365, (0, 9), (28, 101), (2657, 5216, 326)),
 ])
-def test_the_16k_cells_are_proven_with_their_own_numbers(
+def test_the_large_page_cells_are_proven_with_their_own_numbers(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], cell: str,
         sample_pages: tuple[int, int], migratepage: int, pgmigrate: int,
         probe: tuple[int, int], zram_pages: tuple[int, int],
         balloon: tuple[int, int, int]) -> None:
     """The evidence of ``harness run --arch arm64 --kernel debian:7.2 (debian:5.10)
-    --config arm64-16k --scenario all`` (2026-12-02, TCG, 2 vCPUs), judged again:
-    every scenario PROVEN, every figure counted in 16 KiB pages."""
+    --config arm64-16k --scenario all`` and of ``... --kernel debian:5.10 --config
+    arm64-64k --memory 1024`` (2026-12-02, TCG, 2 vCPUs), judged again: every scenario
+    PROVEN, every figure counted in the cell's pages (order 10 is the pageblock of
+    both: 16 MiB with 16 KiB pages, 64 MiB with 64 KiB)."""
+    page_size = 65536 if cell.endswith("-64k") else 16384
     run = tmp_path / "run"
     shutil.copytree(SAVED / cell, run / "evidence")
     assert cli.main(["report", str(run)]) == 0
     out = capsys.readouterr().out
     release = cell.split("-")[0]
-    assert out.count(f"({release}, 16 KiB pages)") == 3 and out.count("verdict: PROVEN") == 3
+    assert out.count(f"({release}, {page_size >> 10} KiB pages)") == 3
+    assert out.count("verdict: PROVEN") == 3
     document = json.loads((run / "result.json").read_text())
     (ab,) = document["results"]
     zram, ballooned = document["in_tree"]
-    assert {item["page_size"] for item in (ab, zram, ballooned)} == {16384}
+    assert {item["page_size"] for item in (ab, zram, ballooned)} == {page_size}
     assert (ab["migrated_pages"], ab["total_pages"]) == sample_pages
     assert ab["sides"]["movable=1"]["driver_counters"]["migrated"] == migratepage
     assert ab["pgmigrate_success_delta"] == pgmigrate
@@ -142,7 +147,7 @@ def test_the_16k_cells_are_proven_with_their_own_numbers(
     assert (ballooned["migrated_pages"], ballooned["total_pages"]) == (moved, found)
     assert ballooned["figures"]["balloon_migrate"] == moved
     assert ballooned["data"]["unit"] == f"{mib} MiB file written after deflating"
-    assert found * 16384 >> 20 == mib  # the balloon's pages are 16 KiB ones
+    assert found * page_size >> 20 == mib  # the balloon's pages are the cell's
 
 
 def test_evidence_without_a_page_size_is_not_taken_for_4_kib() -> None:

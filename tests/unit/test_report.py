@@ -2,17 +2,20 @@
 
 import json
 import struct
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
 
 from harness.errors import HarnessError
 from harness.report.chart import build_figure, write_chart
-from harness.report.json_report import SCHEMA_VERSION, read_results, result_to_dict, write_json
-from harness.report.model import HighOrder, RunResult, Side
+from harness.report.json_report import SCHEMA_VERSION, read_results, write_json
+from harness.report.model import HighOrder, RunResult, ScenarioResult, Side
 from harness.report.table import print_tables
+from harness.report.view import BarsPanel, BuddyPanel, NotMeasured, Panel, TableView
 
 BEFORE = (4031, 812, 160, 40, 12, 6, 3, 2, 1, 1, 20)
 
@@ -88,7 +91,7 @@ def test_json_round_trips(tmp_path: Path) -> None:
 
 
 def test_result_object_is_plain_json() -> None:
-    assert json.loads(json.dumps(result_to_dict(result())))["arch"] == "x86_64"
+    assert json.loads(json.dumps(result().to_dict()))["arch"] == "x86_64"
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -161,7 +164,7 @@ def test_chart_needs_results(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- table
 
-def rendered(results: list[RunResult]) -> str:
+def rendered(results: Sequence[ScenarioResult]) -> str:
     console = Console(record=True, width=100, color_system=None)
     print_tables(results, console)
     return console.export_text()
@@ -195,3 +198,55 @@ def test_table_without_control_and_with_failures() -> None:
     assert "1 − 0" not in text and "movable=0" not in text
     assert "verdict: NOT PROVEN" in text
     assert "movable=1: no driver page changed PFN" in text
+
+
+# ----------------------------------------------------------------------------- any result
+
+@dataclass(frozen=True, kw_only=True)
+class CountedResult(ScenarioResult):
+    """A scenario's result the renderers have never heard of (as a new scenario's
+    would be): it brings its own rows, panels and JSON object."""
+
+    json_key = "counted"
+    moved: int
+    buddy: tuple[int, ...] = ()
+
+    def table(self) -> TableView:
+        return TableView(columns=("value",), rows=(("pages moved", str(self.moved)),))
+
+    def panels(self) -> tuple[Panel, ...]:
+        buddy: Panel = (BuddyPanel("free blocks", self.buddy, self.buddy, ("box line",))
+                        if self.buddy else NotMeasured("free blocks"))
+        return buddy, BarsPanel("counted", (("moved", self.moved),))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.common_dict(), "moved": self.moved, "buddy": list(self.buddy)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "CountedResult":
+        return cls(**cls.common_fields(data), moved=data["moved"], buddy=tuple(data["buddy"]))
+
+
+def counted(**changes: object) -> CountedResult:
+    base = CountedResult(arch="arm64", kernel="debian:7.2", release="7.2.13", proven=True,
+                         reasons=("42 pages moved",), moved=42, buddy=(9, 3, 1))
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_a_new_result_type_is_rendered_by_the_same_table_picture_and_json(
+        tmp_path: Path) -> None:
+    results = [result(), counted(), counted(proven=False, buddy=())]
+    text = rendered(results)
+    assert "arm64 · debian:7.2" in text and "(7.2.13)" in text
+    assert next(line for line in text.splitlines() if "pages moved" in line).split()[-2] == "42"
+    assert text.count("verdict: PROVEN") == 2 and "verdict: NOT PROVEN" in text
+    figure = build_figure(results)
+    assert len(figure.subfigs) == 3
+    joined = "\n".join(text.get_text() for text in figure.findobj(
+        lambda artist: hasattr(artist, "get_text")))
+    assert "box line" in joined and "free blocks not run" in joined and " 42" in joined
+    path = write_json(results, tmp_path / "result.json")
+    document = json.loads(path.read_text())
+    assert [len(document[key]) for key in ("results", "in_tree", "counted")] == [1, 0, 2]
+    assert read_results(path, CountedResult) == results[1:]
+    assert read_results(path) == results[:1]

@@ -67,3 +67,56 @@ def test_ab_reports_which_side_broke_a_rule() -> None:
     verdict = judge_ab(control(migrated_pages=2), side(verify_mismatches=1))
     assert any(f.startswith("movable=0:") for f in verdict.failures)
     assert any(f.startswith("movable=1:") for f in verdict.failures)
+
+
+# Each rule at its threshold (proven) and one step past it (that rule alone fails):
+# a `>` written for `>=` (or the reverse) in evidence.py fails one of these.
+@pytest.mark.parametrize("at,past,needle", [
+    ({"migrated_pages": 1, "driver_counters": {"migrated": 1},
+      "pgmigrate_success_delta": 1},
+     {"migrated_pages": 0, "driver_counters": {"migrated": 1},
+      "pgmigrate_success_delta": 1}, "no driver page changed PFN"),
+    ({"migrated_pages": 1850}, {"migrated_pages": 1851},
+     "1851 pages changed PFN but the driver migrated only 1850"),
+    ({"pgmigrate_success_delta": 1850}, {"pgmigrate_success_delta": 1849},
+     "pgmigrate_success rose by 1849, less than the driver's 1850 migrations"),
+    ({"verify_checked": 4096}, {"verify_checked": 4095}, "verify checked 4095 of 4096 pages"),
+    ({"verify_checked": 4096}, {"verify_checked": 4097}, "verify checked 4097 of 4096 pages"),
+    ({"verify_mismatches": 0}, {"verify_mismatches": 1}, "1 pages lost their contents"),
+], ids=["moved", "moves-within-migrations", "pgmigrate", "checked-fewer", "checked-more",
+        "mismatch"])
+def test_each_movable_rule_at_its_threshold(at: dict[str, object], past: dict[str, object],
+                                            needle: str) -> None:
+    assert side_failures(side(**at)) == []
+    assert side_failures(side(**past)) == [needle]
+
+
+def test_migratepage_must_have_succeeded_at_least_once() -> None:
+    """migrated > 0: one success is enough; none fails (and then no page may have moved)."""
+    assert side_failures(side(migrated_pages=1, driver_counters={"migrated": 1},
+                              pgmigrate_success_delta=1)) == []
+    assert side_failures(side(migrated_pages=0, driver_counters={"migrated": 0},
+                              pgmigrate_success_delta=0)) == [
+        "no driver page changed PFN", "the driver's migratepage callback never succeeded"]
+
+
+@pytest.mark.parametrize("past,needle", [
+    ({"migrated_pages": 1}, "1 non-movable pages changed PFN"),
+    ({"driver_counters": {"isolated": 1, "migrated": 0}},
+     "callbacks ran for pages never registered movable"),
+    ({"driver_counters": {"isolated": 0, "migrated": 1}},
+     "callbacks ran for pages never registered movable"),
+])
+def test_each_control_rule_one_step_past_zero(past: dict[str, object], needle: str) -> None:
+    assert side_failures(control()) == []
+    assert side_failures(control(**past)) == [needle]
+
+
+def test_the_gain_must_be_at_least_one_allocation() -> None:
+    gain_of_one = judge_ab(control(high_order=HighOrder(order=9, attempts=16, before=0,
+                                                        after=5)), side())
+    assert gain_of_one.proven, gain_of_one
+    none = judge_ab(control(high_order=HighOrder(order=9, attempts=16, before=0, after=6)),
+                    side())
+    assert none.failures == ("order-9 allocations after compaction: 6 with movable pages "
+                             "vs 6 without (no gain)",)

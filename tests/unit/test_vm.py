@@ -50,9 +50,15 @@ def test_no_network_means_no_forwarding(tmp_path: Path) -> None:
 
 
 def test_free_port_is_bindable() -> None:
+    """The port is free now (QEMU's hostfwd will bind it) and nothing listens on it:
+    a connection is refused, so an SSH client cannot reach a stranger there."""
     port = qemu.free_local_port()
+    assert 1024 <= port <= 65535  # an ephemeral port, not a privileged one
+    with socket.socket() as client:
+        assert client.connect_ex(("127.0.0.1", port)) != 0
     with socket.socket() as check:
         check.bind(("127.0.0.1", port))
+        assert check.getsockname() == ("127.0.0.1", port)
 
 
 def test_no_free_port_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:

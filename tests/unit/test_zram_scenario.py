@@ -46,7 +46,6 @@ def test_good_evidence_is_proven() -> None:
     ({"zspages_after": 1190}, "compact_memory changed zsmalloc's zspages"),
     ({"mem_used_after": 13_000_000}, "changed zram's mem_used_total"),
     ({"pgmigrate_success_delta": 699}, "pgmigrate_success rose by 699, less than the 700"),
-    ({"chunks_checked": 47}, "read back 47 of 48 chunks"),
     ({"mismatches": 2}, "2 chunks read back differ"),
 ])
 def test_each_rule_can_fail(changes: dict[str, object], needle: str) -> None:
@@ -147,3 +146,30 @@ def test_data_size_is_whole_chunk_pairs_and_capped() -> None:
     assert settings.data_mib(free_bytes=10_000_000 * 4096) == 96
     with pytest.raises(GuestError, match="only 3 MiB free.*give the guest more memory"):
         settings.data_mib(free_bytes=1000 * 4096)
+
+
+# Each rule at its threshold (proven) and one step past it (that rule alone fails):
+# a `>` written for `>=` (or the reverse) in zram.py fails one of these.
+@pytest.mark.parametrize("at,past,needle", [
+    ({"tracked": TrackedPages("z", 1200, 1200, 1, 1)},
+     {"tracked": TrackedPages("z", 1200, 1200, 0, 0)}, "no zsmalloc page changed PFN"),
+    ({}, {"tracked": TrackedPages("z", 1201, 1201, 700, 700), "zspages_before": 1200,
+          "zspages_after": 1200},
+     "found 1201/1201 zspage first pages before/after, zsmalloc counts 1200/1200 zspages: "
+     "the PFNs are not all zsmalloc's"),
+    ({}, {"tracked": TrackedPages("z", 1200, 1199, 700, 699), "zspages_after": 1200},
+     "found 1200/1199 zspage first pages before/after, zsmalloc counts 1200/1200 zspages: "
+     "the PFNs are not all zsmalloc's"),
+    ({}, {"tracked": TrackedPages("z", 1200, 1199, 700, 699), "zspages_after": 1199},
+     "compact_memory changed zsmalloc's zspages from 1200 to 1199"),
+    ({}, {"mem_used_after": 14_000_001},
+     "compact_memory changed zram's mem_used_total from 14000000 to 14000001 bytes"),
+    ({"pgmigrate_success_delta": 700}, {"pgmigrate_success_delta": 699},
+     "pgmigrate_success rose by 699, less than the 700 zsmalloc pages that moved"),
+    ({}, {"mismatches": 1}, "1 chunks read back differ from what was written"),
+], ids=["moved", "found-more", "found-fewer-after", "zspages-freed", "mem-used",
+        "pgmigrate", "mismatch"])
+def test_each_rule_at_its_threshold(at: dict[str, object], past: dict[str, object],
+                                    needle: str) -> None:
+    assert judge_zram(evidence(**at)).proven
+    assert judge_zram(evidence(**past)).failures == (needle,)
