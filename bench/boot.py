@@ -40,7 +40,7 @@ from pathlib import Path
 from common import load, machine_info
 
 from harness.artifacts import KernelBuild
-from harness.defaults import MEMORY_MIB
+from harness.defaults import CPUS, MEMORY_MIB
 from harness.image.build import build_initramfs, build_marker_initramfs
 from harness.vm.accel import kvm_probe
 from harness.vm.boot import boot_guest
@@ -90,11 +90,11 @@ def floor_command(machine: Machine, image: Path, initrd: Path, accelerator: str,
     ]
 
 
-def harness_ready(kernel: KernelBuild | Path, arch: str,
-                  accelerator: str) -> tuple[float, float]:
+def harness_ready(kernel: KernelBuild | Path, arch: str, accelerator: str,
+                  cpus: int = CPUS) -> tuple[float, float]:
     """A console guest's (launch -> ready marker, QEMU CPU seconds then)."""
     with boot_guest(kernel, arch=arch, transport="console", accelerator=accelerator,
-                    boot_timeout=TIMEOUT) as guest:
+                    cpus=cpus, boot_timeout=TIMEOUT) as guest:
         return guest.ready_seconds, guest.ready_cpu_seconds
 
 

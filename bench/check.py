@@ -24,7 +24,7 @@ from pathlib import Path
 
 from common import kept_entries, load, machine_info, now, write
 
-from harness.check.runner import prepare
+from harness.check.runner import cell_fragments, prepare
 from harness.defaults import ARCHES
 from harness.errors import HarnessError
 
@@ -35,7 +35,7 @@ HARNESS = [sys.executable, "-m", "harness.cli"]
 def ensure_built(spec: str, arch: str) -> None:
     """Build (or find) the kernel and the module first, so only the check is timed."""
     try:
-        prepare(arch, spec)
+        prepare(arch, spec, cell_fragments())  # the kernel harness run builds for the cell
     except HarnessError as error:
         sys.exit(f"cannot prepare {spec} {arch}: {error}")
 

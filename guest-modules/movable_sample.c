@@ -69,12 +69,14 @@
 #include <linux/kernel.h>
 #include <linux/list.h>
 #include <linux/log2.h>
+#include <linux/cpumask.h>
 #include <linux/migrate.h>
 #include <linux/mm.h>
 #include <linux/mmzone.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/pagemap.h>
+#include <linux/percpu.h>
 #include <linux/sched.h>
 #include <linux/seq_file.h>
 #include <linux/spinlock.h>
@@ -136,16 +138,31 @@ MODULE_PARM_DESC(seed, "seed of the pattern written into every page (default 1)"
 #define MS_GFP_KEEP	(GFP_HIGHUSER_MOVABLE | __GFP_NORETRY | __GFP_NOWARN)
 #define MS_GFP_PROBE \
 	((GFP_HIGHUSER_MOVABLE & ~__GFP_RECLAIM) | __GFP_NORETRY | __GFP_NOWARN)
+/*
+ * compact_alloc's allocations may reclaim and compact (direct compaction is
+ * what an order > PAGE_ALLOC_COSTLY_ORDER request does before it fails).
+ */
+#define MS_GFP_COMPACT	(GFP_HIGHUSER_MOVABLE | __GFP_NORETRY | __GFP_NOWARN)
 #define MS_TRY_ALLOC_MAX	65536UL
 #define MS_VERIFY_REPORTS	8
+/* Pages freed while the VM held them isolated that stats still looks at. */
+#define MS_ORPHANS	4096
+#define MS_CHURN_MAX	4096UL
 
 /* The largest order the buddy allocator hands out, whatever MAX_ORDER means. */
 #define MS_MAX_ORDER	ilog2(MAX_ORDER_NR_PAGES)
 
-/* One logical page: where it lives now and whether the VM has it isolated. */
+/*
+ * One logical page: where it lives now, whether the VM has it isolated,
+ * whether the driver holds its page lock (held) and whether the driver is
+ * about to free it (dying: isolate_page refuses it, as zsmalloc refuses a
+ * zspage being freed).
+ */
 struct ms_slot {
 	struct page *page;
 	bool isolated;
+	bool held;
+	bool dying;
 };
 
 struct ms_try_result {
@@ -179,6 +196,26 @@ static struct {
 	unsigned long eagain;
 	unsigned long failed;
 	unsigned long isolated_now;
+
+	/*
+	 * churn and the races it meets (guest-modules/README.md, "churn"):
+	 * pages replaced, replaced pages whose contents were wrong, frees that
+	 * met a page the VM held isolated, isolate_page calls refused because
+	 * the page was being freed, trylocks that found a page locked by
+	 * someone other than the driver, migrations of a page while the driver
+	 * held it locked (never, if the VM keeps the lock rule), callbacks
+	 * that began while another CPU was inside one, and on which CPUs.
+	 */
+	unsigned long churned;
+	unsigned long churn_mismatches;
+	unsigned long churn_calls;
+	unsigned long freed_isolated;
+	unsigned long isolate_refused;
+	unsigned long lock_busy;
+	unsigned long migrated_held;
+	unsigned long overlaps;
+	struct cpumask callback_cpus;
+	struct page *orphans[MS_ORPHANS];
 
 	unsigned long inject_eagain_every;
 	unsigned long inject_fail_every;
@@ -274,6 +311,45 @@ static bool ms_owns(struct page *page, unsigned long index)
 	return index < ms.nr && ms.slots[index].page == page;
 }
 
+static unsigned long ms_nr(void)
+{
+	unsigned long nr;
+
+	spin_lock(&ms.lock);
+	nr = ms.nr;
+	spin_unlock(&ms.lock);
+	return nr;
+}
+
+/* Callbacks of the driver running on each CPU right now. */
+static DEFINE_PER_CPU(atomic_t, ms_busy);
+
+/*
+ * A callback begins: count it as an overlap when another CPU is inside one
+ * at this moment (the concurrency PG_isolated exists for). Returns the CPU
+ * to give ms_leave(): the callback may be preempted and end on another.
+ */
+static int ms_enter(void)
+{
+	int cpu = raw_smp_processor_id(), other;
+	bool overlap = false;
+
+	atomic_inc(per_cpu_ptr(&ms_busy, cpu));
+	for_each_online_cpu(other)
+		if (other != cpu && atomic_read(per_cpu_ptr(&ms_busy, other)))
+			overlap = true;
+	spin_lock(&ms.lock);
+	cpumask_set_cpu(cpu, &ms.callback_cpus);
+	ms.overlaps += overlap;
+	spin_unlock(&ms.lock);
+	return cpu;
+}
+
+static void ms_leave(int cpu)
+{
+	atomic_dec(per_cpu_ptr(&ms_busy, cpu));
+}
+
 /* Under ms.lock: the error to return from this migrate call, or 0. */
 static int ms_injected_fault(void)
 {
@@ -354,9 +430,9 @@ static bool ms_isolated_by_driver(unsigned long index)
  * What happens to references, lists and movable marks differs per era and is
  * done by the callers.
  */
-static int ms_move(struct page *dst, struct page *src, enum migrate_mode mode)
+static int ms_copy(struct page *dst, struct page *src, unsigned long index,
+		   enum migrate_mode mode)
 {
-	unsigned long index = ms_index_of(src);
 	int rc;
 
 #ifdef MS_HAVE_MIGRATE_SYNC_NO_COPY
@@ -375,10 +451,13 @@ static int ms_move(struct page *dst, struct page *src, enum migrate_mode mode)
 
 	spin_lock(&ms.lock);
 	if (WARN_ON_ONCE(!ms_owns(src, index) ||
-			 !ms_isolated_by_driver(index)))
+			 !ms_isolated_by_driver(index))) {
 		rc = -EINVAL;
-	else
+	} else {
+		/* The VM must hold the page lock: the driver cannot. */
+		ms.migrated_held += ms.slots[index].held;
 		rc = ms_injected_fault();
+	}
 	spin_unlock(&ms.lock);
 	if (rc)
 		return rc;
@@ -395,11 +474,22 @@ static int ms_move(struct page *dst, struct page *src, enum migrate_mode mode)
 
 	spin_lock(&ms.lock);
 	ms.slots[index].page = dst;
+	/* Before 6.17 the page leaves isolation here, counted with migrated. */
+	ms.isolated_now -= ms.slots[index].isolated;
 	ms.slots[index].isolated = false;
 	ms.migrated++;
 	spin_unlock(&ms.lock);
 	ms_clear_index(src);
 	return 0;
+}
+
+static int ms_move(struct page *dst, struct page *src, enum migrate_mode mode)
+{
+	int cpu = ms_enter(), rc;
+
+	rc = ms_copy(dst, src, ms_index_of(src), mode);
+	ms_leave(cpu);
+	return rc;
 }
 
 #ifdef MS_API_BALLOON
@@ -453,19 +543,25 @@ static void ms_clear_movable(struct page *page)
 static bool ms_isolate(struct page *page, isolate_mode_t mode)
 {
 	unsigned long index = ms_index_of(page);
-	bool ok;
+	int cpu = ms_enter();
+	bool ok, refused = false;
 
 	spin_lock(&ms.lock);
 	ok = ms_owns(page, index) && !ms.slots[index].isolated;
-	if (ok) {
+	if (ok && ms.slots[index].dying) {
+		/* The driver waits for this page's lock to free it. */
+		refused = true;
+		ms.isolate_refused++;
+	} else if (ok) {
 		list_del(&page->lru);
 		ms.slots[index].isolated = true;
 		ms.isolated++;
 		ms.isolated_now++;
 	}
 	spin_unlock(&ms.lock);
+	ms_leave(cpu);
 	WARN_ON_ONCE(!ok);
-	return ok;
+	return ok && !refused;
 }
 
 static void ms_set_movable(struct page *page);
@@ -487,7 +583,6 @@ static int ms_migrate(struct page *dst, struct page *src,
 	spin_lock(&ms.lock);
 	/* @dst is not isolated: the VM took it off its free list already. */
 	list_add_tail(&dst->lru, &ms.list);
-	ms.isolated_now--;
 	spin_unlock(&ms.lock);
 
 	/*
@@ -507,6 +602,7 @@ static int ms_migrate(struct page *dst, struct page *src,
 static void ms_putback(struct page *page)
 {
 	unsigned long index = ms_index_of(page);
+	int cpu = ms_enter();
 	bool ok;
 
 	spin_lock(&ms.lock);
@@ -518,6 +614,7 @@ static void ms_putback(struct page *page)
 		ms.isolated_now--;
 	}
 	spin_unlock(&ms.lock);
+	ms_leave(cpu);
 	WARN_ON_ONCE(!ok);
 }
 
@@ -600,6 +697,28 @@ static void ms_clear_movable(struct page *page)
 {
 	__ClearPageMovable(page);
 }
+
+/*
+ * Under ms.lock: how many of the last MS_ORPHANS pages freed while isolated
+ * someone still holds with the mark __ClearPageMovable() left (page->mapping
+ * exactly PAGE_MAPPING_MOVABLE). Freeing a page clears page->mapping
+ * (free_pages_prepare()), so once no compaction runs this is 0 unless the VM
+ * never released such a page or the driver kept its reference.
+ */
+static unsigned long ms_orphans_held(void)
+{
+	unsigned long i, held = 0;
+	struct page *page;
+
+	for (i = 0; i < min_t(unsigned long, ms.freed_isolated, MS_ORPHANS);
+	     i++) {
+		page = ms.orphans[i];
+		held += page_ref_count(page) > 0 &&
+			READ_ONCE(page->mapping) ==
+			(struct address_space *)PAGE_MAPPING_MOVABLE;
+	}
+	return held;
+}
 #endif
 
 /*
@@ -628,12 +747,61 @@ static struct page *ms_lock_slot(unsigned long index)
 		spin_lock(&ms.lock);
 		page = ms.slots[index].page;
 		locked = trylock_page(page);
+		if (locked)
+			ms.slots[index].held = true;
+		else if (!ms.slots[index].held)
+			ms.lock_busy++;
 		spin_unlock(&ms.lock);
 		if (locked)
 			return page;
 		/* The VM is isolating, migrating or putting it back. */
 		schedule_timeout_uninterruptible(1);
 	}
+}
+
+/* Undo ms_lock_slot(). */
+static void ms_unlock_slot(unsigned long index, struct page *page)
+{
+	spin_lock(&ms.lock);
+	ms.slots[index].held = false;
+	spin_unlock(&ms.lock);
+	unlock_page(page);
+}
+
+/*
+ * Take logical page @index away from the VM to free it: lock it (meanwhile
+ * isolate_page refuses it) and take it off the driver's list unless the VM
+ * has it isolated. Returns the locked page; *@isolated says whether the VM
+ * holds it isolated: it then releases the page itself, see ms_release().
+ */
+static struct page *ms_take(unsigned long index, bool *isolated)
+{
+	struct page *page;
+
+	spin_lock(&ms.lock);
+	ms.slots[index].dying = true;
+	spin_unlock(&ms.lock);
+	page = ms_lock_slot(index);
+	spin_lock(&ms.lock);
+	*isolated = ms.slots[index].isolated;
+	if (!*isolated && ms_on_driver_list())
+		list_del(&page->lru);
+	spin_unlock(&ms.lock);
+	return page;
+}
+
+/*
+ * Drop a page ms_take() (or ms_churn_take()) returned: no longer movable,
+ * no index, unlocked, and the driver's reference dropped last (see
+ * ms_release()).
+ */
+static void ms_drop(struct page *page)
+{
+	if (movable)
+		ms_clear_movable(page);
+	ms_clear_index(page);
+	unlock_page(page);
+	put_page(page);
 }
 
 /* Make room for @want slots; called with ms.alloc_lock held. */
@@ -757,21 +925,13 @@ static int ms_add_pages(unsigned long count)
  */
 static bool ms_release(unsigned long index)
 {
-	struct page *page = ms_lock_slot(index);
 	bool isolated;
+	struct page *page = ms_take(index, &isolated);
 
 	spin_lock(&ms.lock);
-	isolated = ms.slots[index].isolated;
-	if (!isolated)
-		list_del(&page->lru);
 	ms.slots[index].page = NULL;
 	spin_unlock(&ms.lock);
-
-	if (movable)
-		ms_clear_movable(page);
-	ms_clear_index(page);
-	unlock_page(page);
-	put_page(page);
+	ms_drop(page);
 	return isolated;
 }
 
@@ -822,12 +982,108 @@ static unsigned long ms_release_pages(unsigned long nr)
 	xa_destroy(&ms.index_of);
 	return isolated;
 }
+
+/*
+ * The page churn frees next, locked, and its logical index. The balloon core
+ * hands out only pages it has not isolated (balloon_page_list_dequeue()), so
+ * from 6.17 on churn frees whichever page it gets and never an isolated one;
+ * NULL when the VM holds every page isolated at this moment.
+ */
+static struct page *ms_churn_take(unsigned long hint, unsigned long *index,
+				  bool *isolated)
+{
+	struct page *page;
+	LIST_HEAD(taken);
+
+	if (!movable) {
+		*index = hint;
+		return ms_take(hint, isolated);
+	}
+	*isolated = false;
+	if (!balloon_page_list_dequeue(&ms.balloon, &taken, 1))
+		return NULL;
+	page = list_first_entry(&taken, struct page, lru);
+	list_del(&page->lru);
+	*index = ms_index_of(page);
+	if (WARN_ON_ONCE(*index >= ms_nr())) {
+		balloon_page_enqueue(&ms.balloon, page);
+		return NULL;
+	}
+	/*
+	 * A page in the balloon list is not being migrated, so it is its
+	 * slot's page; out of the balloon it cannot move. Verify may still
+	 * hold its lock.
+	 */
+	WARN_ON_ONCE(ms_lock_slot(*index) != page);
+	return page;
+}
 #else
 static unsigned long ms_release_pages(unsigned long nr)
 {
 	return ms_release_each(nr);
 }
+
+static struct page *ms_churn_take(unsigned long hint, unsigned long *index,
+				  bool *isolated)
+{
+	*index = hint;
+	return ms_take(hint, isolated);
+}
 #endif
+
+/*
+ * One churn step: free a page of the driver's (from @hint's slot before 6.17,
+ * even while the VM holds it isolated) and keep a new page for the same
+ * logical index, checking the old page's contents first. Returns 0, or
+ * -EAGAIN when there was no page to take, or -ENOMEM.
+ */
+static int ms_churn_one(unsigned long hint)
+{
+	struct page *old, *page = ms_alloc_page();
+	unsigned long index;
+	unsigned int bad;
+	bool isolated;
+	int err;
+
+	if (!page)
+		return -ENOMEM;
+	old = ms_churn_take(hint, &index, &isolated);
+	if (!old) {
+		__free_page(page);
+		return -EAGAIN;
+	}
+	bad = ms_check(old, index);
+	ms_fill(page, index);
+	err = ms_set_index(page, index, GFP_KERNEL);
+	if (err) {
+		/* Keep the old page: it is still published and intact. */
+		__free_page(page);
+		page = old;
+	} else {
+		lock_page(page);
+	}
+	spin_lock(&ms.lock);
+	ms.slots[index].page = page;
+	ms.slots[index].isolated = false;
+	ms.slots[index].held = false;
+	ms.slots[index].dying = false;
+	if (ms_on_driver_list())
+		list_add_tail(&page->lru, &ms.list);
+	ms.churn_mismatches += bad != 0;
+	if (isolated && !err) {
+		ms.orphans[ms.freed_isolated % MS_ORPHANS] = old;
+		ms.freed_isolated++;
+		ms.isolated_now--;
+	}
+	ms.churned += !err;
+	spin_unlock(&ms.lock);
+	if (movable)
+		ms_make_movable(page);
+	unlock_page(page);
+	if (!err)
+		ms_drop(old);
+	return err;
+}
 
 static void ms_release_all(void)
 {
@@ -837,16 +1093,6 @@ static void ms_release_all(void)
 	if (nr)
 		pr_info("released %lu pages, %lu of them isolated by the VM\n",
 			nr, isolated);
-}
-
-static unsigned long ms_nr(void)
-{
-	unsigned long nr;
-
-	spin_lock(&ms.lock);
-	nr = ms.nr;
-	spin_unlock(&ms.lock);
-	return nr;
 }
 
 /* pages: "<index> <pfn>" for every kept page, in index order. */
@@ -908,8 +1154,11 @@ static int ms_stats_show(struct seq_file *m, void *v)
 	static const char * const names[] = {
 		"nr_pages", "movable", "migrated", "eagain", "failed",
 		"isolated_now", "inject_eagain_every", "inject_fail_every",
+		"churned", "churn_mismatches", "lock_busy", "migrated_held",
+		"overlaps", "callback_cpus",
 #ifndef MS_API_BALLOON
-		"isolated", "putback",
+		"isolated", "putback", "freed_isolated", "isolate_refused",
+		"orphans_held",
 #endif
 	};
 	unsigned long val[ARRAY_SIZE(names)];
@@ -925,11 +1174,20 @@ static int ms_stats_show(struct seq_file *m, void *v)
 	val[5] = READ_ONCE(ms.balloon.isolated_pages);
 #else
 	val[5] = ms.isolated_now;
-	val[8] = ms.isolated;
-	val[9] = ms.putback;
+	val[14] = ms.isolated;
+	val[15] = ms.putback;
+	val[16] = ms.freed_isolated;
+	val[17] = ms.isolate_refused;
+	val[18] = ms_orphans_held();
 #endif
 	val[6] = ms.inject_eagain_every;
 	val[7] = ms.inject_fail_every;
+	val[8] = ms.churned;
+	val[9] = ms.churn_mismatches;
+	val[10] = ms.lock_busy;
+	val[11] = ms.migrated_held;
+	val[12] = ms.overlaps;
+	val[13] = cpumask_weight(&ms.callback_cpus);
 	spin_unlock(&ms.lock);
 	for (i = 0; i < ARRAY_SIZE(val); i++)
 		seq_printf(m, "%s %lu\n", names[i], val[i]);
@@ -959,7 +1217,7 @@ static int ms_verify_show(struct seq_file *m, void *v)
 	for (index = 0; index < nr; index++) {
 		page = ms_lock_slot(index);
 		bad = ms_check(page, index);
-		unlock_page(page);
+		ms_unlock_slot(index, page);
 		if (bad && mismatches++ < MS_VERIFY_REPORTS)
 			pr_warn("page %lu (pfn %lu): %u words differ\n",
 				index, page_to_pfn(page), bad);
@@ -994,8 +1252,8 @@ static const struct file_operations ms_verify_fops = {
  * keep a failure quiet and cheap. __GFP_MOVABLE makes the request come from
  * the movable pageblocks the driver's pages sit in.
  */
-static ssize_t ms_try_alloc_write(struct file *file, const char __user *buf,
-				  size_t len, loff_t *ppos)
+static ssize_t ms_blocks_write(const char __user *buf, size_t len, gfp_t gfp,
+			       struct mutex *serialise)
 {
 	struct ms_try_result res = { 0 };
 	struct page **blocks;
@@ -1015,9 +1273,10 @@ static ssize_t ms_try_alloc_write(struct file *file, const char __user *buf,
 	blocks = vmalloc(res.requested * sizeof(*blocks));
 	if (!blocks)
 		return -ENOMEM;
-	mutex_lock(&ms.alloc_lock);
+	if (serialise)
+		mutex_lock(serialise);
 	for (i = 0; i < res.requested; i++) {
-		blocks[res.succeeded] = alloc_pages(MS_GFP_PROBE, res.order);
+		blocks[res.succeeded] = alloc_pages(gfp, res.order);
 		if (blocks[res.succeeded])
 			res.succeeded++;
 	}
@@ -1026,12 +1285,31 @@ static ssize_t ms_try_alloc_write(struct file *file, const char __user *buf,
 	spin_lock(&ms.lock);
 	ms.last_try = res;
 	spin_unlock(&ms.lock);
-	mutex_unlock(&ms.alloc_lock);
+	if (serialise)
+		mutex_unlock(serialise);
 	vfree(blocks);
 	return len;
 }
 
-/* Show the result the file points at: try_alloc, alloc_order. */
+static ssize_t ms_try_alloc_write(struct file *file, const char __user *buf,
+				  size_t len, loff_t *ppos)
+{
+	return ms_blocks_write(buf, len, MS_GFP_PROBE, &ms.alloc_lock);
+}
+
+/*
+ * compact_alloc: like try_alloc, but the allocations may reclaim and compact
+ * (MS_GFP_COMPACT): allocation-driven compaction, which vmstat counts as
+ * compact_stall. Not serialised, so several CPUs compact at once.
+ */
+static ssize_t ms_compact_alloc_write(struct file *file,
+				      const char __user *buf, size_t len,
+				      loff_t *ppos)
+{
+	return ms_blocks_write(buf, len, MS_GFP_COMPACT, NULL);
+}
+
+/* Show the result the file points at: try_alloc, compact_alloc, alloc_order. */
 static int ms_result_show(struct seq_file *m, void *v)
 {
 	struct ms_try_result res;
@@ -1054,6 +1332,15 @@ static const struct file_operations ms_try_alloc_fops = {
 	.open = ms_result_open,
 	.read = seq_read,
 	.write = ms_try_alloc_write,
+	.llseek = seq_lseek,
+	.release = single_release,
+};
+
+static const struct file_operations ms_compact_alloc_fops = {
+	.owner = THIS_MODULE,
+	.open = ms_result_open,
+	.read = seq_read,
+	.write = ms_compact_alloc_write,
 	.llseek = seq_lseek,
 	.release = single_release,
 };
@@ -1202,6 +1489,39 @@ static const struct file_operations ms_alloc_fops = {
 	.write = ms_alloc_write,
 };
 
+/*
+ * churn: write N to do N churn steps (ms_churn_one()) on pseudo-random
+ * logical pages; several writers may churn at once.
+ */
+static ssize_t ms_churn_write(struct file *file, const char __user *buf,
+			      size_t len, loff_t *ppos)
+{
+	unsigned long count, i, hint, nr = ms_nr();
+	int err;
+
+	err = kstrtoul_from_user(buf, len, 0, &count);
+	if (err)
+		return err;
+	if (!nr || count > MS_CHURN_MAX)
+		return -EINVAL;
+	for (i = 0; i < count; i++) {
+		spin_lock(&ms.lock);
+		hint = ms_pattern(ms.churn_calls++, 0) % nr;
+		spin_unlock(&ms.lock);
+		err = ms_churn_one(hint);
+		if (err && err != -EAGAIN)
+			return err;
+		cond_resched();
+	}
+	return len;
+}
+
+static const struct file_operations ms_churn_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.write = ms_churn_write,
+};
+
 static int ms_debugfs_init(void)
 {
 	struct dentry *dir = debugfs_create_dir("movable_sample", NULL);
@@ -1226,6 +1546,9 @@ static int ms_debugfs_init(void)
 	debugfs_create_file_unsafe("inject_fail_every", 0644, dir,
 				   &ms.inject_fail_every, &ms_inject_fops);
 	debugfs_create_file("alloc", 0200, dir, NULL, &ms_alloc_fops);
+	debugfs_create_file("compact_alloc", 0644, dir, &ms.last_try,
+			    &ms_compact_alloc_fops);
+	debugfs_create_file("churn", 0200, dir, NULL, &ms_churn_fops);
 	return 0;
 }
 

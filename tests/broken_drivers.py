@@ -6,14 +6,19 @@ rule of harness/check/reported.py) has a variant here that makes it fail.
 
 Each ``tests/broken-drivers/NAME.patch`` is a small unified diff against
 guest-modules/movable_sample.c that breaks one thing. Its header says which
-rules it must make fail (``Breaks:``), which may fail with them as a
-consequence (``May also break:``) and, for a variant the kernel itself
-reports, the kind of report (``Kernel report:``). The shipped driver carries
-no breakage: a variant is the shipped source with its patch applied, in a
-directory of its own, built like the driver (``build_module(source_dir=...)``).
-The patches touch only code every API era compiles (ms_move, ms_init, verify),
-so they apply to and build for the a_ops, movable_operations and balloon eras
-alike.
+rules of the A/B it must make fail (``Breaks:``), which may fail with them as a
+consequence (``May also break:``), which rules of the stress scenario it must
+make fail (``Stress:``, ``Stress before 6.17:`` for those only a driver that
+isolates its own pages can break, ``Stress may also break:``;
+tests/integration/test_stress.py) and, for a variant
+the kernel itself reports, the kind of report (``Kernel report:``). A variant
+with no ``Breaks:`` line is not put through the A/B (its bug is in code the
+A/B does not run, churn), one with no ``Stress:`` line not through the stress.
+The shipped driver carries no breakage: a variant is the shipped source with
+its patch applied, in a directory of its own, built like the driver
+(``build_module(source_dir=...)``). The patches touch only code every API era
+compiles (ms_copy, ms_init, verify, churn), so they apply to and build for the
+a_ops, movable_operations and balloon eras alike.
 """
 
 import re
@@ -22,6 +27,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.check.stress import DRIVER_ISOLATES
 from harness.module import module_source_dir
 
 PATCH_DIR = Path(__file__).resolve().parent / "broken-drivers"
@@ -43,6 +49,20 @@ RULES: dict[str, str] = {
     "high-order-gain": r"order-\d+ allocations after compaction: \d+ with movable pages vs "
                        r"\d+ without \(no gain\)",
 }
+# The stress scenario's rules (harness/check/stress.py), by short name, and
+# the reason it gives when one fails. A variant names those it must break on a
+# ``Stress:`` line; ``kernel-quiet`` is shared with the A/B.
+STRESS_RULES: dict[str, str] = {
+    "load": r"the stress load did not run in full: .+",
+    "verify": r"\d+ of \d+ page checks found wrong contents",
+    "accounting": r"the driver's accounting broke in \d+ of \d+ samples: isolated \d+ != "
+                  r"migrated \+ putback \+ freed_isolated \+ isolated_now = \d+",
+    "settled": r"\d+ pages were still isolated after the load",
+    "released": r"the VM still held \d+ pages the driver freed while isolated",
+    "no-leak": r"free memory -?\d+ KiB below its baseline after unloading \(tolerance \d+ "
+               r"KiB\): pages leaked",
+    "races": r"no race was hit \(.+\): the stress proved nothing about concurrency",
+}
 # harness.check.reported's rule: no reason pattern of its own (the kernel's
 # headline is the reason), checked through RunResult.kernel_report instead.
 KERNEL_QUIET = "kernel-quiet"
@@ -54,9 +74,19 @@ class Variant:
 
     name: str
     patch: Path
-    breaks: tuple[str, ...]
+    breaks: tuple[str, ...]  # the A/B's rules (none: the A/B does not run it)
     may_also_break: tuple[str, ...]
     kernel_report: str | None  # the kind of report it must cause, if any
+    stress: tuple[str, ...] = ()  # the stress scenario's rules (none: it does not run it)
+    # ... and those it breaks only where the driver isolates its pages itself (4.8 ...
+    # 6.16): from 6.17 the balloon core does, and never hands churn an isolated page
+    stress_driver_isolates: tuple[str, ...] = ()
+    stress_may_also_break: tuple[str, ...] = ()  # as a consequence, not on demand
+
+    def stress_expected(self, movable_api: str) -> set[str]:
+        """The stress rules it must break on a driver built with ``movable_api``."""
+        own = self.stress_driver_isolates if movable_api in DRIVER_ISOLATES else ()
+        return {*self.stress, *own}
 
     @property
     def test_id(self) -> str:
@@ -74,12 +104,20 @@ def _read_variant(patch: Path) -> Variant:
     header = patch.read_text().split("\n--- ", 1)[0]
     breaks = _header_field(header, "Breaks")
     may_also_break = _header_field(header, "May also break")
-    unknown = set(breaks + may_also_break) - {*RULES, KERNEL_QUIET}
-    assert breaks and not unknown, f"{patch}: Breaks: names no rule, or unknown {unknown}"
+    stress = _header_field(header, "Stress")
+    before_balloon = _header_field(header, "Stress before 6.17")
+    stress_may_also = _header_field(header, "Stress may also break")
+    unknown = (set(breaks + may_also_break) - {*RULES, KERNEL_QUIET}) | (
+        set(stress + before_balloon + stress_may_also) - {*STRESS_RULES, KERNEL_QUIET})
+    assert (breaks or stress or before_balloon) and not unknown, (
+        f"{patch}: Breaks:/Stress: name no rule, or unknown {unknown}")
     kinds = _header_field(header, "Kernel report")
-    assert (KERNEL_QUIET in breaks) == bool(kinds), f"{patch}: {KERNEL_QUIET} needs a kind"
+    assert (KERNEL_QUIET in breaks + stress) == bool(kinds), (
+        f"{patch}: {KERNEL_QUIET} needs a kind")
     return Variant(name=patch.stem, patch=patch, breaks=breaks, may_also_break=may_also_break,
-                   kernel_report=kinds[0] if kinds else None)
+                   kernel_report=kinds[0] if kinds else None, stress=stress,
+                   stress_driver_isolates=before_balloon,
+                   stress_may_also_break=stress_may_also)
 
 
 def variants() -> list[Variant]:
@@ -111,8 +149,8 @@ def variant_source(broken: Variant, parent: Path) -> Path:
     return source
 
 
-def failed_rules(reasons: tuple[str, ...]) -> set[str]:
-    """The rules named by a NOT PROVEN result's reasons; a reason that is no
-    rule's is kept as it is, so an assertion shows it."""
-    return {next((rule for rule, text in RULES.items() if re.fullmatch(text, reason)), reason)
+def failed_rules(reasons: tuple[str, ...], rules: dict[str, str] = RULES) -> set[str]:
+    """The rules (of the A/B, or ``STRESS_RULES``) named by a NOT PROVEN result's
+    reasons; a reason that is no rule's is kept as it is, so an assertion shows it."""
+    return {next((rule for rule, text in rules.items() if re.fullmatch(text, reason)), reason)
             for reason in reasons}

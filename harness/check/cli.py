@@ -7,7 +7,8 @@ arch x kernel, writes the JSON result and the picture into the run directory,
 and exits 1 when migration was not proven anywhere it was asked for.
 
 ``--scenario`` picks what is checked: ``sample`` (the sample driver's A/B, the
-default), ``zram``, ``balloon`` (the kernel's own users of the API), repeatable,
+default), ``zram``, ``balloon`` (the kernel's own users of the API), ``stress``
+(the sample driver's isolation contract on every vCPU at once), repeatable,
 or ``all``. Every cell's kernel gets all in-tree scenarios' config fragments
 (zram, balloon) before the user's ``--config`` ones, whatever is asked for: one
 kernel per cell serves every scenario, it is the kernel the pytest plugin

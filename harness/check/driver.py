@@ -5,6 +5,7 @@ guest-modules/movable_sample.c exposes everything under
 those file names and formats, so a scenario reads like the experiment it is.
 """
 
+import re
 from dataclasses import dataclass
 
 from harness.artifacts import ModuleArtifact
@@ -17,9 +18,16 @@ REMOTE_MODULE_PATH = "/tmp/movable_sample.ko"
 # The stats file's counters. From 6.17 on (ModuleArtifact.movable_api
 # "balloon") the balloon core isolates and puts pages back without telling
 # the driver, so those two are not reported there (guest-modules/README.md).
+# The churn and race counters (the stress scenario's, harness/check/stress.py)
+# follow; freed_isolated, isolate_refused and orphans_held are about pages the
+# driver itself isolates, so from 6.17 on they are not reported either.
 STATS = frozenset({"nr_pages", "movable", "isolated", "migrated", "putback", "eagain",
-                   "failed", "isolated_now", "inject_eagain_every", "inject_fail_every"})
-CORE_OWNED_STATS = {"balloon": frozenset({"isolated", "putback"})}
+                   "failed", "isolated_now", "inject_eagain_every", "inject_fail_every",
+                   "churned", "churn_mismatches", "lock_busy", "migrated_held", "overlaps",
+                   "callback_cpus", "freed_isolated", "isolate_refused", "orphans_held"})
+CORE_OWNED_STATS = {"balloon": frozenset({"isolated", "putback", "freed_isolated",
+                                          "isolate_refused", "orphans_held"})}
+RELEASED = re.compile(r"movable_sample: released (\d+) pages, (\d+) of them isolated")
 
 
 def stats_keys(movable_api: str) -> frozenset[str]:
@@ -115,11 +123,26 @@ class SampleDriver:
         """rmmod; the driver frees every page it still owns."""
         _checked(self.guest.run(f"rmmod {MODULE_NAME}"), "rmmod movable_sample")
 
+    def last_release(self) -> tuple[int, int]:
+        """What the driver's last unload logged: (pages released, of them isolated by
+        the VM; from 6.17 the most the VM held isolated at once while it ran)."""
+        log = _checked(self.guest.run("dmesg | grep 'movable_sample: released' | tail -n 1"),
+                       "read the driver's unload line")
+        match = RELEASED.search(log)
+        if not match:
+            raise GuestError(f"no 'released N pages' line from {MODULE_NAME} in dmesg: "
+                             f"{log.strip()!r}")
+        return int(match.group(1)), int(match.group(2))
+
+    def stats(self) -> dict[str, int]:
+        """The callback, churn and race counters: one consistent snapshot."""
+        return parse_stats(_checked(self.guest.run(f"cat {DEBUGFS}/stats"),
+                                    "read driver stats"))
+
     def state(self) -> DriverState:
         """Current PFN of every page and the callback counters."""
         pages = _checked(self.guest.run(f"cat {DEBUGFS}/pages"), "read driver pages")
-        stats = _checked(self.guest.run(f"cat {DEBUGFS}/stats"), "read driver stats")
-        return DriverState(pfns=parse_pages(pages), stats=parse_stats(stats))
+        return DriverState(pfns=parse_pages(pages), stats=self.stats())
 
     def verify(self) -> tuple[int, int]:
         """Check every page's pattern in the guest: (pages checked, mismatches)."""

@@ -32,6 +32,7 @@ from harness.check.scenario import (
     save_evidence,
     verdict,
 )
+from harness.check.stress import StressScenario
 from harness.check.target import TargetOptions, open_target
 from harness.check.zram import ZramScenario
 from harness.errors import HarnessError
@@ -40,7 +41,7 @@ from harness.report.model import RunResult, ScenarioResult
 
 # Every scenario, by name, in the order ``--scenario all`` runs them.
 SCENARIOS: dict[str, type[Scenario]] = {
-    cls.name: cls for cls in (SampleAB, ZramScenario, BalloonScenario)}
+    cls.name: cls for cls in (SampleAB, ZramScenario, BalloonScenario, StressScenario)}
 
 
 def scenario_named(name: str) -> Scenario:

@@ -13,24 +13,16 @@ from pathlib import Path
 
 from harness.artifacts import KernelBuild, ModuleArtifact
 from harness.check.driver import DEBUGFS, MODULE_NAME, DriverParams, SampleDriver, stats_keys
-from harness.check.steps import compact_memory, must, page_size, quiet_background_compaction
+from harness.check.steps import (
+    compact_memory,
+    free_kib_drained,
+    must,
+    page_size,
+    quiet_background_compaction,
+)
 from harness.guest import Guest
 from harness.kernel.build import plan_build
 from harness.paths import shipped_dir
-
-
-def _mem_free_kib(guest: Guest) -> int:
-    """Free memory, counting the pages freed into per-CPU lists: on SMP those sit
-    in each CPU's pageset (zoneinfo's ``count:``) and are not in MemFree until
-    drained, which from 6.x can be megabytes (auto-tuned pcp high marks)."""
-    must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
-    text = must(guest, "cat /proc/meminfo")
-    match = re.search(r"^MemFree:\s+(\d+) kB", text, re.MULTILINE)
-    assert match, text
-    pcp_pages = sum(int(count) for count in re.findall(
-        r"^\s+count:\s+(\d+)$", must(guest, "cat /proc/zoneinfo"), re.MULTILINE))
-    return int(match.group(1)) + pcp_pages * page_size(guest) // 1024
-
 
 # What checkpatch may say about the driver, each justified in its source:
 # the kernel's own names, and kmap_atomic()/kunmap_atomic() (the latter flagged
@@ -172,7 +164,7 @@ def test_unload_racing_a_compaction_loop_leaks_nothing(
     min_rounds, max_rounds, pages = 16, 96, 2048
     quiet_background_compaction(guest)
     page_kib = page_size(guest) // 1024
-    free_before = _mem_free_kib(guest)
+    free_before = free_kib_drained(guest)
     loop = must(guest, "(while :; do echo 1 > /proc/sys/vm/compact_memory; done) "
                        ">/dev/null 2>&1 & echo $!").split()[-1]
     raced = rounds = isolated = 0
@@ -186,15 +178,13 @@ def test_unload_racing_a_compaction_loop_leaks_nothing(
                 movable_driver.inject_faults(1, 0)
             guest.run(f"usleep {(round_no * 37) % 300 * 1000} 2>/dev/null || true")
             movable_driver.unload()
-            line = must(guest, "dmesg | grep 'movable_sample: released' | tail -n 1")
-            match = re.search(r"released (\d+) pages, (\d+) of them isolated", line)
-            assert match, line
-            raced += int(match.group(2)) > 0
-            isolated += int(match.group(2))
+            met = movable_driver.last_release()[1]
+            raced += met > 0
+            isolated += met
     finally:
         guest.run(f"kill {loop}; wait {loop} 2>/dev/null || true")
     assert guest.run(f"test -d /sys/module/{MODULE_NAME}").exit_status != 0
-    lost_kib = free_before - _mem_free_kib(guest)
+    lost_kib = free_before - free_kib_drained(guest)
     met_kib = isolated * page_kib
     print(f"unload race: {raced} of {rounds} unloads met {isolated} pages ({met_kib} KiB) "
           f"the VM held isolated; free memory {lost_kib:+d} KiB lower after")

@@ -152,8 +152,8 @@ def zram_facts_without(key: str) -> str:
     (lambda tmp: bad_run(tmp, "[]"), r"zram.json is not valid evidence: AttributeError"),
     (lambda tmp: bad_run(tmp, zram_evidence(schema_version=2)),
      r"is not valid evidence: ValueError\('not harness.evidence v1'\)"),
-    (lambda tmp: bad_run(tmp, zram_evidence(scenario="stress")),
-     r"unknown scenario 'stress': choose from sample, zram, balloon$"),
+    (lambda tmp: bad_run(tmp, zram_evidence(scenario="soak")),
+     r"unknown scenario 'soak': choose from sample, zram, balloon, stress$"),
     (lambda tmp: bad_run(tmp, zram_evidence(surprise=1)), r"is not valid evidence: TypeError"),
     (lambda tmp: unreadable_run(tmp), r"cannot read evidence \S+/02-x86_64-debian_5.10-zram.json: "
                                       r"Is a directory$"),
