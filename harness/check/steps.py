@@ -147,15 +147,17 @@ def keep_free_blocks_visible(guest: Guest) -> list[str]:
       and a block that was free but stranded there then satisfied the allocation
       with unmovable driver pages. Before 5.14 the lists hold six batches at most.
     """
-    notes = []
-    for name, value in (("watermark_boost_factor", 0),
-                        ("percpu_pagelist_high_fraction", PCP_HIGH_FRACTION)):
-        if guest.run(f"test -w /proc/sys/vm/{name}").ok:
-            must(guest, f"echo {value} > /proc/sys/vm/{name}")
-            notes.append(f"{name} set to {value}")
-        else:
-            notes.append(f"no {name} in this kernel")
-    return notes
+    return [set_vm_sysctl(guest, "watermark_boost_factor", 0),
+            set_vm_sysctl(guest, "percpu_pagelist_high_fraction", PCP_HIGH_FRACTION)]
+
+
+def set_vm_sysctl(guest: Guest, name: str, value: int, absent: str = "") -> str:
+    """Write ``value`` to /proc/sys/vm/NAME where this kernel has it; the note that
+    says which happened (``absent`` adds why a missing knob does not matter)."""
+    if not guest.run(f"test -w /proc/sys/vm/{name}").ok:
+        return f"no {name} in this kernel{absent}"
+    must(guest, f"echo {value} > /proc/sys/vm/{name}")
+    return f"{name} set to {value}"
 
 
 def quiet_background_compaction(guest: Guest) -> list[str]:
@@ -165,12 +167,7 @@ def quiet_background_compaction(guest: Guest) -> list[str]:
     the page cache first, removing clean pages that would otherwise migrate
     and blur ``pgmigrate_success``.
     """
-    notes = []
-    if guest.run("test -w /proc/sys/vm/compaction_proactiveness").ok:
-        must(guest, "echo 0 > /proc/sys/vm/compaction_proactiveness")
-        notes.append("compaction_proactiveness set to 0")
-    else:
-        notes.append("no compaction_proactiveness in this kernel (before 5.9): "
-                     "only kcompactd wake-ups can compact in the background")
-    notes.append("page cache dropped before each round")
-    return notes
+    return [set_vm_sysctl(guest, "compaction_proactiveness", 0,
+                          " (before 5.9): only kcompactd wake-ups can compact in the "
+                          "background"),
+            "page cache dropped before each round"]
