@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 MATRIX_FIXTURE = "harness_cell"
 RESULTS_KEY = pytest.StashKey[list]()
 RUN_DIR_KEY = pytest.StashKey[Path]()
+CONTROLLER = "harness-xdist-controller"  # the plugin name of pytest_workers.Controller
 
 
 @dataclass(frozen=True)
@@ -280,8 +281,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", marker)
     config.stash[RESULTS_KEY] = []
     if pytest_workers.distributing(config):
-        config.pluginmanager.register(
-            pytest_workers.Controller(config.stash[RESULTS_KEY], session_run_dir(config)))
+        config.pluginmanager.register(pytest_workers.Controller(config.stash[RESULTS_KEY]),
+                                      CONTROLLER)
 
 
 def session_run_dir(config: pytest.Config) -> Path:
@@ -297,9 +298,12 @@ def session_run_dir(config: pytest.Config) -> Path:
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
     """Write the JSON result and the picture, and say where they are."""
+    if pytest_workers.is_worker(config):
+        return
     results = config.stash.get(RESULTS_KEY, [])
-    run_dir = config.stash.get(RUN_DIR_KEY, None)
-    if run_dir is None or pytest_workers.is_worker(config):
+    controller = config.pluginmanager.get_plugin(CONTROLLER)
+    run_dir = controller.used_run_dir() if controller else config.stash.get(RUN_DIR_KEY, None)
+    if run_dir is None:
         return
     terminalreporter.write_line(f"harness run directory: {run_dir}")
     if not results:

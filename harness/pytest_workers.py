@@ -12,9 +12,10 @@ pytest session. Left alone, that would split the run three ways:
   runs another cell. (A suite outside this repository passes
   ``--dist loadgroup`` itself; with plain ``--dist load`` it still runs, only
   less efficiently.)
-- **The run directory.** Each worker would make its own; the controller makes
-  it and hands its path to every worker (``pytest_configure_node``), so the
-  VMs' logs and the saved evidence of the whole run are in one place.
+- **The run directory.** Each worker would make its own; the controller names
+  one and hands its path to every worker (``pytest_configure_node``), the
+  first worker that needs it makes it, so the VMs' logs and the saved evidence
+  of the whole run are in one place (and a run with no VM test makes none).
 - **result.json and the picture.** A worker attaches the results its tests
   added to the report of the test that added them (``to_dict()``, which
   xdist's report serialisation carries), and the controller rebuilds them as
@@ -32,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from harness.paths import open_run_dir, planned_run_dir
 from harness.report.model import ScenarioResult
 
 RUN_DIR_INPUT = "harness_run_dir"
@@ -52,11 +54,12 @@ def distributing(config: pytest.Config) -> bool:
 
 
 def worker_run_dir(config: pytest.Config) -> Path | None:
-    """The controller's run directory, in a worker; None elsewhere."""
+    """The controller's run directory (made now if no worker made it yet), in a
+    worker; None elsewhere."""
     if not is_worker(config):
         return None
     path = config.workerinput.get(RUN_DIR_INPUT)  # type: ignore[attr-defined]
-    return Path(path) if path else None
+    return open_run_dir(Path(path)) if path else None
 
 
 def cell_group(item: pytest.Item, cell_fixture: str) -> None:
@@ -79,9 +82,13 @@ def attach_new_results(config: pytest.Config, results: list[ScenarioResult],
 class Controller:
     """The controller's side: give workers the run directory, collect their results."""
 
-    def __init__(self, results: list[ScenarioResult], run_dir: Path) -> None:
+    def __init__(self, results: list[ScenarioResult]) -> None:
         self.results = results
-        self.run_dir = run_dir
+        self.run_dir = planned_run_dir("pytest")
+
+    def used_run_dir(self) -> Path | None:
+        """The run directory, if a worker made it."""
+        return self.run_dir if self.run_dir.is_dir() else None
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:

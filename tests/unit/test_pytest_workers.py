@@ -20,12 +20,15 @@ import pytest
 
 from harness.check.runner import scenario_named
 from harness.check.scenario import load_evidence, verdict
+from harness.pytest_plugin import session_run_dir
 
 RECORDED = Path({str(RECORDED)!r})
 
 
 @pytest.mark.parametrize("scenario", ["sample", "zram", "balloon", "sample"])
-def test_adds_a_result(scenario, harness_results):
+def test_adds_a_result(scenario, harness_results, pytestconfig):
+    # As run_scenario does: the evidence would go into the run directory.
+    session_run_dir(pytestconfig)
     (path,) = RECORDED.glob(f"*-{{scenario}}.json")
     harness_results.append(verdict(scenario_named(scenario), load_evidence(path)))
 """
