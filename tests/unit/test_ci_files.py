@@ -135,5 +135,5 @@ def test_ci_run_installs_the_ci_only_packages_and_passes_arguments_on() -> None:
     assert "export HARNESS_REQUIRE_VM=1" in text
     assert "python3 harness/hostdeps.py --ci" in text
     last = text.rstrip().splitlines()[-1]
-    assert last.startswith("exec ./dev test --junitxml=runs/junit.xml --timeout=")
+    assert last.startswith("exec ./dev test --junitxml=runs/junit.xml -n auto --timeout=")
     assert last.endswith('"$@"')
