@@ -45,10 +45,19 @@ def runs_root() -> Path:
 
 def new_run_dir(label: str) -> Path:
     """A fresh run directory under runs_root(), and a ``latest`` link to it."""
-    root = runs_root()
-    root.mkdir(parents=True, exist_ok=True)
-    run_dir = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{label}-{secrets.token_hex(3)}"
-    run_dir.mkdir()
+    return open_run_dir(planned_run_dir(label))
+
+
+def planned_run_dir(label: str) -> Path:
+    """The path of a new run directory for ``label``, not made yet: a pytest-xdist
+    controller hands it to its workers, and the first that needs it makes it."""
+    return runs_root() / f"{time.strftime('%Y%m%d-%H%M%S')}-{label}-{secrets.token_hex(3)}"
+
+
+def open_run_dir(run_dir: Path) -> Path:
+    """Make ``run_dir`` unless another process did, and point ``latest`` at it."""
+    root = run_dir.parent
+    run_dir.mkdir(parents=True, exist_ok=True)
     latest = root / "latest"
     with suppress(OSError):
         tmp = root / f".latest-{secrets.token_hex(4)}"

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from harness import pytest_workers
 from harness.artifacts import KernelBuild, ModuleArtifact
 from harness.defaults import ARCHES, CPUS, KERNELS, TARGET, TRANSPORT, TRANSPORTS
 from harness.errors import HarnessError
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 MATRIX_FIXTURE = "harness_cell"
 RESULTS_KEY = pytest.StashKey[list]()
 RUN_DIR_KEY = pytest.StashKey[Path]()
+CONTROLLER = "harness-xdist-controller"  # the plugin name of pytest_workers.Controller
 
 
 @dataclass(frozen=True)
@@ -111,11 +113,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                              scope="session")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that boots or reaches a machine as ``vm``."""
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that boots or reaches a machine as ``vm``; under pytest-xdist,
+    put each cell's tests in one worker (harness.pytest_workers)."""
+    grouping = config.pluginmanager.hasplugin("xdist")
     for item in items:
         if {"guest", "guest_with"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.vm)
+        if grouping:
+            pytest_workers.cell_group(item, MATRIX_FIXTURE)
 
 
 def _stage(call, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -195,8 +202,9 @@ def guest_with(request: pytest.FixtureRequest,
             key = (tuple(fragments), tuple(virtio_devices))
             if key not in guests:
                 kernel = kernel_build_with(*key[0])
-                name = "-".join((request.node.name, *key[0], *key[1]))
-                run_dir = session_run_dir(request.config) / f"{kernel.arch}-{name}"
+                name = "-".join((kernel.arch, kernel.release, request.node.name,
+                                 *key[0], *key[1]))
+                run_dir = session_run_dir(request.config) / name
                 guests[key] = _stage(stack.enter_context, open_target(
                     kernel, _target_options(request.config, key[1]), run_dir=run_dir))
             return guests[key]
@@ -248,7 +256,7 @@ def run_scenario(request: pytest.FixtureRequest, kernel_build: KernelBuild,
         _stage(scenario.prepare, kernel_build, False)
         guest = guest_with(virtio_devices=scenario.needs.virtio_devices)
         path = next_evidence_path(session_run_dir(request.config),
-                                  f"{kernel_build.arch}-{scenario.name}")
+                                  f"{kernel_build.arch}-{kernel_build.release}-{scenario.name}")
         result = _stage(run_on, scenario, guest, kernel_build, path)
         harness_results.append(result)
         return result
@@ -272,21 +280,29 @@ def pytest_configure(config: pytest.Config) -> None:
     for marker in MARKERS:
         config.addinivalue_line("markers", marker)
     config.stash[RESULTS_KEY] = []
+    if pytest_workers.distributing(config):
+        config.pluginmanager.register(pytest_workers.Controller(config.stash[RESULTS_KEY]),
+                                      CONTROLLER)
 
 
 def session_run_dir(config: pytest.Config) -> Path:
-    """The session's run directory for VM logs and reports, made on first use."""
+    """The session's run directory for VM logs and reports, made on first use (in a
+    pytest-xdist worker: the controller's)."""
     if RUN_DIR_KEY not in config.stash:
         from harness.paths import new_run_dir
 
-        config.stash[RUN_DIR_KEY] = new_run_dir("pytest")
+        config.stash[RUN_DIR_KEY] = (pytest_workers.worker_run_dir(config)
+                                     or new_run_dir("pytest"))
     return config.stash[RUN_DIR_KEY]
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
     """Write the JSON result and the picture, and say where they are."""
+    if pytest_workers.is_worker(config):
+        return
     results = config.stash.get(RESULTS_KEY, [])
-    run_dir = config.stash.get(RUN_DIR_KEY, None)
+    controller = config.pluginmanager.get_plugin(CONTROLLER)
+    run_dir = controller.used_run_dir() if controller else config.stash.get(RUN_DIR_KEY, None)
     if run_dir is None:
         return
     terminalreporter.write_line(f"harness run directory: {run_dir}")
@@ -302,9 +318,12 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  #
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    """Turn the skip of a ``vm`` test into a failure when VMs are required."""
+    """Turn the skip of a ``vm`` test into a failure when VMs are required; in a
+    pytest-xdist worker, send the results the test added along with its report."""
     outcome = yield
     report = outcome.get_result()
+    if pytest_workers.is_worker(item.config):
+        pytest_workers.attach_new_results(item.config, item.config.stash[RESULTS_KEY], report)
     if report.skipped and vm_required() and item.get_closest_marker("vm") is not None:
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr

@@ -17,6 +17,7 @@ from typing import Any, TypeVar, overload
 
 from harness.errors import HarnessError
 from harness.paths import write_atomically
+from harness.report.in_tree import InTreeResult
 from harness.report.model import RunResult, ScenarioResult
 
 SCHEMA = "harness.result"
@@ -25,6 +26,8 @@ SCHEMA_VERSION = 1
 _V1_KEYS = ("results", "in_tree")
 
 R = TypeVar("R", bound=ScenarioResult)
+# Every result type, by the list of result.json it goes into.
+KINDS: dict[str, type[ScenarioResult]] = {kind.json_key: kind for kind in (RunResult, InTreeResult)}
 
 
 def run_document(results: Sequence[ScenarioResult]) -> dict[str, Any]:
@@ -69,3 +72,9 @@ def read_results(path: Path, kind: type[ScenarioResult] = RunResult) -> list[Any
         return [kind.from_dict(item) for item in document.get(kind.json_key, [])]
     except (KeyError, TypeError, ValueError) as error:
         raise HarnessError(f"{path} has a malformed result: {error!r}") from None
+
+
+def result_from_dict(json_key: str, item: dict[str, Any]) -> ScenarioResult:
+    """Rebuild one result from its ``to_dict()`` object and its type's ``json_key``
+    (what a pytest-xdist worker sends its controller)."""
+    return KINDS[json_key].from_dict(item)

@@ -28,7 +28,9 @@ from tests.integration.kernel_repo import (
     make_kernel_repo,
 )
 
-pytestmark = pytest.mark.build
+# One pytest-xdist worker for both modules: they build commits of the same
+# repository in one build directory (tests/integration/kernel_repo.py).
+pytestmark = [pytest.mark.build, pytest.mark.xdist_group("bisect-repository")]
 
 
 def test_bisect_names_the_breaking_commit_and_skips_the_broken_build(

@@ -42,7 +42,9 @@ from tests.broken_kernels import (
 )
 from tests.integration.kernel_repo import BASE_SPEC, KernelRepo, make_kernel_repo
 
-pytestmark = pytest.mark.build
+# One pytest-xdist worker for both modules: they build commits of the same
+# repository in one build directory (tests/integration/kernel_repo.py).
+pytestmark = [pytest.mark.build, pytest.mark.xdist_group("bisect-repository")]
 
 ARCH = "x86_64"
 CASES = [(kernel, scenario) for kernel in broken_kernels() for scenario in SCENARIOS]

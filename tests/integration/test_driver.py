@@ -148,6 +148,24 @@ def test_control_group_never_migrates(movable_driver: SampleDriver, guest: Guest
 LEAK_ALLOWANCE_KIB = 1024
 
 
+def settled_loss_kib(guest: Guest, free_before: int, readings: int = 4) -> int:
+    """Free memory lost since ``free_before``, read again (2 s apart, up to
+    ``readings`` times) while it is over LEAK_ALLOWANCE_KIB, the least loss seen.
+
+    Memory the kernel frees late (RCU callbacks, the module's own teardown, work
+    queued by the last compactions) comes back within seconds; leaked pages never
+    do. On a loaded host one 7.2 x86_64 run read 1,444 KiB lost right after its
+    rounds, against +120 to +176 KiB in runs on a quiet one.
+    """
+    lost = free_before - free_kib_drained(guest)
+    for _ in range(readings - 1):
+        if lost < LEAK_ALLOWANCE_KIB:
+            break
+        guest.run("sleep 2")
+        lost = min(lost, free_before - free_kib_drained(guest))
+    return lost
+
+
 def test_unload_racing_a_compaction_loop_leaks_nothing(
     movable_driver: SampleDriver, guest: Guest
 ) -> None:
@@ -184,7 +202,7 @@ def test_unload_racing_a_compaction_loop_leaks_nothing(
     finally:
         guest.run(f"kill {loop}; wait {loop} 2>/dev/null || true")
     assert guest.run(f"test -d /sys/module/{MODULE_NAME}").exit_status != 0
-    lost_kib = free_before - free_kib_drained(guest)
+    lost_kib = settled_loss_kib(guest, free_before)
     met_kib = isolated * page_kib
     print(f"unload race: {raced} of {rounds} unloads met {isolated} pages ({met_kib} KiB) "
           f"the VM held isolated; free memory {lost_kib:+d} KiB lower after")

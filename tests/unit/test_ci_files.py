@@ -134,4 +134,6 @@ def test_ci_run_installs_the_ci_only_packages_and_passes_arguments_on() -> None:
     text = (ROOT / ".ci" / "run").read_text()
     assert "export HARNESS_REQUIRE_VM=1" in text
     assert "python3 harness/hostdeps.py --ci" in text
-    assert text.rstrip().endswith('exec ./dev test --junitxml=runs/junit.xml "$@"')
+    last = text.rstrip().splitlines()[-1]
+    assert last.startswith("exec ./dev test --junitxml=runs/junit.xml -n auto --timeout=")
+    assert last.endswith('"$@"')
