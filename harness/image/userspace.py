@@ -143,7 +143,8 @@ def collect_userspace(arch: Arch, staging: Path, suite: str = GUEST_SUITE) -> Us
         interpreters.add(interpreter)
         wanted |= set(elf_needed(userspace.files[path]))
     if len(interpreters) != 1:
-        raise HarnessError(f"the guest's programs ask for different loaders: {sorted(interpreters)}")
+        raise HarnessError(f"the guest's programs ask for different loaders: "
+                           f"{sorted(interpreters)}")
     (interpreter,) = interpreters
     interpreter_name = Path(interpreter).name
     wanted.add(interpreter_name)
@@ -159,8 +160,8 @@ def collect_userspace(arch: Arch, staging: Path, suite: str = GUEST_SUITE) -> Us
         more = sorted({dep for deb in debs.values() for dep in _depends(deb)} - trees.keys())
         if not more:
             raise HarnessError(
-                f"the guest's programs for {arch.debian_arch} need {', '.join(sorted(unresolved))}, "
-                "which no package they depend on ships"
+                f"the guest's programs for {arch.debian_arch} need "
+                f"{', '.join(sorted(unresolved))}, which no package they depend on ships"
             )
         unpack(more)
 
