@@ -36,6 +36,7 @@ from labgrid.resource.remote import RemotePlace, RemotePlaceManager
 from labgrid.util.ssh import get_ssh_connect_timeout
 
 from harness.errors import HarnessError, notice
+from harness.kernel.toolchain import require
 from harness.labgrid import PlaceAddress
 from harness.labgrid.guest import LabgridGuest
 
@@ -170,6 +171,8 @@ def _target(coordinator: _Coordinator, name: str) -> Iterator[Target]:
 def _connected(target: Target, place: str, key: Path | None) -> Iterator[tuple[SSHDriver, str]]:
     """An active SSHDriver on the place's NetworkService, and where it points;
     deactivated (its control connection closed) when the block exits."""
+    require("ssh")
+    require("scp")
     try:
         ssh = SSHDriver(target, name=None, keyfile=str(key) if key else "",
                         stderr_merge=True)

@@ -37,7 +37,7 @@ from harness.pytest_plugin import cell_fragments
 from harness.vm.boot import boot_guest
 from tests.integration.test_board import WITHOUT_QEMU_CODE
 
-pytest.importorskip("labgrid", reason="labgrid is not installed: pip install 'harness[labgrid]'")
+pytestmark = [pytest.mark.needs_program("ssh"), pytest.mark.needs_program("scp")]
 
 BIN = Path(sys.executable).parent
 BOARD, TAKEN, DOWN = "board-1", "board-taken", "board-down"

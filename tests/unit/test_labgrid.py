@@ -1,7 +1,8 @@
 """labgrid:// targets without a lab: addresses, refusals, the Guest over driver protocols.
 
 The coordinator, exporter and board are exercised for real in
-tests/integration/test_labgrid.py; here are the pieces that need none.
+tests/integration/test_labgrid.py; here are the pieces that need none. labgrid
+itself comes with the dev extra, as ruff and mypy do.
 """
 
 import subprocess
@@ -9,19 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from labgrid.driver.exception import ExecutionError
+from labgrid.remote.client import UserError
 
 from harness.check.target import TargetOptions, open_target, validate_target
 from harness.errors import HarnessError
 from harness.guest import GuestError, GuestTimeout
 from harness.labgrid import DEFAULT_COORDINATOR, PlaceAddress, open_board
+from harness.labgrid.guest import LabgridGuest
+from harness.labgrid.place import must_acquire, said, unreachable
 from tests.unit.kernels import kernel_with_config
-
-pytest.importorskip("labgrid", reason="the dev extra installs labgrid")
-
-from labgrid.driver.exception import ExecutionError  # noqa: E402
-
-from harness.labgrid.guest import LabgridGuest  # noqa: E402
-from harness.labgrid.place import must_acquire, said, unreachable  # noqa: E402
 
 
 @pytest.mark.parametrize("url,environ,expected", [
@@ -102,8 +100,6 @@ def test_a_board_that_does_not_answer_gives_ssh_s_last_words() -> None:
 
 
 def test_labgrid_errors_lose_their_prefix() -> None:
-    from labgrid.remote.client import UserError
-
     assert said(UserError("place pattern x matches nothing")) == "place pattern x matches nothing"
 
 
