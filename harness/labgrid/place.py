@@ -69,17 +69,36 @@ def unreachable(place: str, where: str, seconds: float, error: BaseException) ->
                         f"within {seconds:g} s ({reason}): is it powered and booted?")
 
 
+class _Heard(logging.Handler):
+    """Keeps the messages logged while it is attached."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 class _Coordinator:
     """One client session with the coordinator, run on labgrid's event loop."""
 
     def __init__(self, address: PlaceAddress) -> None:
         self.address = address
+        # labgrid logs why the coordinator is unreachable on the root logger (which,
+        # unconfigured, would print it as a second line): kept for our one line.
+        heard = _Heard()
+        logging.getLogger().addHandler(heard)
         try:
             self.session: ClientSession = start_session(address.coordinator)
-        except (ClientError, OSError):  # labgrid has logged the transport's reason
-            raise HarnessError(f"cannot reach the labgrid coordinator at {address.coordinator}: "
-                               "is labgrid-coordinator running there? (set LG_COORDINATOR, or "
-                               "use labgrid://HOST:PORT/PLACE)") from None
+        except (ClientError, OSError) as error:
+            reason = (heard.messages[-1] if heard.messages
+                      else said(error) if isinstance(error, ClientError) else str(error))
+            raise HarnessError(f"cannot reach the labgrid coordinator at {address.coordinator} "
+                               f"({reason}): is labgrid-coordinator running there? (set "
+                               "LG_COORDINATOR, or use labgrid://HOST:PORT/PLACE)") from None
+        finally:
+            logging.getLogger().removeHandler(heard)
 
     @property
     def me(self) -> str:

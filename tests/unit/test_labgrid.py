@@ -5,6 +5,7 @@ tests/integration/test_labgrid.py; here are the pieces that need none. labgrid
 itself comes with the dev extra, as ruff and mypy do.
 """
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +98,21 @@ def test_a_board_that_does_not_answer_gives_ssh_s_last_words() -> None:
         "(ssh: connect to host 10.0.0.5 port 22: No route to host): is it powered and booted?")
     assert "(Timeout while waiting" in str(unreachable("rpi4", "x", 30, Exception(
         "Timeout while waiting for ssh connection")))
+
+
+def test_a_coordinator_that_is_not_there_is_one_line_with_the_reason(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """Refused at once (a bound port nobody listens on), labgrid's own log line folded in."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        with pytest.raises(HarnessError) as raised, \
+                open_board(PlaceAddress.parse(f"labgrid://127.0.0.1:{port}/board-1")):
+            pass
+    assert str(raised.value).startswith(f"cannot reach the labgrid coordinator at "
+                                        f"127.0.0.1:{port} (coordinator is unavailable: ")
+    assert "Connection refused): is labgrid-coordinator running there?" in str(raised.value)
+    assert capfd.readouterr().err == ""
 
 
 def test_labgrid_errors_lose_their_prefix() -> None:
