@@ -144,16 +144,19 @@ def acquired(coordinator: _Coordinator) -> Iterator[Any]:
         raise HarnessError(f"labgrid place {place.name}: {said(error)}: is its exporter "
                            "running?") from None
     stub = coordinator.session.stub
-    coordinator.call(f"acquire place {place.name}", lambda: stub.AcquirePlace(
-        messages.AcquirePlaceRequest(placename=place.name)))
+    me = coordinator.me
 
     def release() -> None:
+        # Only from us (fromuser): a no-op when the acquire never got through, or
+        # someone else won the place in between, so it is safe on every way out.
         coordinator.call(f"release place {place.name}", lambda: stub.ReleasePlace(
-            messages.ReleasePlaceRequest(placename=place.name)))
+            messages.ReleasePlaceRequest(placename=place.name, fromuser=me)))
 
     try:
+        coordinator.call(f"acquire place {place.name}", lambda: stub.AcquirePlace(
+            messages.AcquirePlaceRequest(placename=place.name)))
         yield coordinator.place()
-    except BaseException as failure:
+    except BaseException as failure:  # ^C included, even halfway through the acquire
         try:
             release()
         except HarnessError as error:  # the failure stays the news; this is a note on it
