@@ -78,11 +78,19 @@ def wait_for(what: str, ready: Callable[[], object], process: subprocess.Popen[b
     pytest.fail(f"{what} not ready within {START_SECONDS:g} s: {log.read_text()[-2000:]}")
 
 
-def free_port() -> int:
-    """A port nothing listens on (the board that is down)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A port that refuses connections (the board that is down): bound, never listening,
+    so nothing else can take it while the block runs."""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield int(bound.getsockname()[1])
+
+
+def service(group: str, port: int) -> str:
+    """An exporter's resource group: SSH to root@127.0.0.1:``port`` as a NetworkService."""
+    return (f"{group}:\n  NetworkService:\n    address: 127.0.0.1\n    port: {port}\n"
+            "    username: root\n")
 
 
 @dataclass
@@ -136,11 +144,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             r"listening on (127\.0\.0\.1:\d+)", log.read_text()), process, log)
         assert isinstance(listening, re.Match)
         lab = Lab(listening.group(1), directory)
-        dead = free_port()
-        with lab.exporter("spare", f"{TAKEN}:\n  NetworkService:\n    address: 127.0.0.1\n"
-                                   f"    port: {dead}\n    username: root\n"
-                                   f"{DOWN}:\n  NetworkService:\n    address: 127.0.0.1\n"
-                                   f"    port: {dead}\n    username: root\n"):
+        with closed_port() as dead, lab.exporter("spare", service(TAKEN, dead)
+                                                  + service(DOWN, dead)):
             for place, exporter in ((BOARD, "board"), (TAKEN, "spare"), (DOWN, "spare")):
                 lab.client("-p", place, "create")
                 lab.client("-p", place, "add-match", f"{exporter}/{place}/NetworkService")
@@ -161,8 +166,7 @@ def board(lab: Lab, kernel_build: KernelBuild, runs_dir: Path) -> Iterator[Board
     """A QEMU guest of the cell's kernel, exported as place board-1's NetworkService."""
     with boot_guest(kernel_build, transport="ssh") as machine:
         assert machine.keys is not None and machine.vm.ssh_port is not None
-        with lab.exporter("board", f"{BOARD}:\n  NetworkService:\n    address: 127.0.0.1\n"
-                                   f"    port: {machine.vm.ssh_port}\n    username: root\n"):
+        with lab.exporter("board", service(BOARD, machine.vm.ssh_port)):
             yield Board(lab, machine.keys.client_key)
             assert lab.holder(BOARD) is None, f"{BOARD} was left acquired"
 
