@@ -27,6 +27,13 @@ SSH_FAILED = 255
 ALIVE_PROBE_SECONDS = 15.0
 
 
+def _reraise_interrupt(error: ExecutionError) -> None:
+    """Raise the ^C that SSHDriver turned into ``error``: it starts ssh and scp under a
+    bare ``except:``, so a KeyboardInterrupt there comes out as an ExecutionError."""
+    if isinstance(error.__context__, KeyboardInterrupt):
+        raise error.__context__
+
+
 class LabgridGuest:
     """A Guest whose steps run through labgrid drivers of one acquired place."""
 
@@ -47,6 +54,7 @@ class LabgridGuest:
             raise GuestTimeout(f"{command!r} did not finish within {timeout:g} s on "
                                f"{self.where}") from None
         except ExecutionError as error:
+            _reraise_interrupt(error)
             raise GuestError(f"cannot run {command!r} on {self.where}: {error.msg}") from None
         if status == SSH_FAILED and not self._alive():
             raise GuestError(f"the connection to {self.where} was lost while {command!r} "
@@ -74,7 +82,8 @@ class LabgridGuest:
     def _transfer(self, what: str, action: Callable[[], object]) -> None:
         try:
             action()
-        except ExecutionError:
+        except ExecutionError as error:
+            _reraise_interrupt(error)
             # The driver's message is its whole command line; scp's own reason
             # is already on stderr.
             raise GuestError(f"{what} on {self.where} failed (scp's reason above; the "

@@ -133,9 +133,11 @@ class FakeDriver:
         return answer
 
     def put(self, filename: str, remotepath: str) -> None:
+        """Copies, unless ``answers`` holds an error for ``remotepath``."""
         self.copies.append(("put", filename, remotepath))
-        if remotepath.startswith("/ro/"):
-            raise ExecutionError("error executing command: ['scp', ...]")
+        failure = self.answers.get(remotepath)
+        if isinstance(failure, BaseException):
+            raise failure
 
     def get(self, filename: str, destination: str) -> None:
         self.copies.append(("get", filename, destination))
@@ -172,8 +174,26 @@ def test_a_lost_connection_is_a_guest_error_but_a_command_s_255_is_its_status() 
         guest_of(FakeDriver({"x": ExecutionError("Keepalive no longer running")})).run("x")
 
 
+def interrupted_start() -> ExecutionError:
+    """What SSHDriver raises when ^C lands while it starts ssh (its bare ``except:``)."""
+    try:
+        try:
+            raise KeyboardInterrupt
+        except BaseException:
+            raise ExecutionError("error executing command: ['ssh', ...]") from None
+    except ExecutionError as error:
+        return error
+
+
+def test_a_ctrl_c_that_labgrid_turned_into_an_error_is_a_ctrl_c_again() -> None:
+    with pytest.raises(KeyboardInterrupt):
+        guest_of(FakeDriver({"dmesg": interrupted_start()})).run("dmesg")
+    with pytest.raises(KeyboardInterrupt):
+        guest_of(FakeDriver({"/tmp/m.ko": interrupted_start()})).put("m.ko", "/tmp/m.ko")
+
+
 def test_files_go_through_the_file_transfer_driver(tmp_path: Path) -> None:
-    driver = FakeDriver({})
+    driver = FakeDriver({"/ro/m.ko": ExecutionError("error executing command: ['scp', ...]")})
     closed: list[bool] = []
     guest = guest_of(driver, closed)
     guest.put(tmp_path / "m.ko", "/tmp/m.ko")
