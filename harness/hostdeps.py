@@ -46,6 +46,8 @@ HOST_DEPS: tuple[HostDep, ...] = (
     HostDep("qemu-system-aarch64", "qemu-system-arm", "booting arm64 guests"),
     HostDep("dropbearkey", "dropbear-bin", "making each run's guest SSH host key"),
     HostDep("readelf", "binutils", "finding the libraries of the guest's SSH server"),
+    HostDep("ssh", "openssh-client", "labgrid:// targets (labgrid's SSHDriver runs OpenSSH)"),
+    HostDep("scp", "openssh-client", "copying files to a labgrid:// board"),
 )
 
 # Headers and data files that are not programs, checked by path.

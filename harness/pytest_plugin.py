@@ -1,8 +1,9 @@
 """pytest plugin (entry point ``pytest11``): options and fixtures over the harness.
 
 Options: ``--arch`` and ``--kernel`` (repeatable) choose the matrix, and
-``--target`` chooses where tests run (``qemu``, or ``ssh://user@host[:port]``
-for a board or any machine started separately). Any test that uses
+``--target`` chooses where tests run (``qemu``, ``ssh://user@host[:port]``
+for a board or any machine started separately, or ``labgrid://PLACE`` for a
+board of a labgrid lab). Any test that uses
 ``kernel_build`` (directly or through ``guest``, ``movable_module``,
 ``movable_driver``) is parametrized over arch x kernel with ids such as
 ``x86_64-debian:5.10``.
@@ -79,13 +80,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="extra config fragment for every cell's kernel (name in "
                          "kernel-configs/ or path; repeatable)")
     group.addoption("--target", default=TARGET, metavar="TARGET",
-                    help=f"{TARGET} (default) or ssh://user@host[:port] to test a running machine")
+                    help=f"{TARGET} (default), ssh://user@host[:port] to test a running machine, "
+                         "or labgrid://PLACE for a board of a labgrid lab (acquired for the "
+                         "test module; coordinator from LG_COORDINATOR)")
     group.addoption("--transport", default=TRANSPORT, choices=TRANSPORTS,
                     help=f"how the guest fixture talks to a QEMU guest (default: {TRANSPORT})")
     group.addoption("--cpus", type=int, default=CPUS, metavar="N",
                     help=f"vCPUs of every QEMU guest (default: {CPUS})")
     group.addoption("--ssh-key", default=None, metavar="FILE",
-                    help="private key for an ssh:// target (default: agent and ~/.ssh)")
+                    help="private key for an ssh:// or labgrid:// target (default: agent and "
+                         "~/.ssh)")
 
 
 def vm_required() -> bool:

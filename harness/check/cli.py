@@ -173,10 +173,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", action="append", default=[], metavar="FRAGMENT",
                         help="extra kernel config fragment (name in kernel-configs/ or path)")
     parser.add_argument("--target", default=TARGET,
-                        help=f"{TARGET} (default) or ssh://user@host[:port] for a running board")
+                        help=f"{TARGET} (default), ssh://user@host[:port] for a running board, "
+                             "or labgrid://PLACE for a board of a labgrid lab (coordinator from "
+                             "LG_COORDINATOR, or labgrid://HOST:PORT/PLACE)")
     parser.add_argument("--transport", choices=TRANSPORTS, default=TRANSPORT,
                         help=f"how to talk to a QEMU guest (default: {TRANSPORT})")
-    parser.add_argument("--ssh-key", metavar="FILE", help="private key for an ssh:// target")
+    parser.add_argument("--ssh-key", metavar="FILE",
+                        help="private key for an ssh:// or labgrid:// target")
     parser.add_argument("--memory", type=int, default=MEMORY_MIB, metavar="MIB",
                         help=f"guest memory (default: {MEMORY_MIB})")
     parser.add_argument("--cpus", type=int, default=CPUS, metavar="N",

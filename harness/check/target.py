@@ -1,8 +1,11 @@
-"""Where a check runs: a QEMU guest booted for it, or a running machine over SSH.
+"""Where a check runs: a QEMU guest booted for it, or a running machine.
 
-Both yield a health-watched Guest, so scenarios never know which they got.
+All yield a health-watched Guest, so scenarios never know which they got.
 A board (or any machine started separately) is reached with
-``ssh://user@host[:port]``; its kernel log is watched through ``dmesg``.
+``ssh://user@host[:port]``, or as a place of a labgrid lab with
+``labgrid://PLACE`` (harness.labgrid: acquired for the check, released
+after it); a board's kernel log is watched through ``dmesg`` and its kernel
+must be the one ``--kernel`` names, whichever way it is reached.
 """
 
 from collections.abc import Iterator
@@ -16,19 +19,21 @@ from harness.defaults import CPUS, MEMORY_MIB, TARGET, TRANSPORT
 from harness.errors import HarnessError
 from harness.guest import Guest
 from harness.guest.health import DmesgSource, HealthWatch, WatchedGuest
+from harness.labgrid import SCHEME, PlaceAddress, open_board
 
 QEMU = "qemu"
+LABGRID = f"{SCHEME}://"
 
 
 @dataclass(frozen=True)
 class TargetOptions:
     """How to reach the machine under test."""
 
-    target: str = TARGET  # "qemu" or ssh://user@host[:port]
+    target: str = TARGET  # "qemu", ssh://user@host[:port] or labgrid://PLACE
     transport: str = TRANSPORT  # for qemu: console or ssh
     memory_mib: int = MEMORY_MIB
     cpus: int = CPUS  # vCPUs of a QEMU guest (a board has what it has)
-    ssh_key: Path | None = None  # for ssh:// targets; default: agent and ~/.ssh
+    ssh_key: Path | None = None  # for ssh:// and labgrid://; default: agent and ~/.ssh
     # virtio devices a QEMU guest gets on top of the defaults, by kind ("balloon"):
     # the arch's machine profile names the QEMU device (virtio-balloon-pci on
     # x86_64, virtio-balloon-device on arm64). A board has what it has.
@@ -36,10 +41,28 @@ class TargetOptions:
 
 
 def validate_target(target: str) -> str:
-    """Reject a target spelling early, before any kernel is built."""
-    if target != QEMU and not target.startswith("ssh://"):
-        raise HarnessError(f"unknown target {target!r}: use qemu or ssh://user@host[:port]")
+    """Reject a target spelling early, before any kernel is built (and without
+    importing what reaching it needs)."""
+    if target.startswith(LABGRID):
+        PlaceAddress.parse(target)
+    elif target != QEMU and not target.startswith("ssh://"):
+        raise HarnessError(f"unknown target {target!r}: use qemu, ssh://user@host[:port] "
+                           "or labgrid://PLACE")
     return target
+
+
+@contextmanager
+def _watched_board(remote: Guest, where: str, kernel: KernelBuild) -> Iterator[Guest]:
+    """A board's Guest, health-watched through its dmesg, once it is seen to run
+    ``kernel`` (a board boots what the lab gave it; the check must not judge another)."""
+    guest = WatchedGuest(remote, HealthWatch(DmesgSource(remote)))
+    release = must(guest, "uname -r").strip()
+    if release != kernel.release:
+        raise HarnessError(
+            f"{where} runs kernel {release}, but --kernel {kernel.spec} builds "
+            f"{kernel.release}: point --kernel at the tree the board booted")
+    yield guest
+    guest.watch.check()
 
 
 @contextmanager
@@ -59,17 +82,17 @@ def open_target(kernel: KernelBuild, options: TargetOptions,
                                        for kind in options.virtio_devices]) as vm_guest:
             yield vm_guest
         return
+    if options.target.startswith(LABGRID):
+        address = PlaceAddress.parse(options.target)
+        with (open_board(address, key=options.ssh_key) as board,
+              _watched_board(board, board.where, kernel) as guest):
+            yield guest
+        return
     from harness.guest.ssh import connect_ssh  # paramiko only when a board is asked for
 
     remote = connect_ssh(options.target, key=options.ssh_key)
     try:
-        guest = WatchedGuest(remote, HealthWatch(DmesgSource(remote)))
-        release = must(guest, "uname -r").strip()
-        if release != kernel.release:
-            raise HarnessError(
-                f"{options.target} runs kernel {release}, but --kernel {kernel.spec} builds "
-                f"{kernel.release}: point --kernel at the tree the board booted")
-        yield guest
-        guest.watch.check()
+        with _watched_board(remote, options.target, kernel) as guest:
+            yield guest
     finally:
         remote.close()

@@ -2,8 +2,8 @@
 
 SSH reports a command's exit status in the protocol, so no markers are needed
 here. Files are streamed through ``cat`` on an exec channel rather than SFTP
-because dropbear, the guest's server, has no SFTP subsystem; the same works
-on any board.
+because a board's server may have no SFTP subsystem (dropbear without
+sftp-server); ``cat`` works on any board.
 
 Host keys are always checked: a QEMU guest's key is made for the run and
 passed in; for a board the user's ``~/.ssh/known_hosts`` decides, and an

@@ -43,7 +43,8 @@ SSH_SCRIPT_PATH = "/etc/harness/start-ssh"
 # Directories every image has, in creation order (parents first).
 _DIRECTORIES = (
     ("bin", 0o755), ("sbin", 0o755), ("usr", 0o755), ("usr/bin", 0o755),
-    ("usr/sbin", 0o755), ("lib", 0o755), ("lib64", 0o755), ("lib/modules", 0o755),
+    ("usr/sbin", 0o755), ("usr/lib", 0o755), ("lib", 0o755), ("lib64", 0o755),
+    ("lib/modules", 0o755),
     ("lib/modules/harness", 0o755), ("etc", 0o755), ("etc/dropbear", 0o700),
     ("etc/harness", 0o755), ("dev", 0o755), ("proc", 0o555), ("sys", 0o555), ("run", 0o755),
     ("tmp", 0o1777), ("var", 0o755), ("var/log", 0o755), ("root", 0o700),

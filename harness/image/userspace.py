@@ -1,7 +1,9 @@
 """The guest's programs, taken from Debian's binary packages for the guest arch.
 
-busybox-static gives every tool in one static binary. dropbear is dynamic, so
-its shared libraries and the dynamic loader come along: they are found by
+busybox-static gives every tool in one static binary. dropbear is dynamic, and
+so is OpenSSH's sftp-server, its SFTP subsystem (at the path Debian's dropbear
+runs it from): scp and labgrid's SSHDriver copy files over SFTP, as on any
+board with OpenSSH. Their shared libraries and the dynamic loader come along: they are found by
 walking the ELF ``NEEDED`` entries (readelf understands any architecture) and
 fetching the packages named in ``Depends`` until every library is present.
 Only the files actually needed go into the image, flat under ``/lib``, which
@@ -19,13 +21,15 @@ from harness.debian_archive import fetch_debs, unpack_deb
 from harness.errors import HarnessError, MissingTool
 
 GUEST_SUITE = "bookworm"
-ROOT_PACKAGES = ("busybox-static", "dropbear-bin")
+ROOT_PACKAGES = ("busybox-static", "dropbear-bin", "openssh-sftp-server")
 
 # (archive path, path inside the package): the programs the image runs.
 PROGRAMS = (
     ("bin/busybox", "bin/busybox", "busybox-static"),
     ("usr/sbin/dropbear", "usr/sbin/dropbear", "dropbear-bin"),
+    ("usr/lib/sftp-server", "usr/lib/openssh/sftp-server", "openssh-sftp-server"),
 )
+DYNAMIC_PROGRAMS = ("usr/sbin/dropbear", "usr/lib/sftp-server")
 
 _LIBRARY_DIRS = ("lib/{triplet}", "usr/lib/{triplet}", "lib", "usr/lib")
 
@@ -129,13 +133,21 @@ def collect_userspace(arch: Arch, staging: Path, suite: str = GUEST_SUITE) -> Us
     userspace.applets = [applet for applet in busybox_applets(userspace.files["bin/busybox"])
                          if f"bin/{applet}" not in userspace.files and applet != "busybox"]
 
-    dropbear = userspace.files["usr/sbin/dropbear"]
-    interpreter = elf_interpreter(dropbear)
-    if interpreter is None:
-        raise HarnessError("Debian's dropbear is static: the image expects a dynamic one")
     triplet = _multiarch_triplet(arch)
+    interpreters: set[str] = set()
+    wanted: set[str] = set()
+    for path in DYNAMIC_PROGRAMS:
+        interpreter = elf_interpreter(userspace.files[path])
+        if interpreter is None:
+            raise HarnessError(f"Debian's /{path} is static: the image expects a dynamic one")
+        interpreters.add(interpreter)
+        wanted |= set(elf_needed(userspace.files[path]))
+    if len(interpreters) != 1:
+        raise HarnessError(f"the guest's programs ask for different loaders: "
+                           f"{sorted(interpreters)}")
+    (interpreter,) = interpreters
     interpreter_name = Path(interpreter).name
-    wanted = set(elf_needed(dropbear)) | {interpreter_name}
+    wanted.add(interpreter_name)
     resolved: dict[str, Path] = {}
     while unresolved := wanted - resolved.keys():
         for soname in sorted(unresolved):
@@ -148,8 +160,8 @@ def collect_userspace(arch: Arch, staging: Path, suite: str = GUEST_SUITE) -> Us
         more = sorted({dep for deb in debs.values() for dep in _depends(deb)} - trees.keys())
         if not more:
             raise HarnessError(
-                f"dropbear for {arch.debian_arch} needs {', '.join(sorted(unresolved))}, "
-                "which no package it depends on ships"
+                f"the guest's programs for {arch.debian_arch} need "
+                f"{', '.join(sorted(unresolved))}, which no package they depend on ships"
             )
         unpack(more)
 
