@@ -24,7 +24,11 @@ def host_programs_required() -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the needs_program marker."""
+    """Register this suite's markers."""
+    config.addinivalue_line(
+        "markers", "first_cell_only: the test runs on the first cell of the --arch x "
+        "--kernel matrix only (the others are deselected): what it checks does not "
+        "depend on the arch or the kernel")
     config.addinivalue_line(
         "markers", "needs_program(name): the test runs the host program `name` "
         "(listed in harness/hostdeps.py); skip without it, fail in CI")

@@ -17,7 +17,19 @@ import pytest
 
 from harness.artifacts import KernelBuild
 from harness.defaults import TRANSPORTS
+from harness.pytest_plugin import MATRIX_FIXTURE, matrix
 from harness.vm.boot import VmGuest, boot_guest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the ``first_cell_only`` tests of every cell but the matrix's first."""
+    first = matrix(config)[0]
+    dropped = [item for item in items if item.get_closest_marker("first_cell_only")
+               and getattr(item, "callspec", None) is not None
+               and item.callspec.params.get(MATRIX_FIXTURE, first) != first]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

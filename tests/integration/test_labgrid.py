@@ -37,7 +37,10 @@ from harness.pytest_plugin import cell_fragments
 from harness.vm.boot import boot_guest
 from tests.integration.test_board import WITHOUT_QEMU_CODE
 
-pytestmark = [pytest.mark.needs_program("ssh"), pytest.mark.needs_program("scp")]
+# The first cell only: the place handling and the Guest over labgrid's drivers
+# are the same code whatever the board runs, and each cell costs ~100 s.
+pytestmark = [pytest.mark.needs_program("ssh"), pytest.mark.needs_program("scp"),
+              pytest.mark.first_cell_only]
 
 BIN = Path(sys.executable).parent
 BOARD, TAKEN, DOWN = "board-1", "board-taken", "board-down"
