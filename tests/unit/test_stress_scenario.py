@@ -175,3 +175,19 @@ def test_recorded_runs_fail_with_a_page_migrated_while_the_driver_held_it(path: 
     result = verdict(StressScenario(), evidence)
     assert not result.proven
     assert result.reasons == ("3 pages were migrated while the driver held them locked",)
+
+
+HELD_UNSEEN = RECORDED.parent / "stress-held-unseen"
+
+
+@pytest.mark.parametrize("path", sorted(HELD_UNSEEN.glob("*.json")), ids=lambda path: path.stem)
+def test_recorded_runs_of_a_driver_whose_lock_the_vm_cannot_see_fail_not_held(
+        path: Path) -> None:
+    """Evidence of real runs of tests/broken-drivers/held-unseen.patch (``harness run
+    --scenario stress --driver-source``, x86_64, debian:5.10 and the balloon core's 7.2,
+    2 vCPUs, 2026-12-02): NOT PROVEN for the not-held rule alone, every other rule kept."""
+    evidence = load_evidence(path)
+    result = verdict(StressScenario(), evidence)
+    assert not result.proven
+    assert failed_rules(result.reasons, STRESS_RULES) == {"not-held"}, result.reasons
+    assert result.figures["migrated_held"] > 0
