@@ -153,7 +153,8 @@ RECORDED = Path(__file__).resolve().parent.parent / "data" / "evidence" / "stres
 @pytest.mark.parametrize("path", sorted(RECORDED.glob("*.json")), ids=lambda path: path.stem)
 def test_recorded_runs_are_judged_proven_and_fail_without_their_races(path: Path) -> None:
     """Evidence of real runs (tests/integration/test_stress.py, x86_64 and arm64 x
-    debian:5.10 and 7.2, 2 vCPUs, 2026-12-02) judged again: PROVEN with races hit;
+    debian:5.10 and 7.2, x86_64 debian:6.1, 2 vCPUs, 2026-12-02) judged again: PROVEN
+    with races hit;
     the same evidence with its overlaps taken away says it proved nothing."""
     evidence = load_evidence(path)
     result = verdict(StressScenario(), evidence)
