@@ -17,7 +17,7 @@ A/B does not run, churn), one with no ``Stress:`` line not through the stress.
 The shipped driver carries no breakage: a variant is the shipped source with
 its patch applied, in a directory of its own, built like the driver
 (``build_module(source_dir=...)``). The patches touch only code every API era
-compiles (ms_copy, ms_init, verify, churn), so they apply to and build for the
+compiles (ms_copy, ms_init, verify, churn, ms_unlock_slot), so they apply to and build for the
 a_ops, movable_operations and balloon eras alike.
 """
 
@@ -62,6 +62,7 @@ STRESS_RULES: dict[str, str] = {
     "no-leak": r"free memory -?\d+ KiB below its baseline after unloading \(tolerance \d+ "
                r"KiB\): pages leaked",
     "races": r"no race was hit \(.+\): the stress proved nothing about concurrency",
+    "not-held": r"\d+ pages were migrated while the driver held them locked",
 }
 # harness.check.reported's rule: no reason pattern of its own (the kernel's
 # headline is the reason), checked through RunResult.kernel_report instead.

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING
 from harness.arch import ARCHES, get_arch
 from harness.check import runner
 from harness.check.sample import SAMPLE, SampleAB, ScenarioSettings
+from harness.check.stress import SCENARIO as STRESS
+from harness.check.stress import StressScenario
 from harness.check.target import TargetOptions, validate_target
 from harness.defaults import CPUS, MEMORY_MIB, TARGET, TRANSPORT, TRANSPORTS
 from harness.errors import HarnessError
@@ -86,11 +88,13 @@ def command(args: argparse.Namespace) -> int:
             for arch in arches:
                 kernel = build_kernel(kernel_spec, arch, fragments, force=args.force)
                 # Fresh scenarios per cell (the sample's module is this kernel's);
-                # --fragment is the sample A/B's setting.
+                # --fragment is the sample A/B's setting, --driver-source the driver
+                # of the scenarios that run it (the A/B and the stress).
                 scenarios: dict[str, Scenario] = {name: cls()
                                                   for name, cls in runner.SCENARIOS.items()}
                 scenarios[SAMPLE] = SampleAB(ScenarioSettings(fragment=args.fragment),
                                               driver_source=driver_source)
+                scenarios[STRESS] = StressScenario(driver_source=driver_source)
                 for name in names:
                     cell = f"{arch}-{_slug(kernel_spec)}-{name}"
                     results.append(runner.check(
@@ -187,8 +191,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fragment", type=int, default=ScenarioSettings.fragment,
                         metavar="K", help="driver keeps 1 page in K (default: 8)")
     parser.add_argument("--driver-source", type=Path, metavar="DIR",
-                        help="a fork of the sample driver to check, with the same debugfs "
-                             "interface (default: the shipped guest-modules/)")
+                        help="a fork of the sample driver for the A/B and the stress to "
+                             "check, with the same debugfs interface (default: the shipped "
+                             "guest-modules/)")
     parser.add_argument("--force", action="store_true", help="rebuild kernel and module")
     parser.add_argument("--json", action="store_true", help="print the result objects as JSON")
     parser.set_defaults(func=command)

@@ -248,6 +248,31 @@ def test_harness_run_refuses_a_driver_source_that_is_no_fork_in_one_line(
     assert capsys.readouterr().err == f"harness: error: driver source {source} {message}\n"
 
 
+def test_harness_run_checks_a_driver_source_in_every_scenario_that_runs_the_driver(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The A/B and the stress both run the fork (the stress once ran the shipped driver
+    and said PROVEN for a broken fork); zram and the balloon do not load the driver."""
+    from harness.check import runner
+    from harness.check.scenario import Scenario
+    from harness.kernel import build
+
+    monkeypatch.setattr(build, "build_kernel", lambda *args, **kwargs: object())
+    given: dict[str, object] = {}
+
+    def check(scenario: Scenario, *args: object, **kwargs: object) -> None:
+        given[scenario.name] = getattr(scenario, "driver_source", None)
+        if len(given) == 2:
+            raise HarnessError("enough")
+
+    monkeypatch.setattr(runner, "check", check)
+    monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
+    source = Path(shutil.copytree(module.module_source_dir(), tmp_path / "fork"))
+    status = cli.main(["run", "--arch", "x86_64", "--kernel", "/src/linux", "--scenario",
+                       "sample", "--scenario", "stress", "--driver-source", str(source)])
+    assert status == 2
+    assert given == {"sample": source, "stress": source}
+
+
 def test_any_module_source_goes_through_the_same_cached_build(
         tmp_path: Path, isolated_cache: Path) -> None:
     """build_out_of_tree builds another module (the test suite's LKDTM) the same way:

@@ -75,6 +75,7 @@ def test_a_run_that_holds_every_rule_is_proven_with_its_numbers() -> None:
     (summary,) = result.reasons
     assert "100 frees of isolated pages" in summary and "800 overlapping callbacks" in summary
     assert "accounting held at all 3 samples" in summary
+    assert "none migrated while the driver held it locked" in summary
     assert result.figures["free_delta_kib"] == -1000
     assert result.figures["page_checks"] == 3400 + 3450 + 3500 + 2500
     assert (result.data_checked, result.data_mismatches) == (12850, 0)
@@ -88,6 +89,7 @@ BROKEN = {
     "released": with_settled(orphans_held=6),
     "no-leak": facts(free_after_kib=200000),
     "races": with_settled(overlaps=0),
+    "not-held": with_settled(migrated_held=1),
 }
 
 
@@ -151,7 +153,8 @@ RECORDED = Path(__file__).resolve().parent.parent / "data" / "evidence" / "stres
 @pytest.mark.parametrize("path", sorted(RECORDED.glob("*.json")), ids=lambda path: path.stem)
 def test_recorded_runs_are_judged_proven_and_fail_without_their_races(path: Path) -> None:
     """Evidence of real runs (tests/integration/test_stress.py, x86_64 and arm64 x
-    debian:5.10 and 7.2, 2 vCPUs, 2026-12-02) judged again: PROVEN with races hit;
+    debian:5.10 and 7.2, x86_64 debian:6.1, 2 vCPUs, 2026-12-02) judged again: PROVEN
+    with races hit;
     the same evidence with its overlaps taken away says it proved nothing."""
     evidence = load_evidence(path)
     result = verdict(StressScenario(), evidence)
@@ -160,3 +163,32 @@ def test_recorded_runs_are_judged_proven_and_fail_without_their_races(path: Path
     for sample in (*evidence.facts["samples"], evidence.facts["settled"]):
         sample["overlaps"] = 0
     assert failed_rules(tuple(stress_failures(evidence.facts)), STRESS_RULES) == {"races"}
+
+
+@pytest.mark.parametrize("path", sorted(RECORDED.glob("*.json")), ids=lambda path: path.stem)
+def test_recorded_runs_fail_with_a_page_migrated_while_the_driver_held_it(path: Path) -> None:
+    """The same real evidence with one migration counted while the driver held the
+    page: NOT PROVEN for that rule alone, with its number, in every era (the balloon
+    core's 7.2 as well as the driver-isolated 5.10)."""
+    evidence = load_evidence(path)
+    assert verdict(StressScenario(), evidence).figures["migrated_held"] == 0
+    evidence.facts["settled"]["migrated_held"] = 3
+    result = verdict(StressScenario(), evidence)
+    assert not result.proven
+    assert result.reasons == ("3 pages were migrated while the driver held them locked",)
+
+
+HELD_UNSEEN = RECORDED.parent / "stress-held-unseen"
+
+
+@pytest.mark.parametrize("path", sorted(HELD_UNSEEN.glob("*.json")), ids=lambda path: path.stem)
+def test_recorded_runs_of_a_driver_whose_lock_the_vm_cannot_see_fail_not_held(
+        path: Path) -> None:
+    """Evidence of real runs of tests/broken-drivers/held-unseen.patch (``harness run
+    --scenario stress --driver-source``, x86_64, debian:5.10 and the balloon core's 7.2,
+    2 vCPUs, 2026-12-02): NOT PROVEN for the not-held rule alone, every other rule kept."""
+    evidence = load_evidence(path)
+    result = verdict(StressScenario(), evidence)
+    assert not result.proven
+    assert failed_rules(result.reasons, STRESS_RULES) == {"not-held"}, result.reasons
+    assert result.figures["migrated_held"] > 0
