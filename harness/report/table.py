@@ -14,6 +14,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from harness.phases import grouped, top_level
 from harness.report.model import KernelReport, ScenarioResult
 
 # Console lines of a kernel report shown under its table (result.json has them all).
@@ -21,14 +22,48 @@ _EXCERPT_LINES = 30
 
 
 def _caption(result: ScenarioResult, legend: Sequence[str]) -> Text:
-    """Verdict, reasons, notes and the table's legend: what every table ends with."""
+    """Verdict, reasons, notes, the table's legend and where the time went: what every
+    table ends with."""
     style = "bold green" if result.proven else "bold red"
     return Text.assemble(
         ("verdict: ", "bold"), (result.verdict.upper(), style),
         *((f"\n{reason}", "") for reason in result.reasons),
         *((f"\nnote: {note}", "dim") for note in result.notes),
         *((f"\n{line}", "dim") for line in legend),
+        *((f"\n{line}", "dim") for line in _time_line(result)),
     )
+
+
+def _time_line(result: ScenarioResult) -> tuple[str, ...]:
+    """The run's top-level phases in one line (none for a result without times)."""
+    phases = top_level(result.seconds)
+    if not phases:
+        return ()
+    return ("seconds: " + ", ".join(f"{name} {value:.2f}" for name, value in phases.items())
+            + (" (each step: --timings)" if grouped(result.seconds) else ""),)
+
+
+def build_phase_table(result: ScenarioResult) -> Table:
+    """Every timed phase of ``result``: the top level in run order, and where its
+    groups ran (the sample A/B's rounds) their steps side by side, so the same step
+    of two rounds is read across a row."""
+    steps = grouped(result.seconds)
+    groups = list(dict.fromkeys(group for by_group in steps.values() for group in by_group))
+    table = Table(title=f"{result.label}: seconds per phase", title_justify="left")
+    table.add_column("phase", no_wrap=True)
+    for column in ("whole", *groups):
+        table.add_column(column, justify="right")
+    blank = [""] * len(groups)
+    for name, value in top_level(result.seconds).items():
+        if name not in groups:
+            table.add_row(name, f"{value:.3f}", *blank)
+        elif name == groups[0]:  # the groups' steps where the first group ran
+            for step, by_group in steps.items():
+                table.add_row(f"  {step}", "", *(f"{by_group[group]:.3f}" if group in by_group
+                                                 else "" for group in groups))
+            table.add_row("  all steps", "", *(f"{result.seconds.get(group, 0.0):.3f}"
+                                               for group in groups))
+    return table
 
 
 def _kernel_report_text(report: KernelReport) -> Text:
@@ -57,16 +92,21 @@ def build_table(result: ScenarioResult) -> Table:
     return table
 
 
-def render_tables(results: Sequence[ScenarioResult]) -> Group:
-    """All tables of a run, in order, as one renderable; each kernel report under its table."""
+def render_tables(results: Sequence[ScenarioResult], timings: bool = False) -> Group:
+    """All tables of a run, in order, as one renderable; each kernel report under its
+    table, and with ``timings`` each result's phase table after it."""
     parts: list[Table | Text] = []
     for result in results:
         parts.append(build_table(result))
         if result.kernel_report is not None:
             parts.append(_kernel_report_text(result.kernel_report))
+        if timings and result.seconds:
+            parts.append(build_phase_table(result))
     return Group(*parts)
 
 
-def print_tables(results: Sequence[ScenarioResult], console: Console | None = None) -> None:
-    """Print every result's table to the terminal (or the given console)."""
-    (console or Console()).print(render_tables(results))
+def print_tables(results: Sequence[ScenarioResult], console: Console | None = None,
+                 timings: bool = False) -> None:
+    """Print every result's table (and with ``timings`` its phase table) to the
+    terminal (or the given console)."""
+    (console or Console()).print(render_tables(results, timings))
