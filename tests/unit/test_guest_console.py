@@ -114,7 +114,9 @@ def test_every_byte_of_a_command_arrives_as_sent(
     from harness.guest import console
 
     guest, _ = shell
-    text = "".join(chr(code) for code in range(1, 128) if chr(code) != "'") + "é€😀"
+    # Every ASCII byte, escapes the shell would decode if sent bare, and UTF-8.
+    text = ("".join(chr(code) for code in range(1, 128) if chr(code) != "'")
+            + "\\n\\x41\\\\é€😀")
     expected = " ".join(f"{byte:02x}" for byte in text.encode())
     for inline in (console._MAX_INLINE, 7):  # one line; staged, 7 characters a line
         monkeypatch.setattr(console, "_MAX_INLINE", inline)
