@@ -73,10 +73,10 @@ def top_level(seconds: Mapping[str, float]) -> dict[str, float]:
 
 
 def grouped(seconds: Mapping[str, float]) -> dict[str, dict[str, float]]:
-    """The steps of each group: {step: {group: seconds}}, steps in first-seen order."""
-    steps: dict[str, dict[str, float]] = {}
+    """The steps of each group, {group: {step: seconds}}, both in run order."""
+    groups: dict[str, dict[str, float]] = {}
     for name, value in seconds.items():
         group, separator, step = name.partition(GROUP_SEPARATOR)
         if separator:
-            steps.setdefault(step, {})[group] = value
-    return steps
+            groups.setdefault(group, {})[step] = value
+    return groups

@@ -28,8 +28,11 @@ test suite's deliberately broken variants, which must exit 1.
 """
 
 import argparse
+import contextlib
+import importlib
 import json
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,6 +79,7 @@ def command(args: argparse.Namespace) -> int:
     from harness.module import check_source_dir
     from harness.paths import new_run_dir
 
+    _import_in_background("harness.report.chart")
     arches = [get_arch(name).name for name in (args.arch or list(ARCHES))]
     driver_source = check_source_dir(args.driver_source) if args.driver_source else None
     target = TargetOptions(target=validate_target(args.target), transport=args.transport,
@@ -109,6 +113,21 @@ def command(args: argparse.Namespace) -> int:
                              "judges and renders it")
         raise
     return render(results, run_dir, args.json, args.timings)
+
+
+def _import_in_background(module: str) -> None:
+    """Import ``module`` on a thread of its own while the run goes on.
+
+    The picture's module brings matplotlib, ~0.8 s of imports a run needs only
+    at its end; imported while the guest boots (the harness then mostly waits),
+    it costs a single-cell run nothing. An import that fails here fails again,
+    with its message, where the module is used.
+    """
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
+
+    threading.Thread(target=load, name=f"import {module}", daemon=True).start()
 
 
 def render(results: Sequence["ScenarioResult"], run_dir: Path, as_json: bool,

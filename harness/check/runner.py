@@ -87,8 +87,9 @@ def check(scenario: Scenario, kernel: KernelBuild, target: TargetOptions = Targe
                                                   *scenario.needs.virtio_devices))
         try:
             with ExitStack() as target_open:
-                guest = timer.timed("boot", target_open.enter_context,
-                                    open_target(kernel, options, run_dir=run_dir))
+                with timer.group("boot") as boot:
+                    guest = target_open.enter_context(
+                        open_target(kernel, options, run_dir=run_dir, phases=boot))
                 booted = True
                 observe(scenario, guest, evidence, evidence_path)
                 timer.timed("teardown", target_open.close)

@@ -44,25 +44,32 @@ def _time_line(result: ScenarioResult) -> tuple[str, ...]:
 
 
 def build_phase_table(result: ScenarioResult) -> Table:
-    """Every timed phase of ``result``: the top level in run order, and where its
-    groups ran (the sample A/B's rounds) their steps side by side, so the same step
-    of two rounds is read across a row."""
-    steps = grouped(result.seconds)
-    groups = list(dict.fromkeys(group for by_group in steps.values() for group in by_group))
+    """Every timed phase of ``result`` in run order, each group's steps under it;
+    groups with the same steps (the sample A/B's rounds) side by side, so the same
+    step of two rounds is read across a row."""
+    groups = grouped(result.seconds)
+    alike: dict[tuple[str, ...], list[str]] = {}
+    for group, steps in groups.items():
+        alike.setdefault(tuple(steps), []).append(group)
+    width = max((len(family) for family in alike.values()), default=1)
     table = Table(title=f"{result.label}: seconds per phase", title_justify="left")
     table.add_column("phase", no_wrap=True)
-    for column in ("whole", *groups):
-        table.add_column(column, justify="right")
-    blank = [""] * len(groups)
+    for _ in range(width):
+        table.add_column("s", justify="right")
     for name, value in top_level(result.seconds).items():
-        if name not in groups:
-            table.add_row(name, f"{value:.3f}", *blank)
-        elif name == groups[0]:  # the groups' steps where the first group ran
-            for step, by_group in steps.items():
-                table.add_row(f"  {step}", "", *(f"{by_group[group]:.3f}" if group in by_group
-                                                 else "" for group in groups))
-            table.add_row("  all steps", "", *(f"{result.seconds.get(group, 0.0):.3f}"
-                                               for group in groups))
+        family = alike.get(tuple(groups.get(name, {})), [name])
+        if name not in groups or len(family) == 1:
+            table.add_row(name, f"{value:.3f}")
+        elif name == family[0]:  # the whole family where its first group ran
+            table.add_row(*(Text(label, style="bold") for label in ("", *family)))
+            for step in groups[name]:
+                table.add_row(f"  {step}", *(f"{groups[group][step]:.3f}" for group in family))
+            table.add_row("  all steps", *(f"{result.seconds[group]:.3f}" for group in family))
+            continue
+        else:
+            continue
+        for step, seconds in groups.get(name, {}).items():
+            table.add_row(f"  {step}", f"{seconds:.3f}")
     return table
 
 
