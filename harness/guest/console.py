@@ -60,7 +60,17 @@ _MAX_CHUNK = 384 * 1024
 _REPL = 'set -o pipefail; while IFS= read -r line; do eval "$line"; done'
 # Longest wait for the shell to answer again after ^C (a timeout, an abandoned step).
 _RECOVERY_SECONDS = 10.0
-_SETUP = f"stty -echo -onlcr 2>/dev/null; exec sh -c '{_REPL}'\n"
+
+
+def _setup(marker_text: str) -> bytes:
+    """The line that turns the shell on the stream into the evaluation loop, which
+    first prints the marker (``marker_text`` is the shell text printing it).
+
+    The marker is printed by the loop itself, not by a second line sent along: a
+    line sent together with this one was lost in 2 of 3 boots here (the terminal
+    settings changing under it), and each loss cost a 0.2 s retry.
+    """
+    return f"stty -echo -onlcr 2>/dev/null; exec sh -c 'echo {marker_text}; {_REPL}'\n".encode()
 
 
 def _marker(kind: str, tag: str) -> tuple[str, bytes]:
@@ -195,7 +205,7 @@ class ConsoleGuest:
         deadline = time.monotonic() + timeout
         pause = 0.2
         while True:
-            self._send(_SETUP.encode() + f"echo {shell_text}\n".encode())
+            self._send(_setup(shell_text))
             try:
                 self._child.expect_exact(expected + b"\n", timeout=pause)
                 return
