@@ -280,9 +280,15 @@ class ConsoleGuest:
         tag = secrets.token_hex(8)
         start_text, start = _marker("S", tag)
         end_text, end = _marker("E", tag)
-        self._send(f'_o=$({{ {producer}; }} </dev/null 2>&1; echo "x$?"); _s=${{_o##*x}}; '
-                   f'_o=${{_o%x*}}; printf "%s\\n%s%s_%s_%s\\n" {start_text} "$_o" '
-                   f'{end_text} "$_s" "${{#_o}}"\n'.encode())
+        # The sentinel after the output carries $?, printed as the substitution's
+        # shell exits (also by ``exit 3``); one that exits without it (``exec``)
+        # leaves $? of the substitution as the status.
+        sentinel = f"_HX{tag}_"
+        self._send(f'_o=$(trap \'echo "{sentinel}$?"\' EXIT; {{ {producer}; }} </dev/null 2>&1); '
+                   f'_s=$?; '
+                   f'case $_o in *{sentinel}*) _s=${{_o##*{sentinel}}}; '
+                   f'_o=${{_o%{sentinel}*}};; esac; printf "%s\\n%s%s_%s_%s\\n" '
+                   f'{start_text} "$_o" {end_text} "$_s" "${{#_o}}"\n'.encode())
         end_pattern = re.compile(re.escape(end) + rb"_(\d+)_(\d+)\r?\n")
         try:
             self._expect(start, timeout)
@@ -320,7 +326,8 @@ class ConsoleGuest:
 
     def run(self, command: str, timeout: float = 60.0) -> CommandResult:
         """Run ``command`` in a subshell (as ``sh -c`` would: its ``exit``, ``cd`` and
-        variables stay in it); stdout and stderr merged, exit status exact."""
+        variables stay in it: the command substitution that collects its output);
+        stdout and stderr merged, exit status exact."""
         lines = _ansi_c_lines(command.encode())
         if len(lines) == 1:
             source = lines[0]
@@ -329,7 +336,7 @@ class ConsoleGuest:
             self._send("".join(f'_c={"" if index == 0 else "$_c"}{line}\n'
                                for index, line in enumerate(lines)).encode())
             source = '"$_c"'
-        output, status = self._framed(f"(eval {source})", timeout, repr(command))
+        output, status = self._framed(f"eval {source}", timeout, repr(command))
         return CommandResult(command=command, stdout=output.decode(errors="replace"),
                              exit_status=status)
 

@@ -123,6 +123,12 @@ def test_every_byte_of_a_command_arrives_as_sent(
         result = guest.run(f"printf %s '{text}' | od -An -v -tx1")
         assert " ".join(result.stdout.split()) == expected and result.ok
     assert guest.run("exit 3").exit_status == 3 and guest.run("echo alive").stdout == "alive\n"
+    ended = guest.run("echo out; exit 4")
+    assert (ended.stdout, ended.exit_status) == ("out\n", 4)
+    # Each command in a subshell of its own, as with sh -c: nothing it changes stays.
+    home = guest.run("pwd").stdout
+    assert guest.run("cd /; x=1; pwd").stdout == "/\n"
+    assert guest.run('pwd; echo "${x:-unset}"').stdout == home + "unset\n"
 
 
 def test_the_output_is_the_commands_to_the_last_newline(
