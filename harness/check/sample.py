@@ -15,8 +15,8 @@ from harness.check.scenario import Evidence, Needs
 from harness.check.steps import (
     compact_memory,
     frag_indices,
+    free_pages_after_dropping_caches,
     keep_free_blocks_visible,
-    mem_free_pages,
     must,
     page_owners,
     quiet_background_compaction,
@@ -98,9 +98,7 @@ def run_sample_round(driver: SampleDriver, movable: bool, settings: ScenarioSett
     """
     guest = driver.guest
     attempts = settings.probe_attempts
-    with steps.phase("free memory"):
-        must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
-        free_pages = mem_free_pages(guest, page_size)
+    free_pages = steps.timed("free memory", free_pages_after_dropping_caches, guest, page_size)
     steps.timed("load", driver.load, settings.driver_params(movable, free_pages))
     with undone(guest, lambda: steps.timed("unload", driver.unload),
                 f"unloading {MODULE_NAME}"):
