@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import children_cpu_seconds
+
 from harness.artifacts import KernelBuild, ModuleArtifact
 from harness.check.runner import cell_fragments, prepare
 from harness.debian_archive import fetch_debs, unpack_deb
@@ -133,6 +135,7 @@ class Cycle:
     """One bare cycle: wall seconds QEMU ran, and what the guest printed."""
 
     wall_seconds: float
+    cpu_seconds: float  # QEMU's, user + system
     phases: dict[str, float]  # guest uptime at each mark
     moved: dict[int, int]  # pages with a new PFN, per movable value
     probe_after: dict[int, int]  # order-9 successes after compaction, per movable value
@@ -143,7 +146,7 @@ def _pages(block: str) -> dict[int, int]:
             (line.split() for line in block.strip().splitlines())}
 
 
-def parse(text: str, wall: float) -> Cycle:
+def parse(text: str, wall: float, cpu: float) -> Cycle:
     """What the guest printed, reduced to what shows the experiment happened."""
     phases = {name: float(up) for name, up in re.findall(r"^@@phase (\S+) (\S+)$", text, re.M)}
     reads = dict(re.findall(r"^@@read (\d \w+)\n(.*?)(?=^@@phase )", text, re.M | re.S))
@@ -154,21 +157,23 @@ def parse(text: str, wall: float) -> Cycle:
                  for block in (before, after)]
         moved[movable] = sum(1 for index, pfn in pages[1].items() if pages[0].get(index) != pfn)
         probe[movable] = int(after.split("succeeded")[1].split()[0])
-    return Cycle(wall_seconds=wall, phases=phases, moved=moved, probe_after=probe)
+    return Cycle(wall_seconds=wall, cpu_seconds=cpu, phases=phases, moved=moved, probe_after=probe)
 
 
 def run_cycle(kernel: KernelBuild, initrd: Path, scratch: Path) -> Cycle:
     """Start QEMU, wait for it to end, check the experiment ran."""
     uart, output = scratch / "uart.log", scratch / "out.log"
+    cpu = children_cpu_seconds()
     started = time.monotonic()
     done = subprocess.run(command(kernel, initrd, uart, output), stdin=subprocess.DEVNULL,
                           capture_output=True, timeout=TIMEOUT)
     wall = time.monotonic() - started
+    cpu = children_cpu_seconds() - cpu
     text = output.read_text(errors="replace")
     if done.returncode != 0 or "@@phase round1" not in text:
         raise RuntimeError(f"the bare cycle did not finish (QEMU {done.returncode}): "
                            f"{text[-500:]!r} {uart.read_text(errors='replace')[-500:]!r}")
-    cycle = parse(text, wall)
+    cycle = parse(text, wall, cpu)
     if cycle.moved[0] or not cycle.moved[1] or cycle.probe_after[1] <= cycle.probe_after[0]:
         raise RuntimeError(f"the bare cycle did not show migration: {cycle}")
     return cycle
@@ -195,6 +200,7 @@ def main() -> int:
             cycles = [run_cycle(kernel, initrd, Path(scratch)) for _ in range(args.runs)]
         walls = [cycle.wall_seconds for cycle in cycles]
         print(json.dumps({"arch": arch, "wall_median": round(statistics.median(walls), 2),
+                          "cpu_median": round(statistics.median(c.cpu_seconds for c in cycles), 2),
                           "walls": [round(wall, 2) for wall in walls],
                           "phases": cycles[-1].phases, "moved": cycles[-1].moved,
                           "probe_after": cycles[-1].probe_after}))

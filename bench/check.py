@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bare_cycle import pack, prepared, run_cycle
-from common import kept_entries, load, machine_info, now, write
+from common import children_cpu_seconds, kept_entries, load, machine_info, now, write
 
 from harness.defaults import ARCHES
 
@@ -45,10 +45,12 @@ TARGET_RATIO = 2.0
 def one_check(python: Path, cwd: Path, spec: str, arch: str) -> dict[str, Any]:
     """One ``harness run`` in a new process: wall seconds, its evidence and phases."""
     before = load()
+    cpu = children_cpu_seconds()
     started = time.monotonic()
     done = subprocess.run([str(python), "-m", "harness.cli", "run", "--kernel", spec,
                            "--arch", arch, "--json"], capture_output=True, text=True, cwd=cwd)
     wall = time.monotonic() - started
+    cpu = children_cpu_seconds() - cpu
     if done.returncode not in (0, 1):
         sys.exit(f"harness run {spec} {arch} failed: {done.stderr.strip()[-2000:]}")
     if "building " in done.stderr:
@@ -57,6 +59,7 @@ def one_check(python: Path, cwd: Path, spec: str, arch: str) -> dict[str, Any]:
     seconds = result.get("seconds", {})
     return {
         "wall_seconds": round(wall, 2),
+        "cpu_seconds": round(cpu, 2),  # harness and QEMU
         "verdict": result["verdict"],
         "release": result["release"],
         "migrated_pages": result["migrated_pages"],
@@ -89,6 +92,7 @@ def bench_cell(spec: str, arch: str, runs: int, python: Path, cwd: Path) -> dict
         for round_number in range(runs):
             cycle = run_cycle(kernel, initrd, Path(scratch))
             bare.append({"wall_seconds": round(cycle.wall_seconds, 2),
+                         "cpu_seconds": round(cycle.cpu_seconds, 2),
                          "guest_uptime_at": cycle.phases, "moved": cycle.moved,
                          "probe_after": cycle.probe_after})
             checks.append(one_check(python, cwd, spec, arch))
@@ -97,6 +101,8 @@ def bench_cell(spec: str, arch: str, runs: int, python: Path, cwd: Path) -> dict
                   f"(check {checks[-1]['seconds'].get('total')} s)",
                   file=sys.stderr, flush=True)
     bare_median = statistics.median(run["wall_seconds"] for run in bare)
+    bare_cpu = statistics.median(run["cpu_seconds"] for run in bare)
+    cpu_median = statistics.median(run["cpu_seconds"] for run in checks)
     walls = [run["wall_seconds"] for run in checks]
     totals = [run["seconds"]["total"] for run in checks
               if "total" in run["seconds"]]
@@ -108,6 +114,8 @@ def bench_cell(spec: str, arch: str, runs: int, python: Path, cwd: Path) -> dict
         "check_total_median": statistics.median(totals) if totals else None,
         "check_ratio_median": (round(statistics.median(totals) / bare_median, 2)
                                if totals else None),
+        "cpu_median": cpu_median, "bare_cpu_median": bare_cpu,
+        "cpu_ratio_median": round(cpu_median / bare_cpu, 2),
         "meets_target": statistics.median(walls) <= TARGET_RATIO * bare_median,
         "phases_median": median_phases(checks) if totals else {},
         "runs": checks, "bare": bare,
@@ -146,7 +154,9 @@ def main() -> int:
     for entry in results[args.section][-len(kernels) * len(arches):]:
         print(f"{entry['kernel']} {entry['arch']}: harness run {entry['wall_median']} s, "
               f"bare cycle {entry['bare_median']} s: {entry['ratio_median']}x "
-              f"(the check alone {entry['check_ratio_median']}x)")
+              f"(the check alone {entry['check_ratio_median']}x; CPU "
+              f"{entry['cpu_median']} s against {entry['bare_cpu_median']} s: "
+              f"{entry['cpu_ratio_median']}x)")
     return 0
 
 
