@@ -51,8 +51,9 @@ from harness.kernel.spec import parse_spec
 RESULTS = Path(__file__).resolve().parent / "results" / "peers.json"
 SPEC, ARCH = "debian:5.10", "x86_64"
 HARNESS = [sys.executable, "-m", "harness.cli"]
-# What virtme-ng-init prints once the command ran with status 0: on this kernel vng
-# then exits 255 (its init finds no script I/O ports, so the status cannot come back).
+# What virtme-ng-init prints (on the console vng shows with --verbose, which the harness
+# always logs too) once the command ran with status 0: on this kernel vng then exits 255
+# (its init finds no script I/O ports, so the status cannot come back).
 VNG_RAN = "script exited with code 0"
 CONFIG_ARGS = [arg for fragment in cell_fragments() for arg in ("--config", fragment)]
 
@@ -119,7 +120,7 @@ def bench_boot(peers: Path, runs: int, lock: Path) -> dict[str, Any]:
         return result
     env = {**os.environ, "PATH": f"{vng.parent}:{os.environ['PATH']}"}
     vng_command = [str(vng), "--run", str(tree), "--disable-kvm", "--cpus", "2",
-                   "--memory", "256M", "--exec", "true"]
+                   "--memory", "256M", "--verbose", "--exec", "true"]
     harness_command = [*HARNESS, "boot", "--arch", ARCH, "--kernel", SPEC, *CONFIG_ARGS,
                        "--", "true"]
     times: dict[str, list[float]] = {"vng": [], "harness": []}
