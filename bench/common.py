@@ -7,6 +7,7 @@ imported by its plain name from the scripts' directory.
 import json
 import os
 import platform
+import resource
 import subprocess
 import time
 from collections.abc import Collection
@@ -58,3 +59,11 @@ def kept_entries(path: Path, section: str,
         return []
     entries: list[dict[str, object]] = json.loads(path.read_text()).get(section, [])
     return [entry for entry in entries if (entry["kernel"], entry["arch"]) not in remeasured]
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of every child process that ended so far (with their
+    own waited-for children: QEMU under a harness process): work done, which host
+    load inflates far less than wall time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

@@ -28,8 +28,11 @@ test suite's deliberately broken variants, which must exit 1.
 """
 
 import argparse
+import contextlib
+import importlib
 import json
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,6 +52,11 @@ if TYPE_CHECKING:
 DEFAULT_KERNEL = "debian:5.10"  # 5.10 has the same driver API as 4.8 and is on the mirror
 FALLBACK_KERNEL = "debian:6.1"
 SCENARIO_CHOICES = (*runner.SCENARIOS, "all")
+# The phase table is a flag: each cell's table already ends with one line of its
+# top-level phases, and every phase is in result.json; a table of ~30 step times per
+# cell would double what a user reads for a verdict.
+TIMINGS_HELP = ("print a table of every timed phase (boot, each step of each round, "
+                "teardown) under each result's table")
 
 
 def default_kernel() -> str:
@@ -73,6 +81,7 @@ def command(args: argparse.Namespace) -> int:
     from harness.module import check_source_dir
     from harness.paths import new_run_dir
 
+    _import_in_background("harness.report.chart")
     arches = [get_arch(name).name for name in (args.arch or list(ARCHES))]
     driver_source = check_source_dir(args.driver_source) if args.driver_source else None
     target = TargetOptions(target=validate_target(args.target), transport=args.transport,
@@ -107,12 +116,29 @@ def command(args: argparse.Namespace) -> int:
                              f"is in {evidence_folder(run_dir)}: `harness report {run_dir}` "
                              "judges and renders it")
         raise
-    return render(results, run_dir, args.json)
+    return render(results, run_dir, args.json, args.timings)
 
 
-def render(results: Sequence["ScenarioResult"], run_dir: Path, as_json: bool) -> int:
-    """Write result.json and buddyinfo.png into ``run_dir``, print the tables (or the
-    JSON objects); 0 when every result is proven, else 1."""
+def _import_in_background(module: str) -> None:
+    """Import ``module`` on a thread of its own while the run goes on.
+
+    The picture's module brings matplotlib, ~0.8 s of imports a run needs only
+    at its end; imported while the guest boots (the harness then mostly waits),
+    it costs a single-cell run nothing. An import that fails here fails again,
+    with its message, where the module is used.
+    """
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
+
+    threading.Thread(target=load, name=f"import {module}", daemon=True).start()
+
+
+def render(results: Sequence["ScenarioResult"], run_dir: Path, as_json: bool,
+           timings: bool = False) -> int:
+    """Write result.json and buddyinfo.png into ``run_dir``, print the tables (with
+    ``timings`` each result's phase table too) or the JSON objects; 0 when every
+    result is proven, else 1."""
     from harness.report.chart import write_chart
     from harness.report.json_report import write_json
     from harness.report.table import print_tables
@@ -122,7 +148,7 @@ def render(results: Sequence["ScenarioResult"], run_dir: Path, as_json: bool) ->
     if as_json:
         print(json.dumps([result.to_dict() for result in results], indent=2))
     else:
-        print_tables(results)
+        print_tables(results, timings=timings)
         print(f"result: {json_path}\npicture: {chart_path}")
     return 0 if all(result.proven for result in results) else 1
 
@@ -146,7 +172,7 @@ def report_command(args: argparse.Namespace) -> int:
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise HarnessError(f"{path} has malformed {evidence.scenario} evidence: "
                                f"{error!r}") from None
-    return render(results, run_dir, args.json)
+    return render(results, run_dir, args.json, args.timings)
 
 
 def selected_scenarios(chosen: list[str] | None) -> tuple[str, ...]:
@@ -196,10 +222,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "guest-modules/)")
     parser.add_argument("--force", action="store_true", help="rebuild kernel and module")
     parser.add_argument("--json", action="store_true", help="print the result objects as JSON")
+    parser.add_argument("--timings", action="store_true", help=TIMINGS_HELP)
     parser.set_defaults(func=command)
     report = subparsers.add_parser(
         "report", help="judge a run directory's saved evidence again and redraw its "
                        "table, result.json and picture (no machine needed)")
     report.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of harness run")
     report.add_argument("--json", action="store_true", help="print the result objects as JSON")
+    report.add_argument("--timings", action="store_true", help=TIMINGS_HELP)
     report.set_defaults(func=report_command)

@@ -27,6 +27,9 @@ STATS = frozenset({"nr_pages", "movable", "isolated", "migrated", "putback", "ea
                    "callback_cpus", "freed_isolated", "isolate_refused", "orphans_held"})
 CORE_OWNED_STATS = {"balloon": frozenset({"isolated", "putback", "freed_isolated",
                                           "isolate_refused", "orphans_held"})}
+# The pages file, a marker line, the stats file: one command reads both.
+STATS_MARKER = "@@movable_sample stats@@\n"
+STATE_COMMAND = f"cat {DEBUGFS}/pages && echo '{STATS_MARKER.strip()}' && cat {DEBUGFS}/stats"
 RELEASED = re.compile(r"movable_sample: released (\d+) pages, (\d+) of them isolated")
 
 
@@ -140,9 +143,12 @@ class SampleDriver:
                                     "read driver stats"))
 
     def state(self) -> DriverState:
-        """Current PFN of every page and the callback counters."""
-        pages = _checked(self.guest.run(f"cat {DEBUGFS}/pages"), "read driver pages")
-        return DriverState(pfns=parse_pages(pages), stats=self.stats())
+        """Current PFN of every page and the callback counters, in one round trip."""
+        both = _checked(self.guest.run(STATE_COMMAND), "read driver pages and stats")
+        pages, marker, stats = both.partition(STATS_MARKER)
+        if not marker:
+            raise GuestError(f"no stats after the driver's pages: {both.strip()[-200:]!r}")
+        return DriverState(pfns=parse_pages(pages), stats=parse_stats(stats))
 
     def verify(self) -> tuple[int, int]:
         """Check every page's pattern in the guest: (pages checked, mismatches)."""

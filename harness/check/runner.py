@@ -16,6 +16,7 @@ harness error: the kernel never gave the harness its shell.
 """
 
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from harness.check.balloon import BalloonScenario
 from harness.check.driver import SampleDriver
 from harness.check.sample import SampleAB, ScenarioSettings, collect_ab
 from harness.check.scenario import (
+    TOTAL,
     Evidence,
     Scenario,
     observe,
@@ -69,23 +71,34 @@ def check(scenario: Scenario, kernel: KernelBuild, target: TargetOptions = Targe
           run_dir: Path | None = None, evidence_path: Path | None = None,
           force: bool = False) -> ScenarioResult:
     """Run ``scenario`` on a guest of ``kernel`` and judge it; its evidence is saved
-    to ``evidence_path`` as soon as it is collected (and again if a report follows)."""
+    to ``evidence_path`` as soon as it is collected, and again once the target is
+    down (with the teardown's time, and the report a teardown may find).
+
+    Every phase is timed into the evidence (harness.phases): preparing on the
+    host, booting (or connecting), the scenario's own steps, the teardown.
+    """
     require(scenario, kernel)
-    scenario.prepare(kernel, force)
-    options = replace(target, virtio_devices=(*target.virtio_devices,
-                                              *scenario.needs.virtio_devices))
     evidence = Evidence.start(scenario.name, kernel)
+    timer = evidence.timer
     booted = False
-    try:
-        with open_target(kernel, options, run_dir=run_dir) as guest:
-            booted = True
-            observe(scenario, guest, evidence, evidence_path)
-    except KernelProblem as problem:
-        if not booted:
-            raise
-        evidence.interrupted(problem)
-        if evidence_path is not None:
-            save_evidence(evidence, evidence_path)
+    with timer.phase(TOTAL):
+        timer.timed("prepare", scenario.prepare, kernel, force)
+        options = replace(target, virtio_devices=(*target.virtio_devices,
+                                                  *scenario.needs.virtio_devices))
+        try:
+            with ExitStack() as target_open:
+                with timer.group("boot") as boot:
+                    guest = target_open.enter_context(
+                        open_target(kernel, options, run_dir=run_dir, phases=boot))
+                booted = True
+                observe(scenario, guest, evidence, evidence_path)
+                timer.timed("teardown", target_open.close)
+        except KernelProblem as problem:
+            if not booted:
+                raise
+            evidence.interrupted(problem)
+    if evidence_path is not None:
+        save_evidence(evidence, evidence_path)
     return verdict(scenario, evidence)
 
 

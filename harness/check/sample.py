@@ -15,8 +15,8 @@ from harness.check.scenario import Evidence, Needs
 from harness.check.steps import (
     compact_memory,
     frag_indices,
+    free_pages_after_dropping_caches,
     keep_free_blocks_visible,
-    mem_free_pages,
     must,
     page_owners,
     quiet_background_compaction,
@@ -26,6 +26,7 @@ from harness.check.steps import (
 from harness.errors import HarnessError
 from harness.guest import Guest
 from harness.page_owner import PageOwners, headline
+from harness.phases import Phases
 from harness.report.model import HighOrder, RunResult, Side, huge_page_order, size_label
 
 # Counters the evidence reports as deltas; compact_stall/fail/success count
@@ -85,32 +86,33 @@ def _counter_deltas(before: DriverState, after: DriverState) -> dict[str, int]:
 
 
 def run_sample_round(driver: SampleDriver, movable: bool, settings: ScenarioSettings,
-                     page_size: int, order: int,
-                     pageblock_order: int) -> tuple[Side, PageOwners | None]:
+                     page_size: int, order: int, pageblock_order: int,
+                     steps: Phases) -> tuple[Side, PageOwners | None]:
     """Load the driver, compact once, collect the evidence, unload; the driver covers
     free memory counted in pages of ``page_size``, the probe asks for ``order``.
     With page_owner (its kernel fragment) also who owns the pages after compaction,
-    with the driver still loaded; else None.
+    with the driver still loaded; else None. Each step is timed into ``steps``.
 
     Call quiet_background_compaction() once before the first round. The
     driver is unloaded even when a step fails, so a board is left as found.
     """
     guest = driver.guest
-    must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
-    driver.load(settings.driver_params(movable, mem_free_pages(guest, page_size)))
-    with undone(guest, driver.unload, f"unloading {MODULE_NAME}"):
-        attempts = settings.probe_attempts
-        before = snapshot(guest)
-        indices_before = frag_indices(guest)
-        state_before = driver.state()
-        high_before = driver.try_alloc(order, attempts)
-        compact_memory(guest)
-        after = snapshot(guest)
-        indices_after = frag_indices(guest)
-        state_after = driver.state()
-        high_after = driver.try_alloc(order, attempts)
-        checked, mismatches = driver.verify()
-        owners = page_owners(guest, pageblock_order)
+    attempts = settings.probe_attempts
+    free_pages = steps.timed("free memory", free_pages_after_dropping_caches, guest, page_size)
+    steps.timed("load", driver.load, settings.driver_params(movable, free_pages))
+    with undone(guest, lambda: steps.timed("unload", driver.unload),
+                f"unloading {MODULE_NAME}"):
+        before = steps.timed("snapshot before", snapshot, guest)
+        indices_before = steps.timed("indices before", frag_indices, guest)
+        state_before = steps.timed("pages before", driver.state)
+        high_before = steps.timed("try_alloc before", driver.try_alloc, order, attempts)
+        steps.timed("compact", compact_memory, guest)
+        after = steps.timed("snapshot after", snapshot, guest)
+        indices_after = steps.timed("indices after", frag_indices, guest)
+        state_after = steps.timed("pages after", driver.state)
+        high_after = steps.timed("try_alloc after", driver.try_alloc, order, attempts)
+        checked, mismatches = steps.timed("verify", driver.verify)
+        owners = steps.timed("page_owner", page_owners, guest, pageblock_order)
     moved = sum(1 for index, pfn in state_after.pfns.items()
                 if state_before.pfns.get(index) != pfn)
     vmstat_deltas = procfs.vmstat_delta(before.vmstat, after.vmstat, VMSTAT_KEYS)
@@ -149,18 +151,21 @@ def collect_ab(driver: SampleDriver, evidence: Evidence,
     evidence.stopped = "the A/B stopped before its movable=0 round was complete"
     guest = driver.guest
     page_size = evidence.guest_page_size()
-    pageblock_order = procfs.parse_pagetypeinfo(
-        must(guest, "cat /proc/pagetypeinfo")).pageblock_order
+    timer = evidence.timer
+    with timer.phase("knobs"):
+        pageblock_order = procfs.parse_pagetypeinfo(
+            must(guest, "cat /proc/pagetypeinfo")).pageblock_order
+        evidence.notes += quiet_background_compaction(guest) + keep_free_blocks_visible(guest)
     order = settings.probe_order_on(page_size, pageblock_order)
-    evidence.notes += quiet_background_compaction(guest) + keep_free_blocks_visible(guest)
     evidence.notes.append(
         f"driver covers {settings.cover_share:.0%} of free memory, keeps 1 page in "
         f"{settings.fragment}; probe: {settings.probe_attempts} x order {order} "
         f"({size_label(page_size << order)}; {size_label(page_size)} pages, pageblock "
         f"order {pageblock_order})")
     for key, movable in ((CONTROL, False), (MOVABLE, True)):
-        side, owners = run_sample_round(driver, movable, settings, page_size, order,
-                                        pageblock_order)
+        with timer.group(key) as steps:
+            side, owners = run_sample_round(driver, movable, settings, page_size, order,
+                                            pageblock_order, steps)
         evidence.facts[key] = side.to_dict()
         if owners is not None:
             evidence.notes.append(f"{key}, after compaction: {headline(owners)}")
@@ -206,7 +211,9 @@ class SampleAB:
             raise HarnessError("the sample scenario's module is not built: prepare() first")
         if self.driver_source is not None:  # a fork's result must not pass for the shipped one's
             evidence.notes.append(f"sample driver built from {self.driver_source}")
-        collect_ab(SampleDriver.install(guest, self.module), evidence, self.settings)
+        with evidence.timer.phase("install"):
+            driver = SampleDriver.install(guest, self.module)
+        collect_ab(driver, evidence, self.settings)
 
     def judge(self, evidence: Evidence) -> RunResult:
         """``judge_ab`` (harness.check.evidence: the rules) on both rounds; with a
@@ -215,7 +222,8 @@ class SampleAB:
                             else None for key in (CONTROL, MOVABLE))
         result = RunResult(arch=evidence.arch, kernel=evidence.kernel, release=evidence.release,
                            page_size=evidence.page_size, proven=False, reasons=(),
-                           movable=movable, unmovable=control, notes=tuple(evidence.notes))
+                           movable=movable, unmovable=control, notes=tuple(evidence.notes),
+                           seconds=evidence.seconds)
         if control is None or movable is None:
             return result
         verdict = judge_ab(control, movable)

@@ -26,7 +26,6 @@ has a sketch.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -40,10 +39,13 @@ from harness.check.steps import must, page_size
 from harness.errors import HarnessError
 from harness.guest import Guest, KernelProblem, require_capabilities
 from harness.paths import write_atomically
+from harness.phases import Phases
 from harness.report.model import KernelReport, ScenarioResult
 
 EVIDENCE_SCHEMA = "harness.evidence"
 EVIDENCE_VERSION = 1
+# The phase that spans a whole scenario run (harness.phases): the last one recorded.
+TOTAL = "total"
 # What a kernel report found after collect returned (as the target closes) cut short.
 AFTER_LAST_STEP = "after the scenario's last step; its measurements are kept"
 
@@ -89,13 +91,17 @@ class Evidence:
         self.stopped = (f"the {self.scenario} scenario stopped in {what}; what it measured "
                         "before is kept")
 
+    @property
+    def timer(self) -> Phases:
+        """The recorder of this run's phases (harness.phases), into ``seconds``."""
+        return Phases(self.seconds)
+
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Time the block as ``seconds[name]``; a report during it stops ``name``."""
         self.doing(f"its {name} phase")
-        began = time.monotonic()
-        yield
-        self.seconds[name] = time.monotonic() - began
+        with self.timer.phase(name):
+            yield
 
     def interrupted(self, problem: KernelProblem) -> None:
         """Record ``problem``; the first report wins, a later one becomes a note, and
@@ -167,16 +173,16 @@ def observe(scenario: Scenario, guest: Guest, evidence: Evidence,
     A kernel report ends it and is recorded; any other failure (a harness error)
     propagates, and the evidence is not saved: it would be judged as a kernel's fault.
     """
-    started = time.monotonic()
     try:
-        require_capabilities(guest, scenario.needs.capabilities, f"the {scenario.name} scenario")
-        evidence.release = must(guest, "uname -r").strip()
-        evidence.page_size = page_size(guest)
+        with evidence.timer.phase("guest info"):
+            require_capabilities(guest, scenario.needs.capabilities,
+                                 f"the {scenario.name} scenario")
+            evidence.release = must(guest, "uname -r").strip()
+            evidence.page_size = page_size(guest)
         scenario.collect(guest, evidence)
         evidence.stopped = AFTER_LAST_STEP
     except KernelProblem as problem:
         evidence.interrupted(problem)
-    evidence.seconds["total"] = time.monotonic() - started
     if path is not None:
         save_evidence(evidence, path)
     return evidence
@@ -186,8 +192,12 @@ def run_on(scenario: Scenario, guest: Guest, kernel: KernelBuild,
            path: Path | None = None) -> ScenarioResult:
     """Collect ``scenario`` on a guest already running ``kernel`` (a pytest fixture's)
     and judge it: what a test calls."""
-    return verdict(scenario, observe(scenario, guest, Evidence.start(scenario.name, kernel),
-                                     path))
+    evidence = Evidence.start(scenario.name, kernel)
+    with evidence.timer.phase(TOTAL):
+        observe(scenario, guest, evidence)
+    if path is not None:
+        save_evidence(evidence, path)
+    return verdict(scenario, evidence)
 
 
 def verdict(scenario: Scenario, evidence: Evidence) -> ScenarioResult:

@@ -84,8 +84,13 @@ def page_owners(guest: Guest, pageblock_order: int) -> page_owner.PageOwners | N
 
 def meminfo(guest: Guest) -> dict[str, int]:
     """/proc/meminfo in KiB by field name."""
+    return parse_meminfo(must(guest, "cat /proc/meminfo"))
+
+
+def parse_meminfo(text: str) -> dict[str, int]:
+    """The text of /proc/meminfo in KiB by field name."""
     values: dict[str, int] = {}
-    for line in must(guest, "cat /proc/meminfo").splitlines():
+    for line in text.splitlines():
         name, _, rest = line.partition(":")
         words = rest.split()
         if words and words[0].isdigit():
@@ -111,12 +116,22 @@ def mem_free_pages(guest: Guest, page_size: int) -> int:
     return mem_free_bytes(guest) // page_size
 
 
+DROP_CACHES = "sync; echo 3 > /proc/sys/vm/drop_caches"
+
+
+def free_pages_after_dropping_caches(guest: Guest, page_size: int) -> int:
+    """MemFree in pages of ``page_size`` once the page cache is dropped, in one round
+    trip: what a round of the A/B sizes its driver by."""
+    return parse_meminfo(must(guest, f"{DROP_CACHES} && cat /proc/meminfo"))["MemFree"] \
+        * 1024 // page_size
+
+
 def free_kib_drained(guest: Guest) -> int:
     """Free memory in KiB after dropping the page cache, counting the pages freed into
     per-CPU lists: on SMP those sit in each CPU's pageset (zoneinfo's ``count:``) and
     are not in MemFree until drained, which from 6.x can be megabytes (auto-tuned pcp
     high marks). What a leak check compares before and after."""
-    must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
+    must(guest, DROP_CACHES)
     pcp_pages = sum(int(count) for count in re.findall(
         r"^\s+count:\s+(\d+)$", must(guest, "cat /proc/zoneinfo"), re.MULTILINE))
     return meminfo(guest)["MemFree"] + pcp_pages * page_size(guest) // 1024
@@ -151,12 +166,18 @@ def keep_free_blocks_visible(guest: Guest) -> list[str]:
             set_vm_sysctl(guest, "percpu_pagelist_high_fraction", PCP_HIGH_FRACTION)]
 
 
+# What set_vm_sysctl's command prints for a knob this kernel lacks.
+KNOB_ABSENT = "absent"
+
+
 def set_vm_sysctl(guest: Guest, name: str, value: int, absent: str = "") -> str:
     """Write ``value`` to /proc/sys/vm/NAME where this kernel has it; the note that
-    says which happened (``absent`` adds why a missing knob does not matter)."""
-    if not guest.run(f"test -w /proc/sys/vm/{name}").ok:
+    says which happened (``absent`` adds why a missing knob does not matter).
+    One round trip of shell builtins: a failed write is a GuestError."""
+    knob = f"/proc/sys/vm/{name}"
+    if must(guest, f"if [ -w {knob} ]; then echo {value} > {knob}; "
+                   f"else echo {KNOB_ABSENT}; fi").strip() == KNOB_ABSENT:
         return f"no {name} in this kernel{absent}"
-    must(guest, f"echo {value} > /proc/sys/vm/{name}")
     return f"{name} set to {value}"
 
 

@@ -20,6 +20,7 @@ from harness.errors import HarnessError
 from harness.guest import Guest
 from harness.guest.health import DmesgSource, HealthWatch, WatchedGuest
 from harness.labgrid import SCHEME, PlaceAddress, open_board
+from harness.phases import Phases
 
 QEMU = "qemu"
 LABGRID = f"{SCHEME}://"
@@ -66,10 +67,12 @@ def _watched_board(remote: Guest, where: str, kernel: KernelBuild) -> Iterator[G
 
 
 @contextmanager
-def open_target(kernel: KernelBuild, options: TargetOptions,
-                run_dir: Path | None = None) -> Iterator[Guest]:
-    """Yield a watched Guest running ``kernel``; tear down whatever was started."""
+def open_target(kernel: KernelBuild, options: TargetOptions, run_dir: Path | None = None,
+                phases: Phases | None = None) -> Iterator[Guest]:
+    """Yield a watched Guest running ``kernel``; tear down whatever was started.
+    ``phases`` gets the steps of reaching it timed (a boot's, or the connection)."""
     validate_target(options.target)
+    steps = phases or Phases({})
     if options.target == QEMU:
         from harness.vm.boot import boot_guest  # QEMU only when asked for
         from harness.vm.machine import get_machine
@@ -77,7 +80,7 @@ def open_target(kernel: KernelBuild, options: TargetOptions,
         machine = get_machine(kernel.arch)
         with boot_guest(kernel, transport=options.transport,
                         memory_mib=options.memory_mib, cpus=options.cpus,
-                        run_dir=run_dir,
+                        run_dir=run_dir, phases=steps,
                         extra_devices=[machine.virtio(kind)
                                        for kind in options.virtio_devices]) as vm_guest:
             yield vm_guest
@@ -90,7 +93,7 @@ def open_target(kernel: KernelBuild, options: TargetOptions,
         return
     from harness.guest.ssh import connect_ssh  # paramiko only when a board is asked for
 
-    remote = connect_ssh(options.target, key=options.ssh_key)
+    remote = steps.timed("connect", connect_ssh, options.target, key=options.ssh_key)
     try:
         with _watched_board(remote, options.target, kernel) as guest:
             yield guest

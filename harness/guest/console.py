@@ -8,10 +8,18 @@ kernel messages mixed into a command's output. Both are designed out here:
 * The interactive shell on the stream is replaced by a small loop that reads
   one line and evaluates it, with echo and ``\\n``->``\\r\\n`` translation off,
   so the bytes between two markers are exactly what the command printed.
-* Each command travels base64-encoded and runs as ``sh -c`` (what sshd
-  does too), framed by markers with a random id that the encoded command
-  cannot contain; the end marker carries ``$?`` and the number of bytes the
-  guest wrote, so output lost on the way is an error, never a short result.
+* Each command travels as one line of printable ASCII (a ``$'...'`` string
+  with every other byte escaped) and runs in a subshell, framed by markers
+  with a random id that the encoded command cannot contain; the end marker
+  carries ``$?`` and the number of bytes the command printed, so output lost
+  on the way is an error, never a short result.
+* A command costs the guest one process (the subshell) besides its own: the
+  shell decodes the line, holds the output in a variable and writes marker,
+  output and end marker at once. Under TCG every process costs milliseconds,
+  and the helpers this replaced (base64 to decode, ``sh -c``, tee, wc, rm:
+  eight processes) made each step of a check cost ~30 ms before it ran
+  (issue 19). The price: the output is text, and a NUL byte a command prints
+  is dropped by the shell (files travel base64-encoded, in get()).
 
 Files travel base64-encoded in 76-character lines, because a terminal in
 canonical mode limits a line to 4095 bytes and interprets control bytes.
@@ -42,14 +50,27 @@ from harness.guest import (
     LocalPath,
 )
 
-# Longest encoded command sent as a single line; longer ones are staged in a file.
+# Longest encoded command sent as a single line; longer ones are staged in a
+# variable, a line at a time (a terminal's canonical line holds 4095 bytes).
 _MAX_INLINE = 3000
+# Bytes that travel as themselves in a $'...' string; every other is escaped \xHH.
+_PLAIN = frozenset(range(0x20, 0x7F)) - {ord("\\"), ord("'")}
 # Most file bytes one get() command sends (base64 adds a third, plus newlines).
 _MAX_CHUNK = 384 * 1024
 _REPL = 'set -o pipefail; while IFS= read -r line; do eval "$line"; done'
 # Longest wait for the shell to answer again after ^C (a timeout, an abandoned step).
 _RECOVERY_SECONDS = 10.0
-_SETUP = f"stty -echo -onlcr 2>/dev/null; exec sh -c '{_REPL}'\n"
+
+
+def _setup(marker_text: str) -> bytes:
+    """The line that turns the shell on the stream into the evaluation loop, which
+    first prints the marker (``marker_text`` is the shell text printing it).
+
+    The marker is printed by the loop itself, not by a second line sent along: a
+    line sent together with this one was lost in 2 of 3 boots here (the terminal
+    settings changing under it), and each loss cost a 0.2 s retry.
+    """
+    return f"stty -echo -onlcr 2>/dev/null; exec sh -c 'echo {marker_text}; {_REPL}'\n".encode()
 
 
 def _marker(kind: str, tag: str) -> tuple[str, bytes]:
@@ -178,13 +199,15 @@ class ConsoleGuest:
         The shell may not be reading yet (input sent to a console nobody has
         opened is lost), so the request is repeated with a growing pause;
         every attempt asks for the same marker, so a late answer still counts.
+        The first pause is short: a set-up arriving twice costs the guest a
+        few milliseconds, a lost one (1 boot in about 10 here) the whole pause.
         """
         tag = secrets.token_hex(6)
         shell_text, expected = _marker("SYNC", tag)
         deadline = time.monotonic() + timeout
-        pause = 0.2
+        pause = 0.05
         while True:
-            self._send(_SETUP.encode() + f"echo {shell_text}\n".encode())
+            self._send(_setup(shell_text))
             try:
                 self._child.expect_exact(expected + b"\n", timeout=pause)
                 return
@@ -249,20 +272,25 @@ class ConsoleGuest:
     def _framed(self, producer: str, timeout: float, what: str) -> tuple[bytes, int]:
         """Run shell text ``producer`` framed by markers; return (its output, exit status).
 
-        The guest counts the bytes it wrote (tee to a file, then wc) and the
-        end marker carries the count, so output lost on the way is an error,
-        never a silently shorter result.
+        The output is collected in the guest (a command substitution, with a
+        sentinel so trailing newlines survive) and written with the end marker,
+        which carries its byte count: output lost on the way is an error, never
+        a silently shorter result. One printf writes it all, and each write to
+        a virtio console is a slow round trip to the host.
         """
         self._check_usable(timeout)
         tag = secrets.token_hex(8)
         start_text, start = _marker("S", tag)
         end_text, end = _marker("E", tag)
-        copy = f"/tmp/.harness-output-{tag}"
-        # tee also turns the command's many small writes into few large ones:
-        # each write to a virtio console is a slow round trip to the host.
-        self._send(f"echo {start_text}; {{ {producer}; }} 2>&1 | tee {copy}; status=$?; "
-                   f"echo {end_text}_${{status}}_$(($(wc -c < {copy}))); rm -f {copy}\n"
-                   .encode())
+        # The sentinel after the output carries $?, printed as the substitution's
+        # shell exits (also by ``exit 3``); one that exits without it (``exec``)
+        # leaves $? of the substitution as the status.
+        sentinel = f"_HX{tag}_"
+        self._send(f'_o=$(trap \'echo "{sentinel}$?"\' EXIT; {{ {producer}; }} </dev/null 2>&1); '
+                   f'_s=$?; '
+                   f'case $_o in *{sentinel}*) _s=${{_o##*{sentinel}}}; '
+                   f'_o=${{_o%{sentinel}*}};; esac; printf "%s\\n%s%s_%s_%s\\n" '
+                   f'{start_text} "$_o" {end_text} "$_s" "${{#_o}}"\n'.encode())
         end_pattern = re.compile(re.escape(end) + rb"_(\d+)_(\d+)\r?\n")
         try:
             self._expect(start, timeout)
@@ -299,18 +327,18 @@ class ConsoleGuest:
     # -- Guest --------------------------------------------------------------------
 
     def run(self, command: str, timeout: float = 60.0) -> CommandResult:
-        """Run ``command`` with ``sh -c``; stdout and stderr merged, exit status exact."""
-        encoded = base64.b64encode(command.encode()).decode()
-        if len(encoded) <= _MAX_INLINE:
-            source = f"echo {encoded} | base64 -d"
-        else:
-            staged = f"/tmp/.harness-command-{secrets.token_hex(4)}"
-            for offset in range(0, len(encoded), _MAX_INLINE):
-                self._send(f"printf %s {encoded[offset:offset + _MAX_INLINE]} >> {staged}\n"
-                           .encode())
-            source = f"base64 -d {staged}; rm -f {staged}"
-        body = f'sh -c "$({source})" </dev/null 2>&1'
-        output, status = self._framed(body, timeout, repr(command))
+        """Run ``command`` in a subshell (as ``sh -c`` would: its ``exit``, ``cd`` and
+        variables stay in it: the command substitution that collects its output);
+        stdout and stderr merged, exit status exact."""
+        lines = _ansi_c_lines(command.encode())
+        if len(lines) == 1:
+            source = lines[0]
+        else:  # staged in a variable, a line at a time, then run from it
+            self._check_usable(timeout)
+            self._send("".join(f'_c={"" if index == 0 else "$_c"}{line}\n'
+                               for index, line in enumerate(lines)).encode())
+            source = '"$_c"'
+        output, status = self._framed(f"eval {source}", timeout, repr(command))
         return CommandResult(command=command, stdout=output.decode(errors="replace"),
                              exit_status=status)
 
@@ -382,6 +410,23 @@ class ConsoleGuest:
         """Close the stream (the guest keeps running)."""
         self._broken = self._broken or f"the {self.name} was closed"
         self._stream.close()
+
+
+def _ansi_c_lines(data: bytes) -> list[str]:
+    """``data`` as $'...' strings of printable ASCII, none longer than _MAX_INLINE,
+    that the shell joins back into ``data`` (an escape is never split)."""
+    lines: list[str] = []
+    line: list[str] = []
+    length = 0
+    for byte in data:
+        piece = chr(byte) if byte in _PLAIN else f"\\x{byte:02x}"
+        if length + len(piece) > _MAX_INLINE:
+            lines.append("$'" + "".join(line) + "'")
+            line, length = [], 0
+        line.append(piece)
+        length += len(piece)
+    lines.append("$'" + "".join(line) + "'")
+    return lines
 
 
 def _recovery_seconds(timeout: float) -> float:

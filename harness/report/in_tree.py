@@ -72,7 +72,6 @@ class InTreeResult(ScenarioResult):
     data_unit: str = ""  # what one item is, e.g. "1 MiB zram chunk"
     figures: Mapping[str, int] = field(default_factory=dict)  # the user's own numbers
     vmstat_delta: Mapping[str, int] = field(default_factory=dict)
-    seconds: Mapping[str, float] = field(default_factory=dict)  # wall time per phase
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -85,7 +84,7 @@ class InTreeResult(ScenarioResult):
             raise ValueError("a proven InTreeResult needs every measurement and no kernel report")
         object.__setattr__(self, "buddy_before", tuple(self.buddy_before))
         object.__setattr__(self, "buddy_after", tuple(self.buddy_after))
-        for name in ("figures", "vmstat_delta", "seconds"):
+        for name in ("figures", "vmstat_delta"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
     @property
@@ -145,9 +144,7 @@ class InTreeResult(ScenarioResult):
                       change(*self.free_mib_at_least(order)))]
         else:
             rows.append(("free blocks (buddyinfo)", NOT_MEASURED))
-        rows += [("data read back", self._data_read_back() or NOT_MEASURED),
-                 ("seconds", ", ".join(f"{name} {value:.1f}"
-                                       for name, value in self.seconds.items()))]
+        rows.append(("data read back", self._data_read_back() or NOT_MEASURED))
         return TableView(columns=("value",), rows=tuple(rows))
 
     def panels(self) -> tuple[Panel, ...]:
@@ -199,7 +196,6 @@ class InTreeResult(ScenarioResult):
             "buddyinfo_before": list(self.buddy_before),
             "buddyinfo_after": list(self.buddy_after),
             "vmstat_delta": dict(self.vmstat_delta),
-            "seconds": {name: round(value, 2) for name, value in self.seconds.items()},
         }
 
     @classmethod
@@ -213,5 +209,5 @@ class InTreeResult(ScenarioResult):
             buddy_after=tuple(data["buddyinfo_after"]),
             data_checked=data["data"]["checked"], data_mismatches=data["data"]["mismatches"],
             data_unit=data["data"]["unit"], figures=data["figures"],
-            vmstat_delta=data["vmstat_delta"], seconds=data["seconds"],
+            vmstat_delta=data["vmstat_delta"],
         )

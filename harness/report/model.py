@@ -218,10 +218,13 @@ class ScenarioResult(ABC):
     notes: tuple[str, ...] = ()  # what was done to keep numbers clean, e.g. proactiveness 0
     page_size: int | None = None  # bytes, as the guest reported it (None: not measured)
     kernel_report: KernelReport | None = None  # the report that ended the scenario, if any
+    # Wall seconds per phase, in run order (harness.phases: "group/step" inside a group).
+    seconds: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reasons", tuple(self.reasons))
         object.__setattr__(self, "notes", tuple(self.notes))
+        object.__setattr__(self, "seconds", MappingProxyType(dict(self.seconds)))
 
     @property
     def verdict(self) -> str:
@@ -273,16 +276,19 @@ class ScenarioResult(ABC):
             "kernel_report": asdict(self.kernel_report) if self.kernel_report else None,
             "page_size": self.page_size,
             "notes": list(self.notes),
+            "seconds": dict(self.seconds),
         }
 
     @staticmethod
     def common_fields(data: Mapping[str, Any]) -> dict[str, Any]:
-        """The ScenarioResult fields of an object ``common_dict`` wrote."""
+        """The ScenarioResult fields of an object ``common_dict`` wrote (a file written
+        before results kept their phases' times has none)."""
         report = data.get("kernel_report")
         return {"arch": data["arch"], "kernel": data["kernel"], "release": data["release"],
                 "proven": data["proven"], "reasons": tuple(data["reasons"]),
                 "notes": tuple(data["notes"]), "page_size": data["page_size"],
-                "kernel_report": KernelReport(**report) if report is not None else None}
+                "kernel_report": KernelReport(**report) if report is not None else None,
+                "seconds": data.get("seconds", {})}
 
 
 class _Row(NamedTuple):

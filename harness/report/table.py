@@ -14,6 +14,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from harness.phases import grouped, top_level
 from harness.report.model import KernelReport, ScenarioResult
 
 # Console lines of a kernel report shown under its table (result.json has them all).
@@ -21,14 +22,55 @@ _EXCERPT_LINES = 30
 
 
 def _caption(result: ScenarioResult, legend: Sequence[str]) -> Text:
-    """Verdict, reasons, notes and the table's legend: what every table ends with."""
+    """Verdict, reasons, notes, the table's legend and where the time went: what every
+    table ends with."""
     style = "bold green" if result.proven else "bold red"
     return Text.assemble(
         ("verdict: ", "bold"), (result.verdict.upper(), style),
         *((f"\n{reason}", "") for reason in result.reasons),
         *((f"\nnote: {note}", "dim") for note in result.notes),
         *((f"\n{line}", "dim") for line in legend),
+        *((f"\n{line}", "dim") for line in _time_line(result)),
     )
+
+
+def _time_line(result: ScenarioResult) -> tuple[str, ...]:
+    """The run's top-level phases in one line (none for a result without times)."""
+    phases = top_level(result.seconds)
+    if not phases:
+        return ()
+    return ("seconds: " + ", ".join(f"{name} {value:.2f}" for name, value in phases.items())
+            + (" (each step: --timings)" if grouped(result.seconds) else ""),)
+
+
+def build_phase_table(result: ScenarioResult) -> Table:
+    """Every timed phase of ``result`` in run order, each group's steps under it;
+    groups with the same steps (the sample A/B's rounds) side by side, so the same
+    step of two rounds is read across a row."""
+    groups = grouped(result.seconds)
+    alike: dict[tuple[str, ...], list[str]] = {}
+    for group, steps in groups.items():
+        alike.setdefault(tuple(steps), []).append(group)
+    width = max((len(family) for family in alike.values()), default=1)
+    table = Table(title=f"{result.label}: seconds per phase", title_justify="left")
+    table.add_column("phase", no_wrap=True)
+    for _ in range(width):
+        table.add_column("s", justify="right")
+    for name, value in top_level(result.seconds).items():
+        family = alike.get(tuple(groups.get(name, {})), [name])
+        if name not in groups or len(family) == 1:
+            table.add_row(name, f"{value:.3f}")
+        elif name == family[0]:  # the whole family where its first group ran
+            table.add_row(*(Text(label, style="bold") for label in ("", *family)))
+            for step in groups[name]:
+                table.add_row(f"  {step}", *(f"{groups[group][step]:.3f}" for group in family))
+            table.add_row("  all steps", *(f"{result.seconds[group]:.3f}" for group in family))
+            continue
+        else:
+            continue
+        for step, seconds in groups.get(name, {}).items():
+            table.add_row(f"  {step}", f"{seconds:.3f}")
+    return table
 
 
 def _kernel_report_text(report: KernelReport) -> Text:
@@ -57,16 +99,21 @@ def build_table(result: ScenarioResult) -> Table:
     return table
 
 
-def render_tables(results: Sequence[ScenarioResult]) -> Group:
-    """All tables of a run, in order, as one renderable; each kernel report under its table."""
+def render_tables(results: Sequence[ScenarioResult], timings: bool = False) -> Group:
+    """All tables of a run, in order, as one renderable; each kernel report under its
+    table, and with ``timings`` each result's phase table after it."""
     parts: list[Table | Text] = []
     for result in results:
         parts.append(build_table(result))
         if result.kernel_report is not None:
             parts.append(_kernel_report_text(result.kernel_report))
+        if timings and result.seconds:
+            parts.append(build_phase_table(result))
     return Group(*parts)
 
 
-def print_tables(results: Sequence[ScenarioResult], console: Console | None = None) -> None:
-    """Print every result's table to the terminal (or the given console)."""
-    (console or Console()).print(render_tables(results))
+def print_tables(results: Sequence[ScenarioResult], console: Console | None = None,
+                 timings: bool = False) -> None:
+    """Print every result's table (and with ``timings`` its phase table) to the
+    terminal (or the given console)."""
+    (console or Console()).print(render_tables(results, timings))

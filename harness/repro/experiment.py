@@ -118,7 +118,7 @@ def collect(guest: Guest, module: ModuleArtifact, settings: ReproSettings,
     started = time.monotonic()
     driver.load(params)
     timings["load"] = round(time.monotonic() - started, 2)
-    loaded = driver.state().stats["nr_pages"]
+    loaded = driver.stats()["nr_pages"]
     started = time.monotonic()
     driver.fill(settings.fragmentation.fragment)
     timings["fill"] = round(time.monotonic() - started, 2)

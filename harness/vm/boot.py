@@ -14,9 +14,9 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qemu.qmp import QMPError
 
@@ -26,11 +26,13 @@ from harness.errors import HarnessError, notice
 from harness.guest import BalloonControl, Guest, GuestError, GuestTimeout
 from harness.guest.console import ConsoleGuest
 from harness.guest.health import ConsoleLogSource, HealthWatch, WatchedGuest
-from harness.guest.ssh import connect_ssh
 from harness.image.build import SSH_READY_MARKER, build_initramfs, combine
-from harness.image.keys import RunKeys, make_run_keys
 from harness.paths import new_run_dir
+from harness.phases import Phases
 from harness.vm.qemu import Vm, launch
+
+if TYPE_CHECKING:  # SSH (paramiko, cryptography) is imported only for an SSH guest:
+    from harness.image.keys import RunKeys  # a tenth of a second a console run needs not
 
 # Options that are built in but stay off unless the command line turns them on
 # (page_owner: off by default on every era, Documentation/mm/page_owner.rst).
@@ -66,7 +68,7 @@ class VmGuest(WatchedGuest):
     scenarios get them from the target instead of reaching for the VM.
     """
 
-    def __init__(self, guest: Guest, watch: HealthWatch, vm: Vm, keys: RunKeys | None,
+    def __init__(self, guest: Guest, watch: HealthWatch, vm: Vm, keys: "RunKeys | None",
                  transport: str, ready_seconds: float, ready_cpu_seconds: float,
                  connected_seconds: float) -> None:
         super().__init__(guest, watch, explain=self._how_the_vm_died)
@@ -132,7 +134,7 @@ def _page_poisoning_heeds_kasan(kernel: KernelBuild) -> bool:
         return True  # cannot tell: keep the debug set whole
 
 
-def connect_transport(vm: Vm, keys: RunKeys | None, transport: str,
+def connect_transport(vm: Vm, keys: "RunKeys | None", transport: str,
                       timeout: float = CONNECT_TIMEOUT_SECONDS) -> Guest:
     """Open ``transport`` (console or ssh) to a VM that printed its ready marker."""
     if transport == "console":
@@ -140,6 +142,8 @@ def connect_transport(vm: Vm, keys: RunKeys | None, transport: str,
     if vm.ssh_port is None or keys is None:
         raise HarnessError("this VM was booted without network and SSH keys: "
                            "SSH is not available (boot it with transport='ssh')")
+    from harness.guest.ssh import connect_ssh
+
     return connect_ssh(f"ssh://root@127.0.0.1:{vm.ssh_port}", key=keys.client_key,
                        host_key=keys.host_public_key, timeout=timeout,
                        retry_until_ready=True)
@@ -158,14 +162,18 @@ def boot_guest(
     run_dir: Path | None = None,
     accelerator: str | None = None,
     boot_timeout: float | None = None,
+    phases: Phases | None = None,
 ) -> Iterator[VmGuest]:
     """Boot ``kernel`` and yield a health-watched Guest over ``transport``.
 
     ``arch`` defaults to the KernelBuild's. ``modules`` are put in the image
     and loaded by /init. The boot itself counts as a step: a kernel problem
     printed while booting raises KernelProblem before anything runs, and one
-    printed after the last step raises when the block ends.
+    printed after the last step raises when the block ends. ``phases`` gets
+    the boot's steps timed (the image, QEMU's start, the kernel up to the
+    ready marker, the transport's connection).
     """
+    steps = phases or Phases({})
     if transport not in TRANSPORTS:
         raise HarnessError(f"unknown transport {transport!r}: choose console or ssh")
     if arch is None:
@@ -174,30 +182,39 @@ def boot_guest(
         arch = kernel.arch
     elif isinstance(kernel, KernelBuild) and kernel.arch != arch:
         raise HarnessError(f"kernel {kernel.spec} is built for {kernel.arch}, not {arch}")
-    initramfs = build_initramfs(arch, modules)
     run_dir = run_dir or new_run_dir(arch)
     ssh = transport == "ssh"
-    keys = make_run_keys(run_dir / "keys") if ssh else None
     with tempfile.TemporaryDirectory(prefix="harness-boot-") as scratch:
-        initrd = (combine(initramfs, [keys.overlay], Path(scratch) / "initrd.cpio")
-                  if keys is not None else initramfs)
+        with steps.phase("image"):
+            initramfs = build_initramfs(arch, modules)
+            keys = None
+            if ssh:
+                from harness.image.keys import make_run_keys
+
+                keys = make_run_keys(run_dir / "keys")
+            initrd = (combine(initramfs, [keys.overlay], Path(scratch) / "initrd.cpio")
+                      if keys is not None else initramfs)
         started = time.monotonic()
-        with launch(kernel, initrd, arch, memory_mib=memory_mib, cpus=cpus,
-                    extra_devices=extra_devices,
-                    cmdline_extra=(*runtime_parameters(kernel), *cmdline_extra),
-                    run_dir=run_dir, accelerator=accelerator, network=ssh) as vm:
+        with ExitStack() as running:
+            vm = steps.timed("qemu start", running.enter_context, launch(
+                kernel, initrd, arch, memory_mib=memory_mib, cpus=cpus,
+                extra_devices=extra_devices,
+                cmdline_extra=(*runtime_parameters(kernel), *cmdline_extra),
+                run_dir=run_dir, accelerator=accelerator, network=ssh))
             watch = HealthWatch(ConsoleLogSource(vm.console_log))
             timeout = boot_timeout or BOOT_TIMEOUT_SECONDS[vm.accelerator]
             try:
-                vm.wait_for_console(initrd.ready_marker, timeout)
+                steps.timed("to ready marker", vm.wait_for_console, initrd.ready_marker,
+                            timeout)
                 ready, ready_cpu = time.monotonic() - started, vm.cpu_seconds()
                 if ssh:
-                    vm.wait_for_console(SSH_READY_MARKER, timeout)
+                    steps.timed("to ssh marker", vm.wait_for_console, SSH_READY_MARKER,
+                                timeout)
             except HarnessError:
                 watch.check()  # a panic during boot is the better message
                 raise
             watch.check()
-            inner = connect_transport(vm, keys, transport)
+            inner = steps.timed("connect", connect_transport, vm, keys, transport)
             guest = VmGuest(inner, watch, vm, keys, transport, ready, ready_cpu,
                             time.monotonic() - started)
             try:

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness import page_owner, procfs
-from harness.check.driver import DEBUGFS
+from harness.check.driver import DEBUGFS, STATE_COMMAND, STATS_MARKER
+from harness.check.steps import KNOB_ABSENT
 from harness.guest import CommandResult, GuestTimeout
 from harness.guest.health import ConsoleLogSource, HealthWatch, WatchedGuest
 
@@ -49,8 +50,9 @@ class ScriptedGuest:
         output = self.answer(command)
         if output is None:
             self._hang(command, timeout)
-        status = 1 if command.startswith("test -w") else 0
-        return CommandResult(command, output or "", status)
+        if command.startswith("if [ -w /proc/sys/vm/"):  # no such knob on these kernels
+            output = KNOB_ABSENT + "\n"
+        return CommandResult(command, output or "", 0)
 
     def _hang(self, command: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -112,12 +114,11 @@ class SampleKernel:
             return self.auxv
         if command == "cat /proc/pagetypeinfo":
             return (self.procfs / "pagetypeinfo.boot.txt").read_text()
-        if command == "cat /proc/meminfo":
+        if command.endswith("cat /proc/meminfo"):
             return "MemTotal: 250000 kB\nMemFree: 200000 kB\n"
-        if command == f"cat {DEBUGFS}/pages":
-            return "".join(f"{index} {1000 + 8 * index}\n" for index in range(self.PAGES))
-        if command == f"cat {DEBUGFS}/stats":
-            return "isolated 0\nmigrated 0\nputback 0\neagain 0\nfailed 0\n"
+        if command == STATE_COMMAND:
+            return ("".join(f"{index} {1000 + 8 * index}\n" for index in range(self.PAGES))
+                    + STATS_MARKER + "isolated 0\nmigrated 0\nputback 0\neagain 0\nfailed 0\n")
         if command == f"cat {DEBUGFS}/verify":
             return f"checked {self.PAGES} mismatches 0\n"
         if match := re.fullmatch(r"echo (\d+) (\d+) > \S+/try_alloc && cat \S+", command):

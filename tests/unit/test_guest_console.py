@@ -105,6 +105,44 @@ def test_output_is_exact(shell: tuple[ConsoleGuest, subprocess.Popen[bytes]]) ->
         "__HX_E_x_0\nit's 42\n")
 
 
+def test_every_byte_of_a_command_arrives_as_sent(
+        shell: tuple[ConsoleGuest, subprocess.Popen[bytes]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The $'...' encoding: each byte but NUL (which no shell word holds) and the quote
+    itself reaches the shell as sent, also across staged lines (an escape is never
+    split), and the command's own exit does not end the console loop."""
+    from harness.guest import console
+
+    guest, _ = shell
+    # Every ASCII byte, escapes the shell would decode if sent bare, and UTF-8.
+    text = ("".join(chr(code) for code in range(1, 128) if chr(code) != "'")
+            + "\\n\\x41\\\\é€😀")
+    expected = " ".join(f"{byte:02x}" for byte in text.encode())
+    for inline in (console._MAX_INLINE, 7):  # one line; staged, 7 characters a line
+        monkeypatch.setattr(console, "_MAX_INLINE", inline)
+        result = guest.run(f"printf %s '{text}' | od -An -v -tx1")
+        assert " ".join(result.stdout.split()) == expected and result.ok
+    assert guest.run("exit 3").exit_status == 3 and guest.run("echo alive").stdout == "alive\n"
+    ended = guest.run("echo out; exit 4")
+    assert (ended.stdout, ended.exit_status) == ("out\n", 4)
+    # Each command in a subshell of its own, as with sh -c: nothing it changes stays.
+    home = guest.run("pwd").stdout
+    assert guest.run("cd /; x=1; pwd").stdout == "/\n"
+    assert guest.run('pwd; echo "${x:-unset}"').stdout == home + "unset\n"
+
+
+def test_the_output_is_the_commands_to_the_last_newline(
+        shell: tuple[ConsoleGuest, subprocess.Popen[bytes]]) -> None:
+    """Collected in a shell variable, the output keeps its trailing newlines and an
+    ending that looks like the status sentinel; a NUL byte is dropped (text only:
+    files travel base64-encoded through get())."""
+    guest, _ = shell
+    assert guest.run("printf 'a\\n\\n\\n'").stdout == "a\n\n\n"
+    assert guest.run("printf 'x5'; exit 2").stdout == "x5"
+    assert guest.run("printf ''").stdout == ""
+    assert guest.run("printf 'a\\0b'").stdout == "ab"
+
+
 def test_ten_thousand_lines_arrive_whole(
         shell: tuple[ConsoleGuest, subprocess.Popen[bytes]]) -> None:
     guest, _ = shell

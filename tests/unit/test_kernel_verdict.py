@@ -175,8 +175,8 @@ class FakeTarget:
         self.at = at
 
     @contextmanager
-    def __call__(self, kernel: object, options: object, run_dir: object = None
-                 ) -> Iterator[Guest]:
+    def __call__(self, kernel: object, options: object, run_dir: object = None,
+                 phases: object = None) -> Iterator[Guest]:
         if self.at == "boot":
             raise KernelProblem("WARNING", "[ 0.5] WARNING: CPU: 0 PID: 1 at init.c:1 x")
         yield ScriptedGuest(Path("/nonexistent"), release_only("4.8.15"))  # type: ignore[misc]

@@ -14,7 +14,7 @@ import pytest
 
 from harness import cli, page_owner, procfs
 from harness.artifacts import ModuleArtifact
-from harness.check.driver import DEBUGFS
+from harness.check.driver import DEBUGFS, STATE_COMMAND, STATS_MARKER
 from harness.guest.health import ConsoleLogSource, HealthWatch
 from harness.guest.reports import allocation_failures, find_problem, scan
 from harness.repro.cli import guide, summary
@@ -212,8 +212,11 @@ class ReproKernel:
             self.nr_pages = 5625
         if command.startswith("echo 8 > ") and command.endswith("/fill"):
             self.nr_pages += 700
+        stats = f"nr_pages {self.nr_pages}\nmigrated 0\nisolated 0\nputback 0\nfailed 0\n"
         if command == f"cat {DEBUGFS}/stats":
-            return f"nr_pages {self.nr_pages}\nmigrated 0\nisolated 0\nputback 0\nfailed 0\n"
+            return stats
+        if command == STATE_COMMAND:  # no pages: the repro reads only their count
+            return STATS_MARKER + stats
         if match := re.fullmatch(r"echo (\d+) > \S+/alloc_order && cat \S+", command):
             self.guest.print_report(self.report)
             return f"order {match[1]} requested 1 succeeded 0\n"

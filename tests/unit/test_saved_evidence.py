@@ -191,8 +191,8 @@ class FakeTarget:
     """open_target's stand-in: a guest that only answers ``uname -r``."""
 
     @contextmanager
-    def __call__(self, kernel: object, options: object, run_dir: object = None
-                 ) -> Iterator[Guest]:
+    def __call__(self, kernel: object, options: object, run_dir: object = None,
+                 phases: object = None) -> Iterator[Guest]:
         yield ScriptedGuest(Path("/nonexistent"), release_only("5.10.223"))  # type: ignore[misc]
 
 
