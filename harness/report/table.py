@@ -57,18 +57,19 @@ def build_phase_table(result: ScenarioResult) -> Table:
     for _ in range(width):
         table.add_column("s", justify="right")
     for name, value in top_level(result.seconds).items():
-        family = alike.get(tuple(groups.get(name, {})), [name])
-        if name not in groups or len(family) == 1:
-            table.add_row(name, f"{value:.3f}")
-        elif name == family[0]:  # the whole family where its first group ran
-            table.add_row(*(Text(label, style="bold") for label in ("", *family)))
-            for step in groups[name]:
-                table.add_row(f"  {step}", *(f"{groups[group][step]:.3f}" for group in family))
-            table.add_row("  all steps", *(f"{result.seconds[group]:.3f}" for group in family))
+        steps = groups.get(name, {})
+        family = alike.get(tuple(steps), [name])
+        if len(family) > 1:  # the whole family where its first group ran, once
+            if name == family[0]:
+                table.add_row(*(Text(label, style="bold") for label in ("", *family)))
+                for step in steps:
+                    table.add_row(f"  {step}",
+                                  *(f"{groups[group][step]:.3f}" for group in family))
+                table.add_row("  all steps",
+                              *(f"{result.seconds[group]:.3f}" for group in family))
             continue
-        else:
-            continue
-        for step, seconds in groups.get(name, {}).items():
+        table.add_row(name, f"{value:.3f}")
+        for step, seconds in steps.items():
             table.add_row(f"  {step}", f"{seconds:.3f}")
     return table
 
