@@ -36,6 +36,7 @@ from labgrid.resource.remote import RemotePlace, RemotePlaceManager
 from labgrid.util.ssh import get_ssh_connect_timeout
 
 from harness.errors import HarnessError, notice
+from harness.guest import GuestError
 from harness.kernel.toolchain import require
 from harness.labgrid import PlaceAddress
 from harness.labgrid.guest import LabgridGuest
@@ -190,9 +191,10 @@ def _target(coordinator: _Coordinator, name: str) -> Iterator[Target]:
 
 
 @contextmanager
-def _connected(target: Target, place: str, key: Path | None) -> Iterator[tuple[SSHDriver, str]]:
-    """An active SSHDriver on the place's NetworkService, and where it points;
-    deactivated (its control connection closed) when the block exits."""
+def _connected(target: Target, place: str,
+               key: Path | None) -> Iterator[tuple[SSHDriver, str, Callable[[], str]]]:
+    """An active SSHDriver on the place's NetworkService, where it points, and how to
+    connect it again; deactivated (its control connection closed) when the block exits."""
     require("ssh")
     require("scp")
     try:
@@ -212,7 +214,8 @@ def _connected(target: Target, place: str, key: Path | None) -> Iterator[tuple[S
     # attempt to connect, and removes only the one that connected: all of
     # them go into a directory of ours instead, removed after the driver.
     scratch = tempfile.mkdtemp(prefix="harness-labgrid-")
-    try:
+
+    def activate() -> None:
         previous, tempfile.tempdir = tempfile.tempdir, scratch
         try:
             target.activate(ssh)
@@ -220,8 +223,30 @@ def _connected(target: Target, place: str, key: Path | None) -> Iterator[tuple[S
             raise unreachable(place, where, get_ssh_connect_timeout(), error) from None
         finally:
             tempfile.tempdir = previous
+
+    def reopen() -> str:
+        """Deactivate and activate the driver; what the lost connection's ssh said
+        last (labgrid logs its keepalive's output when it stops it)."""
+        heard = _Heard()
+        ssh.logger.addHandler(heard)
         try:
-            yield ssh, where
+            target.deactivate(ssh)
+        finally:
+            ssh.logger.removeHandler(heard)
+        said_last = [message.split(": ", 1)[-1] for message in heard.messages
+                     if message.startswith("Keepalive ")]
+        last_words = f"ssh: {said_last[-1]}" if said_last else "ssh said nothing"
+        try:
+            activate()
+        except HarnessError as error:
+            raise GuestError(f"the connection to {place} was lost ({last_words}); {error}") \
+                from None
+        return last_words
+
+    try:
+        activate()
+        try:
+            yield ssh, where, reopen
         finally:
             target.deactivate(ssh)
     finally:
@@ -235,8 +260,8 @@ def board_on_place(address: PlaceAddress, key: Path | None = None) -> Iterator[L
     coordinator = _Coordinator(address)
     try:
         with (acquired(coordinator) as place, _target(coordinator, place.name) as target,
-              _connected(target, place.name, key) as (ssh, where)):
+              _connected(target, place.name, key) as (ssh, where, reopen)):
             yield LabgridGuest(ssh, ssh, f"labgrid place {place.name} ({where})",
-                               close=lambda: target.deactivate(ssh))
+                               close=lambda: target.deactivate(ssh), reopen=reopen)
     finally:
         coordinator.close()

@@ -305,3 +305,22 @@ def test_a_place_acquired_beforehand_is_used_and_left_acquired(
         assert lab.holder(BOARD) is not None
     finally:
         lab.client("-p", BOARD, "release")
+
+
+def test_a_connection_that_drops_is_reopened_on_the_same_boot(
+        board: Board, kernel_build: KernelBuild, capsys: pytest.CaptureFixture[str]) -> None:
+    """The control connection closed under the harness (as an OOM kill of the board's SSH
+    server would): the next step reconnects, checks the boot id and runs once."""
+    from harness.labgrid import PlaceAddress, open_board
+
+    address = PlaceAddress.parse(f"labgrid://{board.lab.coordinator}/{BOARD}")
+    with open_board(address, key=board.key) as guest:
+        assert guest.run("echo one > /tmp/steps").ok
+        control = guest._command.control  # type: ignore[attr-defined]
+        subprocess.run(["ssh", "-S", control, "-O", "exit", "board"], check=True,
+                       capture_output=True, timeout=30)
+        assert guest.run("echo two >> /tmp/steps; uname -r").stdout.strip() \
+            == kernel_build.release
+        assert guest.run("cat /tmp/steps").stdout == "one\ntwo\n"
+    assert f"the connection to labgrid place {BOARD}" in capsys.readouterr().err
+    assert board.lab.holder(BOARD) is None

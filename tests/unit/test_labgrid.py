@@ -8,6 +8,7 @@ itself comes with the dev extra, as ruff and mypy do.
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from harness.check.target import TargetOptions, open_target, validate_target
 from harness.errors import HarnessError
 from harness.guest import GuestError, GuestTimeout
 from harness.labgrid import DEFAULT_COORDINATOR, PlaceAddress, open_board
-from harness.labgrid.guest import LabgridGuest
+from harness.labgrid.guest import BOOT_ID, KEEPALIVE_GONE, SSH_FAILED, STARTED, LabgridGuest
 from harness.labgrid.place import must_acquire, said, unreachable
 from tests.unit.kernels import kernel_with_config
 
@@ -119,33 +120,64 @@ def test_labgrid_errors_lose_their_prefix() -> None:
     assert said(UserError("place pattern x matches nothing")) == "place pattern x matches nothing"
 
 
+MARK = f"echo {STARTED}; "
+
+
+@dataclass(frozen=True)
+class NeverRan:
+    """ssh failing before the board ran the command (its only output line)."""
+
+    said: str = "Host key verification failed."
+
+
 class FakeDriver:
-    """CommandProtocol and FileTransferProtocol as SSHDriver answers them."""
+    """CommandProtocol and FileTransferProtocol as SSHDriver answers them: an answer
+    is a result or an error, or a list of them given one per call (the last one stays)."""
 
     def __init__(self, answers: dict[str, object]) -> None:
-        self.answers = answers
+        self.answers = {BOOT_ID: (["b00t"], [], 0), **answers}
         self.copies: list[tuple[str, str, str]] = []
+        self.ran: list[str] = []
 
-    def run(self, command: str, timeout: float, decodeerrors: str = "strict") -> object:
-        answer = self.answers[command]
+    def _answer(self, key: str) -> object:
+        answer = self.answers.get(key)
+        if isinstance(answer, list):
+            answer = answer.pop(0) if len(answer) > 1 else answer[0]
         if isinstance(answer, BaseException):
             raise answer
+        return answer
+
+    def run(self, command: str, timeout: float, decodeerrors: str = "strict") -> object:
+        """A marked command's answer gets the board shell's marker line first,
+        unless it is ssh failing to start it (NeverRan)."""
+        marked = command.startswith(MARK)
+        command = command.removeprefix(MARK)
+        self.ran.append(command)
+        answer = self._answer(command)
+        if isinstance(answer, NeverRan):
+            return [answer.said], [], SSH_FAILED
+        if marked and isinstance(answer, tuple):
+            return [STARTED, *answer[0]], *answer[1:]
         return answer
 
     def put(self, filename: str, remotepath: str) -> None:
         """Copies, unless ``answers`` holds an error for ``remotepath``."""
         self.copies.append(("put", filename, remotepath))
-        failure = self.answers.get(remotepath)
-        if isinstance(failure, BaseException):
-            raise failure
+        self._answer(remotepath)
 
     def get(self, filename: str, destination: str) -> None:
         self.copies.append(("get", filename, destination))
 
 
-def guest_of(driver: FakeDriver, closed: list[bool] | None = None) -> LabgridGuest:
+def guest_of(driver: FakeDriver, closed: list[bool] | None = None,
+             reopened: list[bool] | None = None) -> LabgridGuest:
+    def reopen() -> str:
+        (reopened if reopened is not None else []).append(True)
+        return "ssh: Connection to h closed by remote host."
+
     return LabgridGuest(driver, driver, "labgrid place b (root@h:22)",  # type: ignore[arg-type]
-                        close=lambda: (closed if closed is not None else []).append(True))
+                        close=lambda: (closed if closed is not None else []).append(True),
+                        reopen=reopen)
 
 
 def test_commands_give_merged_output_and_status() -> None:
@@ -163,15 +195,62 @@ def test_a_command_past_its_timeout_is_a_guest_timeout() -> None:
 
 
 def test_a_lost_connection_is_a_guest_error_but_a_command_s_255_is_its_status() -> None:
-    dead = guest_of(FakeDriver({"reboot -f": ([], [], 255),
-                                "true": ExecutionError("Keepalive no longer running")}))
-    with pytest.raises(GuestError, match="connection to labgrid place b .* was lost while "
-                                         "'reboot -f' ran"):
+    dead = guest_of(FakeDriver({"reboot -f": ([], [], 255), "true": ExecutionError(
+        KEEPALIVE_GONE), BOOT_ID: [(["b00t"], [], 0), (["new boot"], [], 0)]}))
+    with pytest.raises(GuestError, match="connection to labgrid place b .* was lost .* and "
+                                         "the board has rebooted since"):
         dead.run("reboot -f")
     alive = guest_of(FakeDriver({"exit 255": ([], [], 255), "true": ([], [], 0)}))
     assert alive.run("exit 255").exit_status == 255
-    with pytest.raises(GuestError, match="cannot run 'x' on labgrid place b"):
-        guest_of(FakeDriver({"x": ExecutionError("Keepalive no longer running")})).run("x")
+    with pytest.raises(GuestError, match="cannot run 'x' on labgrid place b .*: broken pipe"):
+        guest_of(FakeDriver({"x": ExecutionError("broken pipe")})).run("x")
+    with pytest.raises(GuestError, match="cannot run 'x' on labgrid place b .*: Permission"):
+        guest_of(FakeDriver({"x": NeverRan("Permission denied"), "true": ([], [], 0)})).run("x")
+
+
+def test_a_dropped_connection_is_reopened_and_the_step_run_on_the_same_boot(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """labgrid refuses before running anything: the step runs once, on the new connection."""
+    driver = FakeDriver({"dmesg": [ExecutionError(KEEPALIVE_GONE), (["[0.1] hi"], [], 0)],
+                         "/tmp/m.ko": [ExecutionError(KEEPALIVE_GONE), None]})
+    reopened: list[bool] = []
+    guest = guest_of(driver, reopened=reopened)
+    assert guest.run("dmesg").stdout == "[0.1] hi\n"
+    assert reopened == [True] and driver.ran == [BOOT_ID, "dmesg", BOOT_ID, "dmesg"]
+    assert ("labgrid place b (root@h:22) was lost (ssh: Connection to h closed by remote "
+            "host.); reconnected to the same boot") in capsys.readouterr().err
+    guest.put(Path("m.ko"), "/tmp/m.ko")
+    assert reopened == [True, True] and len(driver.copies) == 2
+
+
+def test_a_command_ssh_could_not_start_for_a_dropped_connection_runs_once_more() -> None:
+    """The control connection went between labgrid's check and the command: ssh tried
+    on its own and failed; the board never saw the command."""
+    driver = FakeDriver({"insmod m.ko": [NeverRan(), ([], [], 0)],
+                         "true": ExecutionError(KEEPALIVE_GONE)})
+    reopened: list[bool] = []
+    assert guest_of(driver, reopened=reopened).run("insmod m.ko").ok
+    assert reopened == [True] and driver.ran.count("insmod m.ko") == 2
+
+
+def test_a_board_that_rebooted_behind_a_dropped_connection_fails_the_step() -> None:
+    driver = FakeDriver({"dmesg": ExecutionError(KEEPALIVE_GONE),
+                         BOOT_ID: [(["b00t"], [], 0), (["another"], [], 0)]})
+    with pytest.raises(GuestError, match=r"lost \(ssh: Connection to h closed by remote "
+                                         r"host.\) and the board has rebooted since"):
+        guest_of(driver).run("dmesg")
+    assert driver.ran.count("dmesg") == 1
+
+
+def test_a_command_whose_connection_dropped_under_it_is_not_run_again() -> None:
+    """Its 255 may be the lost connection: the probe reconnects, and the command fails."""
+    driver = FakeDriver({"insmod m.ko": ([], [], 255),
+                         "true": [ExecutionError(KEEPALIVE_GONE), ([], [], 0)]})
+    reopened: list[bool] = []
+    with pytest.raises(GuestError, match=r"lost while 'insmod m.ko' ran \(ssh: Connection to "
+                                         r"h closed by remote host.\)"):
+        guest_of(driver, reopened=reopened).run("insmod m.ko")
+    assert reopened == [True] and driver.ran.count("insmod m.ko") == 1
 
 
 def interrupted_start() -> ExecutionError:
