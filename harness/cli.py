@@ -4,13 +4,16 @@ Each subcommand lives next to the stage it drives and exposes
 ``register(subparsers)``; this module only dispatches and turns a
 HarnessError into one line on stderr (exit 2) instead of a traceback, with
 one more line per note it collected (a cleanup that failed after it, say).
+^C and SIGTERM both unwind (every ``finally`` runs) and exit 130 and 143, as
+a shell reports a command killed by either.
 """
 
 import argparse
 import importlib
+import signal
 import sys
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, Terminated, terminate_by_unwinding
 
 # Modules that contribute subcommands, in the order --help lists them.
 COMMAND_MODULES = (
@@ -34,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     args = build_parser().parse_args(argv)
+    terminate_by_unwinding()
     try:
         return int(args.func(args))
     except HarnessError as error:
@@ -41,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         _notes(error)
         return 2
     except KeyboardInterrupt as interrupt:
-        print("harness: interrupted", file=sys.stderr)
+        terminated = isinstance(interrupt, Terminated)
+        print(f"harness: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         _notes(interrupt)
-        return 130
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
 
 
 def _notes(failure: BaseException) -> None:

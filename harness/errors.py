@@ -6,9 +6,28 @@ never a traceback, so the message must say what to do. A fallback the run
 survives (TCG instead of KVM, a debug switch left off) is a ``notice`` instead.
 """
 
+import signal
 import sys
+import threading
 
 _noticed: set[str] = set()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cancelled CI job, ``kill``), raised where the process was so it
+    unwinds as ^C does: QEMU stopped, a labgrid place released, evidence kept,
+    no half-written cache entry. Python's default would end the process at once."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def terminate_by_unwinding() -> None:
+    """From now on, SIGTERM raises Terminated in the main thread (elsewhere Python
+    cannot install handlers, and the default stays)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
 
 
 def notice(message: str) -> None:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, TextIO
 from harness import cache
 from harness.arch import Arch, get_arch
 from harness.artifacts import KernelBuild
-from harness.errors import HarnessError
+from harness.errors import HarnessError, Terminated
 from harness.kernel import quirks as quirk_table
 from harness.kernel.config import (
     Fragment,
@@ -488,7 +488,8 @@ def _stop(process: subprocess.Popen[str]) -> None:
 
 @contextmanager
 def _signals(pending: list[int]) -> Iterator[Callable[[], None]]:
-    """SIGINT/SIGTERM are recorded in ``pending`` until ``arm()``, then raise KeyboardInterrupt.
+    """SIGINT/SIGTERM are recorded in ``pending`` until ``arm()``, then raise
+    KeyboardInterrupt (Terminated for SIGTERM).
 
     ``arm()`` also raises at once for a signal recorded before it. Outside the
     main thread Python cannot install handlers; ^C then behaves as usual.
@@ -498,13 +499,13 @@ def _signals(pending: list[int]) -> Iterator[Callable[[], None]]:
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
     def arm() -> None:
         for signum in saved:
             signal.signal(signum, interrupt)
         if pending:
-            raise KeyboardInterrupt
+            interrupt(pending[0], None)
 
     saved = {signum: signal.signal(signum, lambda sig, frame: pending.append(sig))
              for signum in (signal.SIGINT, signal.SIGTERM)}

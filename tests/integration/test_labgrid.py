@@ -269,9 +269,14 @@ def test_a_place_whose_board_is_down_fails_with_the_reason(
     assert board.lab.holder(DOWN) is None
 
 
+@pytest.mark.parametrize("stop,status,said", [(signal.SIGINT, 130, "interrupted"),
+                                              (signal.SIGTERM, 143, "terminated")],
+                         ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_run_releases_the_place(
-        board: Board, kernel_build: KernelBuild, pytestconfig: pytest.Config) -> None:
-    """^C once the place is taken: the run stops, and the place is free again."""
+        board: Board, kernel_build: KernelBuild, pytestconfig: pytest.Config,
+        stop: signal.Signals, status: int, said: str) -> None:
+    """^C, or a cancelled CI job's SIGTERM, once the place is taken: the run stops, and
+    the place is free again."""
     lab = board.lab
     process = harness(lab, *run_args(BOARD, kernel_build, pytestconfig, board.key))
     try:
@@ -280,14 +285,14 @@ def test_an_interrupted_run_releases_the_place(
             assert process.poll() is None, finish(process)[1][-3000:]
             assert time.monotonic() < deadline, "the run never acquired the place"
             time.sleep(0.2)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         _, err = finish(process, timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
-    assert process.returncode == 130, err[-3000:]
-    assert "harness: interrupted" in err
+    assert process.returncode == status, err[-3000:]
+    assert f"harness: {said}" in err
     assert lab.holder(BOARD) is None
 
 

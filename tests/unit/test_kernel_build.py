@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness import cache
-from harness.errors import HarnessError, MissingTool
+from harness.errors import HarnessError, MissingTool, Terminated
 from harness.kernel import build as build_module
 from harness.kernel.build import BUILDS, build_kernel, plan_build
 
@@ -150,19 +150,21 @@ def test_failed_build_leaves_no_entry_and_keeps_the_log(
     assert leftovers(isolated_cache) == []
 
 
+@pytest.mark.parametrize("signal_name,raised", [("INT", KeyboardInterrupt),
+                                               ("TERM", Terminated)])
 @pytest.mark.parametrize("when", ["while-starting", "while-running"])
 def test_interrupt_stops_make_and_leaves_nothing(
     isolated_cache: Path, tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    runs: Path, when: str,
+    runs: Path, when: str, signal_name: str, raised: type[KeyboardInterrupt],
 ) -> None:
     pidfile = tmp_path / "child.pid"
-    # The fake make interrupts the harness like ^C would, before or after it
-    # started a long-running child of its own.
+    # The fake make interrupts the harness like ^C (or a cancelled CI job's
+    # SIGTERM) would, before or after it started a long-running child of its own.
     start = f"sleep 300 & echo $! > {pidfile}\n"
-    kill = "kill -INT $PPID\n"
+    kill = f"kill -{signal_name} $PPID\n"
     fake_make(tmp_path, monkeypatch,
               (kill + start if when == "while-starting" else start + kill) + "wait\n")
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(raised):
         build_kernel(str(tree), "x86_64")
     # make may have been stopped before it even started its child: then no pid.
     child = pidfile.read_text().strip() if pidfile.exists() else ""
