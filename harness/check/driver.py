@@ -126,6 +126,14 @@ class SampleDriver:
         """rmmod; the driver frees every page it still owns."""
         _checked(self.guest.run(f"rmmod {MODULE_NAME}"), "rmmod movable_sample")
 
+    def release(self) -> None:
+        """Cleanup: rmmod if the driver is loaded, once no insmod runs any more. A ^C
+        during a load over SSH ends the harness's ssh, not the board's insmod, which
+        goes on to load the driver: waiting for it leaves the board as found."""
+        _checked(self.guest.run(f"while pidof insmod >/dev/null; do sleep 1; done; "
+                                f"! test -d /sys/module/{MODULE_NAME} || rmmod {MODULE_NAME}"),
+                 "rmmod movable_sample")
+
     def last_release(self) -> tuple[int, int]:
         """What the driver's last unload logged: (pages released, of them isolated by
         the VM; from 6.17 the most the VM held isolated at once while it ran)."""

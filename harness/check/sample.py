@@ -99,9 +99,9 @@ def run_sample_round(driver: SampleDriver, movable: bool, settings: ScenarioSett
     guest = driver.guest
     attempts = settings.probe_attempts
     free_pages = steps.timed("free memory", free_pages_after_dropping_caches, guest, page_size)
-    steps.timed("load", driver.load, settings.driver_params(movable, free_pages))
-    with undone(guest, lambda: steps.timed("unload", driver.unload),
+    with undone(guest, lambda: steps.timed("unload", driver.release),
                 f"unloading {MODULE_NAME}"):
+        steps.timed("load", driver.load, settings.driver_params(movable, free_pages))
         before = steps.timed("snapshot before", snapshot, guest)
         indices_before = steps.timed("indices before", frag_indices, guest)
         state_before = steps.timed("pages before", driver.state)

@@ -224,8 +224,8 @@ def run_stress(driver: SampleDriver, evidence: Evidence, settings: StressSetting
                                     // settings.fragment),
                           fragment=settings.fragment, seed=settings.seed)
     evidence.doing("loading the driver")
-    driver.load(params)
-    with undone(guest, lambda: _unload_if_loaded(driver), f"unloading {MODULE_NAME}"):
+    with undone(guest, driver.release, f"unloading {MODULE_NAME}"):
+        driver.load(params)
         first = driver.state()
         facts["pages_loaded"] = len(first.pfns)
         samples: list[dict[str, int]] = facts.setdefault("samples", [])
@@ -296,12 +296,6 @@ def _unload_racing(driver: SampleDriver, cpus: int,
 def _oom_kills(guest: Guest) -> int:
     """How many processes the OOM killer has killed since boot (its dmesg lines)."""
     return int(must(guest, f"dmesg | grep -c '{OOM_KILL}' || true").strip())
-
-
-def _unload_if_loaded(driver: SampleDriver) -> None:
-    """Cleanup: unload the driver unless the scenario already did."""
-    if driver.guest.run(f"test -d /sys/module/{MODULE_NAME}").ok:
-        driver.unload()
 
 
 def _tracked(before: dict[int, int], after: dict[int, int]) -> TrackedPages:
