@@ -109,6 +109,23 @@ def test_fragment_zero_is_refused_at_load(movable_driver: SampleDriver, guest: G
     assert guest.run(f"test -d /sys/module/{MODULE_NAME}").exit_status != 0
 
 
+def test_release_waits_for_an_insmod_still_running_and_unloads(
+        movable_driver: SampleDriver, guest: Guest) -> None:
+    """An insmod the harness no longer waits for (its ssh ended by ^C): the cleanup
+    waits until it has loaded the driver, then unloads it; the board is as found."""
+    params = DriverParams(pages=4096, movable=True, fragment=4, seed=5)
+    unloads = "dmesg | grep -c 'movable_sample: released' || true"
+    before = int(guest.run(unloads).stdout)
+    guest.run(f"insmod {movable_driver.module_path} {params.as_insmod_args()} "
+              ">/dev/null 2>&1 & while ! pidof insmod >/dev/null; do :; done")
+    movable_driver.release()
+    assert guest.run("pidof insmod").exit_status != 0
+    assert guest.run(f"test -d /sys/module/{MODULE_NAME}").exit_status != 0
+    assert int(guest.run(unloads).stdout) == before + 1
+    assert movable_driver.last_release()[0] > 0
+    movable_driver.release()  # nothing loaded, nothing running: nothing to do
+
+
 def test_control_group_never_migrates(movable_driver: SampleDriver, guest: Guest) -> None:
     """movable=0: same pages, same fragmentation, never registered, never moved."""
     quiet_background_compaction(guest)
