@@ -21,7 +21,7 @@ from harness.artifacts import Initramfs
 from harness.debian_archive import fetch_debs, index_id, unpack_deb
 from harness.errors import HarnessError
 from harness.image.cpio import CpioWriter
-from harness.image.userspace import GUEST_SUITE, collect_userspace
+from harness.image.userspace import GUEST_SUITE, STATIC_PACKAGE, collect_userspace
 from harness.paths import shipped_dir
 
 READY_MARKER = "harness-guest-ready"  # the console shell is starting
@@ -168,9 +168,9 @@ def build_marker_initramfs(arch: str) -> Initramfs:
     entry = cache.lookup("initramfs-marker", key)
     if entry is None:
         with cache.produce("initramfs-marker", key) as work:
-            busybox = fetch_debs(["busybox-static"], GUEST_SUITE, profile.debian_arch)
+            busybox = fetch_debs([STATIC_PACKAGE], GUEST_SUITE, profile.debian_arch)
             staging = work / "staging"
-            unpack_deb(busybox["busybox-static"], staging)
+            unpack_deb(busybox[STATIC_PACKAGE], staging)
             with (work / IMAGE_NAME).open("wb") as stream:
                 archive = CpioWriter(stream)
                 for directory in ("bin", "dev"):

@@ -21,15 +21,17 @@ from harness.debian_archive import fetch_debs, unpack_deb
 from harness.errors import HarnessError, MissingTool
 
 GUEST_SUITE = "bookworm"
-ROOT_PACKAGES = ("busybox-static", "dropbear-bin", "openssh-sftp-server")
 
-# (archive path, path inside the package): the programs the image runs.
+# (archive path, path inside the package, Debian package): the programs the image runs.
+STATIC_PACKAGE = "busybox-static"
 PROGRAMS = (
-    ("bin/busybox", "bin/busybox", "busybox-static"),
+    ("bin/busybox", "bin/busybox", STATIC_PACKAGE),
     ("usr/sbin/dropbear", "usr/sbin/dropbear", "dropbear-bin"),
     ("usr/lib/sftp-server", "usr/lib/openssh/sftp-server", "openssh-sftp-server"),
 )
-DYNAMIC_PROGRAMS = ("usr/sbin/dropbear", "usr/lib/sftp-server")
+ROOT_PACKAGES = tuple(package for _, _, package in PROGRAMS)
+# Every program but busybox links dynamically: its loader and libraries come along.
+DYNAMIC_PROGRAMS = tuple(path for path, _, package in PROGRAMS if package != STATIC_PACKAGE)
 
 _LIBRARY_DIRS = ("lib/{triplet}", "usr/lib/{triplet}", "lib", "usr/lib")
 
