@@ -26,11 +26,11 @@ import sys
 import time
 from pathlib import Path
 
+from bare_cycle import prepared
 from boot import harness_ready
-from check import HARNESS, ensure_built
 from common import load, machine_info, now, write
+from kernel_build import HARNESS
 
-from harness.check.runner import cell_fragments, prepare
 from harness.defaults import ARCHES
 
 RESULTS = Path(__file__).resolve().parent / "results" / "smp.json"
@@ -61,7 +61,7 @@ def summary(samples: list[float]) -> dict[str, object]:
 
 def bench_arch(spec: str, arch: str, scenarios: list[str], runs: int) -> dict[str, object]:
     """Every round of one arch; medians per vCPU count."""
-    kernel = prepare(arch, spec, cell_fragments()).kernel
+    kernel, _ = prepared(spec, arch)
     ready: dict[int, list[float]] = {cpus: [] for cpus in VCPUS}
     ready_cpu: dict[int, list[float]] = {cpus: [] for cpus in VCPUS}
     checks: dict[tuple[str, int], list[dict[str, object]]] = {
@@ -107,7 +107,6 @@ def main() -> int:
                   "scenario in a new process, 1 then 2 vCPUs, TCG multi-threaded, warm caches",
         "results": []}
     for arch in arches:
-        ensure_built(args.kernel, arch)
         results["results"].append(  # type: ignore[attr-defined]
             bench_arch(args.kernel, arch, scenarios, args.runs))
         write(args.output, results)
