@@ -63,9 +63,23 @@ def test_unmovable_pages_make_the_allocator_report_the_failure(
     assert max(values[order] for values in extfrag.values()) > 0.5, extfrag
 
 
+def compaction_looked_at_nothing(result: dict[str, Any]) -> bool:
+    """The allocation's compaction ran and isolated no page at all: it skipped every
+    pageblock (the kernel's skip hints, left by compaction during the driver's load,
+    are honoured by the first, cheaper compaction priorities), so it never met the
+    driver's pages and the run says nothing about whether they move."""
+    delta = result["vmstat_delta"]
+    return bool(delta["compact_stall"] > 0 and delta.get("compact_isolated", 0) == 0)
+
+
 def test_movable_pages_let_compaction_make_room(
         kernel_build: KernelBuild, tmp_path: Path, pytestconfig: pytest.Config) -> None:
+    """Run once more, on a new boot, only when the first run's compaction isolated
+    nothing (seen once in ~40 runs, under two workers' load); the second must pass."""
     done, result = repro(kernel_build, 1, tmp_path, pytestconfig)
+    if done.returncode != 0 and compaction_looked_at_nothing(result):
+        print(f"compaction isolated no page ({result['vmstat_delta']}): once more")
+        done, result = repro(kernel_build, 1, tmp_path / "again", pytestconfig)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert result["expected"] and result["allocation_succeeded"], result["reasons"]
     assert result["failure_reports"] == []
