@@ -38,10 +38,9 @@ from common import children_cpu_seconds
 
 from harness.artifacts import KernelBuild, ModuleArtifact
 from harness.check.runner import cell_fragments, prepare
-from harness.debian_archive import fetch_debs, unpack_deb
 from harness.defaults import ARCHES, CPUS, MEMORY_MIB
 from harness.image.cpio import CpioWriter
-from harness.image.userspace import GUEST_SUITE
+from harness.image.userspace import static_busybox
 from harness.vm.boot import runtime_parameters
 from harness.vm.machine import get_machine
 from harness.vm.qemu import kernel_command_line
@@ -89,15 +88,6 @@ reboot -f
 APPLETS = ("sh", "mount", "cat", "echo", "insmod", "rmmod", "sync", "reboot")
 
 
-def busybox(arch: str) -> bytes:
-    """Debian's static busybox for ``arch`` (the package the harness's image uses)."""
-    debian_arch = get_machine(arch).arch.debian_arch
-    deb = fetch_debs(["busybox-static"], GUEST_SUITE, debian_arch)["busybox-static"]
-    with tempfile.TemporaryDirectory() as scratch:
-        unpack_deb(deb, Path(scratch))
-        return (Path(scratch) / "bin/busybox").read_bytes()
-
-
 def pack(arch: str, module: ModuleArtifact, out: Path) -> Path:
     """The cycle's initramfs: busybox, its applet links, the module and /init."""
     with out.open("wb") as stream:
@@ -105,7 +95,8 @@ def pack(arch: str, module: ModuleArtifact, out: Path) -> Path:
         for directory in ("bin", "dev", "proc", "sys", "tmp"):
             archive.add_dir(directory)
         archive.add_chardev("dev/console", 5, 1, 0o600)
-        archive.add_file("bin/busybox", busybox(arch), 0o755)
+        archive.add_file("bin/busybox", static_busybox(get_machine(arch).arch.debian_arch),
+                         0o755)
         for applet in APPLETS:
             archive.add_symlink(f"bin/{applet}", "busybox")
         archive.add_file("movable_sample.ko", module.path.read_bytes())

@@ -57,7 +57,8 @@ from harness.check.in_tree import (
 from harness.check.sample import VMSTAT_KEYS
 from harness.check.scenario import Evidence, Needs
 from harness.check.steps import (
-    mem_free_bytes,
+    DROP_CACHES,
+    free_bytes_after_dropping_caches,
     must,
     preflight,
     quiet_background_compaction,
@@ -217,9 +218,9 @@ def _experiment(guest: Guest, host: BalloonControl, settings: BalloonSettings,
     _preflight(guest)
     ram = host.actual()
     evidence.notes += quiet_background_compaction(guest)
-    must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
+    free_bytes = free_bytes_after_dropping_caches(guest)
     page_size = evidence.guest_page_size()
-    pages = settings.balloon_pages(mem_free_bytes(guest), page_size)
+    pages = settings.balloon_pages(free_bytes, page_size)
     size = pages * page_size
     figures["balloon_pages"] = facts["requested_pages"] = pages
     facts["data_unit"] = f"{size >> 20} MiB file written after deflating"
@@ -240,7 +241,7 @@ def _experiment(guest: Guest, host: BalloonControl, settings: BalloonSettings,
         counts_inflated = _resize(guest, host, ram - size, settings, evidence, "inflate")
         figures["balloon_inflate"] = facts["inflated"] = (
             counts_inflated["balloon_inflate"] - counts_start["balloon_inflate"])
-        must(guest, f"umount {WORKDIR}; sync; echo 3 > /proc/sys/vm/drop_caches")
+        must(guest, f"umount {WORKDIR}; {DROP_CACHES}")
 
         compact_and_track(guest, evidence, BALLOON_PAGE, (*VMSTAT_KEYS, *BALLOON_COUNTERS))
         figures["balloon_migrate"] = facts["balloon_migrate"] = (

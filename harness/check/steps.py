@@ -111,19 +111,18 @@ def mem_free_bytes(guest: Guest) -> int:
     return meminfo(guest)["MemFree"] << 10
 
 
-def mem_free_pages(guest: Guest, page_size: int) -> int:
-    """MemFree in the guest's pages of ``page_size`` bytes."""
-    return mem_free_bytes(guest) // page_size
-
-
 DROP_CACHES = "sync; echo 3 > /proc/sys/vm/drop_caches"
 
 
+def free_bytes_after_dropping_caches(guest: Guest) -> int:
+    """MemFree in bytes once the page cache is dropped, in one round trip: what a
+    scenario sizes its load by (the driver's pages, zram's data, the balloon)."""
+    return parse_meminfo(must(guest, f"{DROP_CACHES} && cat /proc/meminfo"))["MemFree"] << 10
+
+
 def free_pages_after_dropping_caches(guest: Guest, page_size: int) -> int:
-    """MemFree in pages of ``page_size`` once the page cache is dropped, in one round
-    trip: what a round of the A/B sizes its driver by."""
-    return parse_meminfo(must(guest, f"{DROP_CACHES} && cat /proc/meminfo"))["MemFree"] \
-        * 1024 // page_size
+    """free_bytes_after_dropping_caches in pages of ``page_size``."""
+    return free_bytes_after_dropping_caches(guest) // page_size
 
 
 def free_kib_drained(guest: Guest) -> int:

@@ -72,7 +72,7 @@ from harness.check.in_tree import (
 from harness.check.sample import VMSTAT_KEYS
 from harness.check.scenario import Evidence, Needs
 from harness.check.steps import (
-    mem_free_bytes,
+    free_bytes_after_dropping_caches,
     must,
     preflight,
     quiet_background_compaction,
@@ -352,8 +352,7 @@ def _experiment(guest: Guest, settings: ZramSettings, evidence: Evidence) -> Non
     evidence.notes += quiet_background_compaction(guest)
     zram.reset()
     with undone(guest, zram.release, f"resetting {settings.device}"):
-        must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
-        data_mib = settings.data_mib(mem_free_bytes(guest))
+        data_mib = settings.data_mib(free_bytes_after_dropping_caches(guest))
         page_size = evidence.guest_page_size()
         chunk_bytes = settings.chunk_mib << 20
         chunks = data_mib // settings.chunk_mib

@@ -18,10 +18,10 @@ import jinja2
 from harness import cache
 from harness.arch import Arch, get_arch
 from harness.artifacts import Initramfs
-from harness.debian_archive import fetch_debs, index_id, unpack_deb
+from harness.debian_archive import index_id
 from harness.errors import HarnessError
 from harness.image.cpio import CpioWriter
-from harness.image.userspace import GUEST_SUITE, STATIC_PACKAGE, collect_userspace
+from harness.image.userspace import GUEST_SUITE, collect_userspace, static_busybox
 from harness.paths import shipped_dir
 
 READY_MARKER = "harness-guest-ready"  # the console shell is starting
@@ -167,20 +167,16 @@ def build_marker_initramfs(arch: str) -> Initramfs:
     })
     entry = cache.lookup("initramfs-marker", key)
     if entry is None:
-        with cache.produce("initramfs-marker", key) as work:
-            busybox = fetch_debs([STATIC_PACKAGE], GUEST_SUITE, profile.debian_arch)
-            staging = work / "staging"
-            unpack_deb(busybox[STATIC_PACKAGE], staging)
-            with (work / IMAGE_NAME).open("wb") as stream:
-                archive = CpioWriter(stream)
-                for directory in ("bin", "dev"):
-                    archive.add_dir(directory)
-                archive.add_chardev("dev/console", 5, 1, 0o600)
-                archive.add_file("bin/busybox", (staging / "bin/busybox").read_bytes(), 0o755)
-                script = render_template("marker-init.sh.j2", ready_marker=MARKER_ONLY_READY)
-                archive.add_file("init", script.encode(), 0o755)
-                archive.close()
-            shutil.rmtree(staging)
+        with (cache.produce("initramfs-marker", key) as work,
+              (work / IMAGE_NAME).open("wb") as stream):
+            archive = CpioWriter(stream)
+            for directory in ("bin", "dev"):
+                archive.add_dir(directory)
+            archive.add_chardev("dev/console", 5, 1, 0o600)
+            archive.add_file("bin/busybox", static_busybox(profile.debian_arch), 0o755)
+            script = render_template("marker-init.sh.j2", ready_marker=MARKER_ONLY_READY)
+            archive.add_file("init", script.encode(), 0o755)
+            archive.close()
         entry = cache.entry_path("initramfs-marker", key)
     return Initramfs(path=entry / IMAGE_NAME, arch=profile.name, ready_marker=MARKER_ONLY_READY)
 

@@ -13,6 +13,7 @@ the loader always searches, so no ld.so.cache is needed.
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,15 @@ ROOT_PACKAGES = tuple(package for _, _, package in PROGRAMS)
 DYNAMIC_PROGRAMS = tuple(path for path, _, package in PROGRAMS if package != STATIC_PACKAGE)
 
 _LIBRARY_DIRS = ("lib/{triplet}", "usr/lib/{triplet}", "lib", "usr/lib")
+
+
+def static_busybox(debian_arch: str) -> bytes:
+    """Debian's static busybox for ``debian_arch``: all a marker or bare-cycle image
+    needs (the harness's own image adds SSH and its libraries, collect_userspace)."""
+    deb = fetch_debs([STATIC_PACKAGE], GUEST_SUITE, debian_arch)[STATIC_PACKAGE]
+    with tempfile.TemporaryDirectory(prefix="harness-busybox-") as scratch:
+        unpack_deb(deb, Path(scratch))
+        return (Path(scratch) / "bin/busybox").read_bytes()
 
 
 @dataclass

@@ -26,8 +26,8 @@ from harness.check.driver import SampleDriver
 from harness.check.sample import VMSTAT_KEYS, ScenarioSettings
 from harness.check.steps import (
     frag_indices,
+    free_pages_after_dropping_caches,
     keep_free_blocks_visible,
-    mem_free_pages,
     must,
     page_owners,
     page_size,
@@ -113,8 +113,8 @@ def collect(guest: Guest, module: ModuleArtifact, settings: ReproSettings,
     facts.update(order=order, pageblock_order=pageblock_order, movable=settings.movable)
     facts["notes"] = quiet_background_compaction(guest) + keep_free_blocks_visible(guest)
     driver = SampleDriver.install(guest, module)
-    must(guest, "sync; echo 3 > /proc/sys/vm/drop_caches")
-    params = settings.fragmentation.driver_params(settings.movable, mem_free_pages(guest, size))
+    params = settings.fragmentation.driver_params(
+        settings.movable, free_pages_after_dropping_caches(guest, size))
     started = time.monotonic()
     driver.load(params)
     timings["load"] = round(time.monotonic() - started, 2)

@@ -15,6 +15,7 @@ import pytest
 from harness import cli, page_owner, procfs
 from harness.artifacts import ModuleArtifact
 from harness.check.driver import DEBUGFS, STATE_COMMAND, STATS_MARKER
+from harness.check.steps import DROP_CACHES
 from harness.guest.health import ConsoleLogSource, HealthWatch
 from harness.guest.reports import allocation_failures, find_problem, scan
 from harness.repro.cli import guide, summary
@@ -206,7 +207,7 @@ class ReproKernel:
             return AUXV
         if command == "cat /proc/pagetypeinfo":
             return (PROCFS / "pagetypeinfo.boot.txt").read_text()
-        if command == "cat /proc/meminfo":
+        if command.endswith("cat /proc/meminfo"):
             return "MemTotal: 250000 kB\nMemFree: 200000 kB\n"
         if command.startswith("insmod"):
             self.nr_pages = 5625
@@ -254,7 +255,7 @@ def test_collect_records_what_judge_and_summary_read(path: Path, tmp_path: Path)
     commands = [command for command, _ in kernel.guest.commands]
     fill, alloc = (commands.index(next(c for c in commands if c.endswith(suffix)))
                    for suffix in ("/fill", "/alloc_order"))
-    assert commands.index("sync; echo 3 > /proc/sys/vm/drop_caches") < fill < alloc
+    assert commands.index(f"{DROP_CACHES} && cat /proc/meminfo") < fill < alloc
     assert "free blocks ≥ order 10: " in summary(found, judge(found))
     assert found["page_owner"]["top"][0]["driver"]
     assert "← the sample driver" in summary(found, judge(found))
