@@ -45,6 +45,17 @@ def test_arm64_uses_virtio_mmio_cortex_a57_and_the_rseq_tunable(tmp_path: Path) 
     assert "GLIBC_TUNABLES" not in _append(_command("x86_64", tmp_path))
 
 
+@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+def test_guest_ram_is_a_memfd_of_the_size_asked_for(arch: str, tmp_path: Path) -> None:
+    """Not QEMU's anonymous RAM, which it asks the host to back with huge pages
+    (qemu.guest_memory says what that cost)."""
+    command = _command(arch, tmp_path)
+    assert command[command.index("-m") + 1] == "256"
+    assert "memory-backend-memfd,id=ram,size=256M" in command
+    assert command[command.index("memory-backend-memfd,id=ram,size=256M") - 1] == "-object"
+    assert command[command.index("memory-backend=ram") - 1] == "-machine"
+
+
 def test_no_network_means_no_forwarding(tmp_path: Path) -> None:
     assert not any("hostfwd" in word for word in _command("x86_64", tmp_path, ssh_port=None))
 
