@@ -13,8 +13,6 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import jinja2
-
 from harness import cache
 from harness.arch import Arch, get_arch
 from harness.artifacts import Initramfs
@@ -72,6 +70,10 @@ def images_dir() -> Path:
 
 def render_template(name: str, **context: object) -> str:
     """Render ``images/<name>``; an undefined variable is an error, not an empty string."""
+    # Imported here: a cached image (every boot but the first) needs no template,
+    # and jinja2 is a tenth of the imports a `harness run` waits for.
+    import jinja2
+
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(images_dir()),
         undefined=jinja2.StrictUndefined,
