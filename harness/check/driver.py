@@ -88,6 +88,19 @@ def parse_stats(text: str) -> dict[str, int]:
     return stats
 
 
+def parse_state(text: str) -> DriverState:
+    """Parse what ``STATE_COMMAND`` printed: the pages file, the marker, the stats file."""
+    pages, marker, stats = text.partition(STATS_MARKER)
+    if not marker:
+        raise GuestError(f"no stats after the driver's pages: {text.strip()[-200:]!r}")
+    return DriverState(pfns=parse_pages(pages), stats=parse_stats(stats))
+
+
+def try_alloc_command(order: int, count: int) -> str:
+    """The command that tries ``count`` order-``order`` allocations and prints the result."""
+    return f"echo {order} {count} > {DEBUGFS}/try_alloc && cat {DEBUGFS}/try_alloc"
+
+
 def parse_verify(text: str) -> tuple[int, int]:
     """Parse ``checked <n> mismatches <m>`` into (n, m)."""
     words = text.split()
@@ -152,11 +165,8 @@ class SampleDriver:
 
     def state(self) -> DriverState:
         """Current PFN of every page and the callback counters, in one round trip."""
-        both = _checked(self.guest.run(STATE_COMMAND), "read driver pages and stats")
-        pages, marker, stats = both.partition(STATS_MARKER)
-        if not marker:
-            raise GuestError(f"no stats after the driver's pages: {both.strip()[-200:]!r}")
-        return DriverState(pfns=parse_pages(pages), stats=parse_stats(stats))
+        return parse_state(_checked(self.guest.run(STATE_COMMAND),
+                                    "read driver pages and stats"))
 
     def verify(self) -> tuple[int, int]:
         """Check every page's pattern in the guest: (pages checked, mismatches)."""
@@ -165,10 +175,8 @@ class SampleDriver:
 
     def try_alloc(self, order: int, count: int) -> int:
         """How many of ``count`` order-``order`` allocations succeed right now."""
-        out = _checked(self.guest.run(
-            f"echo {order} {count} > {DEBUGFS}/try_alloc && cat {DEBUGFS}/try_alloc",
-            timeout=120), "driver try_alloc")
-        return parse_try_alloc(out)
+        return parse_try_alloc(_checked(self.guest.run(try_alloc_command(order, count),
+                                                       timeout=120), "driver try_alloc"))
 
     def fill(self, block_pages: int) -> None:
         """Fragment the free memory loading left whole: the driver keeps one page of

@@ -9,18 +9,26 @@ from pathlib import Path
 
 from harness import procfs
 from harness.artifacts import KernelBuild, ModuleArtifact
-from harness.check.driver import MODULE_NAME, DriverParams, DriverState, SampleDriver
+from harness.check.driver import (
+    MODULE_NAME,
+    STATE_COMMAND,
+    DriverParams,
+    DriverState,
+    SampleDriver,
+    parse_state,
+    parse_try_alloc,
+    try_alloc_command,
+)
 from harness.check.evidence import judge_ab
 from harness.check.scenario import Evidence, Needs
 from harness.check.steps import (
     compact_memory,
-    frag_indices,
     free_pages_after_dropping_caches,
     keep_free_blocks_visible,
     must,
     page_owners,
     quiet_background_compaction,
-    snapshot,
+    read_together,
     undone,
 )
 from harness.errors import HarnessError
@@ -85,6 +93,32 @@ def _counter_deltas(before: DriverState, after: DriverState) -> dict[str, int]:
             if key in before.stats and key in after.stats}
 
 
+@dataclass(frozen=True)
+class Reading:
+    """What a round reads on one side of its compaction, in this order: the procfs
+    files, the fragmentation indices, the driver's PFNs and counters, then the probe
+    (last, because its allocations change the free lists the others show)."""
+
+    snapshot: procfs.Snapshot
+    indices: procfs.FragIndices | None
+    state: DriverState
+    probe_successes: int
+
+
+def read_round(driver: SampleDriver, order: int, attempts: int) -> Reading:
+    """One Reading, in one guest command (steps.read_together)."""
+    outputs = read_together(driver.guest, {
+        "procfs": procfs.snapshot_command(),
+        "indices": procfs.FRAG_INDICES_COMMAND,
+        "driver": STATE_COMMAND,
+        "probe": try_alloc_command(order, attempts),
+    })
+    return Reading(snapshot=procfs.parse_snapshot(outputs["procfs"]),
+                   indices=procfs.parse_frag_indices(outputs["indices"]),
+                   state=parse_state(outputs["driver"]),
+                   probe_successes=parse_try_alloc(outputs["probe"]))
+
+
 def run_sample_round(driver: SampleDriver, movable: bool, settings: ScenarioSettings,
                      page_size: int, order: int, pageblock_order: int,
                      steps: Phases) -> tuple[Side, PageOwners | None]:
@@ -102,35 +136,30 @@ def run_sample_round(driver: SampleDriver, movable: bool, settings: ScenarioSett
     with undone(guest, lambda: steps.timed("unload", driver.release),
                 f"unloading {MODULE_NAME}"):
         steps.timed("load", driver.load, settings.driver_params(movable, free_pages))
-        before = steps.timed("snapshot before", snapshot, guest)
-        indices_before = steps.timed("indices before", frag_indices, guest)
-        state_before = steps.timed("pages before", driver.state)
-        high_before = steps.timed("try_alloc before", driver.try_alloc, order, attempts)
+        before = steps.timed("read before", read_round, driver, order, attempts)
         steps.timed("compact", compact_memory, guest)
-        after = steps.timed("snapshot after", snapshot, guest)
-        indices_after = steps.timed("indices after", frag_indices, guest)
-        state_after = steps.timed("pages after", driver.state)
-        high_after = steps.timed("try_alloc after", driver.try_alloc, order, attempts)
+        after = steps.timed("read after", read_round, driver, order, attempts)
         checked, mismatches = steps.timed("verify", driver.verify)
         owners = steps.timed("page_owner", page_owners, guest, pageblock_order)
-    moved = sum(1 for index, pfn in state_after.pfns.items()
-                if state_before.pfns.get(index) != pfn)
-    vmstat_deltas = procfs.vmstat_delta(before.vmstat, after.vmstat, VMSTAT_KEYS)
+    moved = sum(1 for index, pfn in after.state.pfns.items()
+                if before.state.pfns.get(index) != pfn)
+    vmstat_deltas = procfs.vmstat_delta(before.snapshot.vmstat, after.snapshot.vmstat,
+                                        VMSTAT_KEYS)
     return Side(
         movable=movable,
-        buddy_before=before.buddyinfo.per_order(),
-        buddy_after=after.buddyinfo.per_order(),
+        buddy_before=before.snapshot.buddyinfo.per_order(),
+        buddy_after=after.snapshot.buddyinfo.per_order(),
         migrated_pages=moved,
-        total_pages=len(state_before.pfns),
+        total_pages=len(before.state.pfns),
         pgmigrate_success_delta=vmstat_deltas["pgmigrate_success"],
         verify_mismatches=mismatches,
         verify_checked=checked,
-        high_order=HighOrder(order=order, attempts=attempts, before=high_before,
-                             after=high_after),
+        high_order=HighOrder(order=order, attempts=attempts, before=before.probe_successes,
+                             after=after.probe_successes),
         vmstat_delta=vmstat_deltas,
-        driver_counters=_counter_deltas(state_before, state_after),
-        indices_before=indices_before,
-        indices_after=indices_after,
+        driver_counters=_counter_deltas(before.state, after.state),
+        indices_before=before.indices,
+        indices_after=after.indices,
     ), owners
 
 

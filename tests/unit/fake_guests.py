@@ -13,10 +13,13 @@ from pathlib import Path
 
 from harness import page_owner, procfs
 from harness.check.driver import DEBUGFS, STATE_COMMAND, STATS_MARKER
-from harness.check.steps import KNOB_ABSENT
+from harness.check.steps import KNOB_ABSENT, READ_PART
 from harness.guest import CommandResult, GuestTimeout
 from harness.guest.health import ConsoleLogSource, HealthWatch, WatchedGuest
 
+# One read of steps.read_together's command: its name and its own command.
+_READ_TOGETHER = re.compile(r"echo '" + re.escape(READ_PART).replace(r"\{\}", "(.+?)")
+                            + r"' && \{ (.*?); \}(?= && echo '|$)")
 PROCFS = Path(__file__).resolve().parent.parent / "data" / "procfs" / "4.8.15-x86_64"
 # The auxiliary vector of an x86_64 guest (4 KiB pages), as procfs.PAGE_SIZE_COMMAND prints it.
 AUXV = (PROCFS.parent / "5.10.223-x86_64" / "auxv.boot.txt").read_text()
@@ -102,6 +105,11 @@ class SampleKernel:
     def answer(self, command: str) -> str | None:
         if self.crashed:
             return None
+        if parts := _READ_TOGETHER.findall(command):  # steps.read_together's command
+            outputs = [(name, self.answer(part)) for name, part in parts]
+            if any(output is None for _, output in outputs):
+                return None
+            return "".join(f"{READ_PART.format(name)}\n{output}" for name, output in outputs)
         if command == "echo 1 > /proc/sys/vm/compact_memory" and self.movable and self.crash:
             self.crashed = True
             self.guest.print_report(self.crash)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.check.steps import read_together
 from harness.guest import GuestError, GuestTimeout, KernelProblem
 from harness.guest.console import ConsoleGuest
 
@@ -103,6 +104,21 @@ def test_output_is_exact(shell: tuple[ConsoleGuest, subprocess.Popen[bytes]]) ->
     assert guest.run("echo out; echo err >&2").stdout == "out\nerr\n"
     assert guest.run("echo '__HX_E_x_0'; echo \"it's\" \"$((6*7))\"").stdout == (
         "__HX_E_x_0\nit's 42\n")
+    # What the shell writes back is not read as options or escapes on the way out.
+    assert guest.run("printf '%s\\n' -n -e 'a\\nb\\c' '%s'").stdout == "-n\n-e\na\\nb\\c\n%s\n"
+
+
+def test_reads_run_together_and_come_apart(
+        shell: tuple[ConsoleGuest, subprocess.Popen[bytes]]) -> None:
+    """steps.read_together: one command, each read's output by name; the first read
+    that fails stops the rest and is named with its output."""
+    guest, _ = shell
+    assert read_together(guest, {"a": "echo one; echo two", "b": "printf x",
+                                 "c": "if false; then echo no; fi"}) == {
+        "a": "one\ntwo\n", "b": "x", "c": ""}
+    with pytest.raises(GuestError, match=r"^`cat /nonexistent` failed \(exit 1\): .*nonexist"):
+        read_together(guest, {"a": "echo one", "b": "cat /nonexistent", "c": "touch ran"})
+    assert guest.run("test -e ran").exit_status == 1
 
 
 def test_every_byte_of_a_command_arrives_as_sent(

@@ -32,9 +32,8 @@ from tests.unit.kernels import kernel_with_config
 from tests.unit.report_texts import console_text
 
 RECORDED = Path(__file__).resolve().parent.parent / "data" / "evidence" / "phases"
-ROUND_STEPS = ["free memory", "load", "snapshot before", "indices before", "pages before",
-               "try_alloc before", "compact", "snapshot after", "indices after", "pages after",
-               "try_alloc after", "verify", "page_owner", "unload"]
+ROUND_STEPS = ["free memory", "load", "read before", "compact", "read after", "verify",
+               "page_owner", "unload"]
 
 
 def recorded(arch: str) -> Evidence:
@@ -83,7 +82,8 @@ def test_a_recorded_run_timed_every_phase_and_they_add_up(arch: str) -> None:
     parts = sum(value for name, value in top_level(seconds).items() if name != "total")
     assert 0.95 * seconds["total"] <= parts <= seconds["total"]
     for group, steps in groups.items():
-        assert 0.9 * seconds[group] <= sum(steps.values()) <= seconds[group]
+        rounding = 0.0005 * (len(steps) + 1)  # each figure is rounded to the millisecond
+        assert 0.9 * seconds[group] <= sum(steps.values()) <= seconds[group] + rounding
 
 
 @pytest.mark.parametrize("arch", ["x86_64", "arm64"])
@@ -140,7 +140,7 @@ def test_harness_report_reads_the_phases_back_and_timings_shows_them(
     assert item["seconds"] == seconds
     assert cli.main(["report", "--timings", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "seconds per phase" in out and "try_alloc after" in out
+    assert "seconds per phase" in out and "read after" in out
 
 
 class SlowToClose:
