@@ -6,9 +6,8 @@ compaction, no watermark boost, tiny per-CPU lists where the kernel has
 them), then for movable=0 and movable=1 drops the page cache, loads the
 sample driver with the same parameters (pages from MemFree, 90 % cover, one
 page in 8, seed 1), reads each evidence file once before and once after one
-``compact_memory`` (buddyinfo, vmstat, pagetypeinfo, zoneinfo, the
-fragmentation indices, the driver's pages and stats, a 64 x order-9
-try_alloc), verifies, unloads, and finally resets the machine (QEMU runs
+``compact_memory`` (buddyinfo, vmstat, the fragmentation indices, the
+driver's pages and stats, a 64 x order-9 try_alloc), verifies, unloads, and finally resets the machine (QEMU runs
 with -no-reboot, so that ends it). Everything it read goes to a virtio
 console written to a file; kernel messages to the UART. Same kernel image,
 kernel parameters, machine, memory and vCPUs as ``harness run``.
@@ -72,7 +71,7 @@ for movable in 0 1; do
             mark compact$movable
         fi
         echo "@@read $movable $when"
-        cat /proc/buddyinfo /proc/vmstat /proc/pagetypeinfo /proc/zoneinfo \
+        cat /proc/buddyinfo /proc/vmstat \
             /sys/kernel/debug/extfrag/unusable_index /sys/kernel/debug/extfrag/extfrag_index
         echo "@@pages"; cat DEBUGFS/pages
         echo "@@stats"; cat DEBUGFS/stats

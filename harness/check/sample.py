@@ -95,11 +95,14 @@ def _counter_deltas(before: DriverState, after: DriverState) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Reading:
-    """What a round reads on one side of its compaction, in this order: the procfs
-    files, the fragmentation indices, the driver's PFNs and counters, then the probe
-    (last, because its allocations change the free lists the others show)."""
+    """What a round reads on one side of its compaction, in this order: the free
+    lists, the kernel's counters, the fragmentation indices, the driver's PFNs and
+    counters, then the probe (last: its allocations change what the others show).
+    Only what the evidence keeps: pagetypeinfo and zoneinfo would cost the guest a
+    process each and go unused."""
 
-    snapshot: procfs.Snapshot
+    buddyinfo: procfs.BuddyInfo
+    vmstat: procfs.Vmstat
     indices: procfs.FragIndices | None
     state: DriverState
     probe_successes: int
@@ -108,12 +111,14 @@ class Reading:
 def read_round(driver: SampleDriver, order: int, attempts: int) -> Reading:
     """One Reading, in one guest command (steps.read_together)."""
     outputs = read_together(driver.guest, {
-        "procfs": procfs.snapshot_command(),
+        "buddyinfo": "cat /proc/buddyinfo",
+        "vmstat": "cat /proc/vmstat",
         "indices": procfs.FRAG_INDICES_COMMAND,
         "driver": STATE_COMMAND,
         "probe": try_alloc_command(order, attempts),
     })
-    return Reading(snapshot=procfs.parse_snapshot(outputs["procfs"]),
+    return Reading(buddyinfo=procfs.parse_buddyinfo(outputs["buddyinfo"]),
+                   vmstat=procfs.parse_vmstat(outputs["vmstat"]),
                    indices=procfs.parse_frag_indices(outputs["indices"]),
                    state=parse_state(outputs["driver"]),
                    probe_successes=parse_try_alloc(outputs["probe"]))
@@ -143,12 +148,11 @@ def run_sample_round(driver: SampleDriver, movable: bool, settings: ScenarioSett
         owners = steps.timed("page_owner", page_owners, guest, pageblock_order)
     moved = sum(1 for index, pfn in after.state.pfns.items()
                 if before.state.pfns.get(index) != pfn)
-    vmstat_deltas = procfs.vmstat_delta(before.snapshot.vmstat, after.snapshot.vmstat,
-                                        VMSTAT_KEYS)
+    vmstat_deltas = procfs.vmstat_delta(before.vmstat, after.vmstat, VMSTAT_KEYS)
     return Side(
         movable=movable,
-        buddy_before=before.snapshot.buddyinfo.per_order(),
-        buddy_after=after.snapshot.buddyinfo.per_order(),
+        buddy_before=before.buddyinfo.per_order(),
+        buddy_after=after.buddyinfo.per_order(),
         migrated_pages=moved,
         total_pages=len(before.state.pfns),
         pgmigrate_success_delta=vmstat_deltas["pgmigrate_success"],

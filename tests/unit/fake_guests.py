@@ -100,7 +100,7 @@ class SampleKernel:
         self.auxv = auxv
         self.movable = False
         self.crashed = False
-        self.snapshots = 0
+        self.reads = 0
 
     def answer(self, command: str) -> str | None:
         if self.crashed:
@@ -131,9 +131,10 @@ class SampleKernel:
             return f"checked {self.PAGES} mismatches 0\n"
         if match := re.fullmatch(r"echo (\d+) (\d+) > \S+/try_alloc && cat \S+", command):
             return f"order {match[1]} requested {match[2]} succeeded 3\n"
-        if command == procfs.snapshot_command():
-            self.snapshots += 1
-            return snapshot_text("before" if self.snapshots % 2 else "after", self.procfs)
+        if read := re.fullmatch(r"cat /proc/(buddyinfo|vmstat)", command):
+            self.reads += read[1] == "buddyinfo"  # each side of a compaction reads it once
+            when = "before" if self.reads % 2 else "after"
+            return (self.procfs / f"{read[1]}.{when}.txt").read_text()
         if command.startswith(f"if [ -r {page_owner.PAGE_OWNER} ]"):
             return page_owner.ABSENT + "\n"  # built without the page_owner fragment
         return ""
