@@ -7,10 +7,11 @@ them), then for movable=0 and movable=1 drops the page cache, loads the
 sample driver with the same parameters (pages from MemFree, 90 % cover, one
 page in 8, seed 1), reads each evidence file once before and once after one
 ``compact_memory`` (buddyinfo, vmstat, the fragmentation indices, the
-driver's pages and stats, a 64 x order-9 try_alloc), verifies, unloads, and finally resets the machine (QEMU runs
-with -no-reboot, so that ends it). Everything it read goes to a virtio
-console written to a file; kernel messages to the UART. Same kernel image,
-kernel parameters, machine, memory and vCPUs as ``harness run``.
+driver's pages and stats, a 64 x order-9 try_alloc), verifies, unloads,
+and finally resets the machine (QEMU runs with -no-reboot, so that ends
+it). Everything it read goes to a virtio console written to a file; kernel
+messages to the UART. Same kernel image, kernel parameters, machine, memory
+and vCPUs as ``harness run``.
 
 The host side only packs the initramfs (busybox, the module, the script)
 and times QEMU from start to exit; it then checks that the cycle did the
