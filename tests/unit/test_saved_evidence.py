@@ -9,6 +9,8 @@ TCG, 2 vCPUs, this branch's final code): the sample A/B, zram and balloon, all P
 import json
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -108,6 +110,22 @@ def test_harness_report_json_is_the_objects(tmp_path: Path,
     assert cli.main(["report", "--json", str(copy_run(tmp_path))]) == 0
     objects = json.loads(capsys.readouterr().out)
     assert [item.get("scenario", "sample") for item in objects] == ["sample", "zram", "balloon"]
+
+
+def test_the_command_exits_with_its_status_and_all_its_output(tmp_path: Path) -> None:
+    """The console script (harness.cli.run) ends without Python's teardown: what it
+    printed still reaches a pipe whole, the exit status is main()'s, and the files
+    are written."""
+    command = [sys.executable, "-m", "harness.cli", "report", "--json"]
+    run = copy_run(tmp_path)
+    done = subprocess.run([*command, str(run)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert [item.get("scenario", "sample") for item in json.loads(done.stdout)] == [
+        "sample", "zram", "balloon"]
+    assert (run / "buddyinfo.png").read_bytes()[:4] == b"\x89PNG"
+    bad = subprocess.run([*command, str(tmp_path / "none")], capture_output=True, text=True)
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert bad.stderr.startswith("harness: error: ") and bad.stderr.count("\n") == 1
 
 
 def test_a_not_proven_run_exits_1(tmp_path: Path) -> None:
