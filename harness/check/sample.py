@@ -22,9 +22,9 @@ from harness.check.driver import (
 from harness.check.evidence import judge_ab
 from harness.check.scenario import Evidence, Needs
 from harness.check.steps import (
+    FREE_BLOCKS_VISIBLE,
     compact_memory,
     free_pages_after_dropping_caches,
-    keep_free_blocks_visible,
     must,
     page_owners,
     quiet_background_compaction,
@@ -188,7 +188,7 @@ def collect_ab(driver: SampleDriver, evidence: Evidence,
     with timer.phase("knobs"):
         pageblock_order = procfs.parse_pagetypeinfo(
             must(guest, "cat /proc/pagetypeinfo")).pageblock_order
-        evidence.notes += quiet_background_compaction(guest) + keep_free_blocks_visible(guest)
+        evidence.notes += quiet_background_compaction(guest, *FREE_BLOCKS_VISIBLE)
     order = settings.probe_order_on(page_size, pageblock_order)
     evidence.notes.append(
         f"driver covers {settings.cover_share:.0%} of free memory, keeps 1 page in "

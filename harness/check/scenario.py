@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from harness.artifacts import KernelBuild
 from harness.check.in_tree import ConfigNeed, require_config
 from harness.check.reported import reported
-from harness.check.steps import must, page_size
+from harness.check.steps import release_and_page_size
 from harness.errors import HarnessError
 from harness.guest import Guest, KernelProblem, require_capabilities
 from harness.paths import write_atomically
@@ -177,8 +177,7 @@ def observe(scenario: Scenario, guest: Guest, evidence: Evidence,
         with evidence.timer.phase("guest info"):
             require_capabilities(guest, scenario.needs.capabilities,
                                  f"the {scenario.name} scenario")
-            evidence.release = must(guest, "uname -r").strip()
-            evidence.page_size = page_size(guest)
+            evidence.release, evidence.page_size = release_and_page_size(guest)
         scenario.collect(guest, evidence)
         evidence.stopped = AFTER_LAST_STEP
     except KernelProblem as problem:

@@ -5,6 +5,7 @@ Guest protocol only."""
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from harness import page_owner, procfs
 from harness.errors import HarnessError
@@ -134,6 +135,12 @@ def page_size(guest: Guest) -> int:
     return procfs.parse_page_size(must(guest, procfs.PAGE_SIZE_COMMAND))
 
 
+def release_and_page_size(guest: Guest) -> tuple[str, int]:
+    """``uname -r`` and page_size(), in one guest command."""
+    outputs = read_together(guest, {"release": "uname -r", "page size": procfs.PAGE_SIZE_COMMAND})
+    return outputs["release"].strip(), procfs.parse_page_size(outputs["page size"])
+
+
 def mem_free_bytes(guest: Guest) -> int:
     """MemFree in bytes (/proc/meminfo counts KiB whatever the page size)."""
     return meminfo(guest)["MemFree"] << 10
@@ -174,48 +181,59 @@ def compact_memory(guest: Guest) -> None:
 PCP_HIGH_FRACTION = 1 << 30
 
 
-def keep_free_blocks_visible(guest: Guest) -> list[str]:
-    """Keep the free memory where ``fill`` sees it and nothing compacts it behind the
-    repro's back; returns notes saying what was done.
-
-    - ``watermark_boost_factor`` 0 (5.0 on): an allocation that steals a pageblock
-      of another migrate type (fill's do) boosts the zone's watermark, and kswapd
-      then wakes kcompactd for a whole pageblock (balance_pgdat()), which compacted
-      334 of the driver's movable pages within a second of a fill on 5.10.
-    - ``percpu_pagelist_high_fraction`` tiny (5.14 on): pages just freed wait on
-      per-CPU lists, out of the buddy lists fill takes blocks from, and from 6.7
-      on those lists grow to an eighth of the zone (3711 and 3347 pages on the two
-      CPUs of a 256 MiB 7.2 guest); the allocator drains them before it gives up,
-      and a block that was free but stranded there then satisfied the allocation
-      with unmovable driver pages. Before 5.14 the lists hold six batches at most.
-    """
-    return [set_vm_sysctl(guest, "watermark_boost_factor", 0),
-            set_vm_sysctl(guest, "percpu_pagelist_high_fraction", PCP_HIGH_FRACTION)]
-
-
-# What set_vm_sysctl's command prints for a knob this kernel lacks.
+# What a VmSysctl's command prints for a knob this kernel lacks.
 KNOB_ABSENT = "absent"
 
 
-def set_vm_sysctl(guest: Guest, name: str, value: int, absent: str = "") -> str:
-    """Write ``value`` to /proc/sys/vm/NAME where this kernel has it; the note that
-    says which happened (``absent`` adds why a missing knob does not matter).
-    One round trip of shell builtins: a failed write is a GuestError."""
-    knob = f"/proc/sys/vm/{name}"
-    if must(guest, f"if [ -w {knob} ]; then echo {value} > {knob}; "
-                   f"else echo {KNOB_ABSENT}; fi").strip() == KNOB_ABSENT:
-        return f"no {name} in this kernel{absent}"
-    return f"{name} set to {value}"
+@dataclass(frozen=True)
+class VmSysctl:
+    """A /proc/sys/vm knob to set where the kernel has it; ``absent`` says why a
+    kernel without it is fine."""
+
+    name: str
+    value: int
+    absent: str = ""
+
+    def command(self) -> str:
+        """Shell builtins only: write the value, or print KNOB_ABSENT."""
+        knob = f"/proc/sys/vm/{self.name}"
+        return (f"if [ -w {knob} ]; then echo {self.value} > {knob}; "
+                f"else echo {KNOB_ABSENT}; fi")
+
+    def note(self, output: str) -> str:
+        """What the command's ``output`` says happened, for the result's notes."""
+        if output.strip() == KNOB_ABSENT:
+            return f"no {self.name} in this kernel{self.absent}"
+        return f"{self.name} set to {self.value}"
 
 
-def quiet_background_compaction(guest: Guest) -> list[str]:
-    """Stop the kernel compacting on its own so deltas come from our compaction.
+# Keep the free memory where ``fill`` and the probes see it, and nothing compacting
+# it behind the experiment's back:
+# - watermark_boost_factor 0 (5.0 on): an allocation that steals a pageblock of
+#   another migrate type (fill's do) boosts the zone's watermark, and kswapd then
+#   wakes kcompactd for a whole pageblock (balance_pgdat()), which compacted 334
+#   of the driver's movable pages within a second of a fill on 5.10.
+# - percpu_pagelist_high_fraction tiny (5.14 on): pages just freed wait on per-CPU
+#   lists, out of the buddy lists fill takes blocks from, and from 6.7 on those
+#   lists grow to an eighth of the zone (3711 and 3347 pages on the two CPUs of a
+#   256 MiB 7.2 guest); the allocator drains them before it gives up, and a block
+#   that was free but stranded there then satisfied the allocation with unmovable
+#   driver pages. Before 5.14 the lists hold six batches at most.
+FREE_BLOCKS_VISIBLE = (VmSysctl("watermark_boost_factor", 0),
+                       VmSysctl("percpu_pagelist_high_fraction", PCP_HIGH_FRACTION))
 
-    Returns notes saying what was done, for the result. Each round also drops
-    the page cache first, removing clean pages that would otherwise migrate
-    and blur ``pgmigrate_success``.
+
+def quiet_background_compaction(guest: Guest, *also: VmSysctl) -> list[str]:
+    """Stop the kernel compacting on its own so deltas come from our compaction,
+    and set ``also`` (e.g. FREE_BLOCKS_VISIBLE), all in one guest command.
+
+    Returns notes saying what was done, for the result; a failed write is a
+    GuestError. Each round also drops the page cache first, removing clean pages
+    that would otherwise migrate and blur ``pgmigrate_success``.
     """
-    return [set_vm_sysctl(guest, "compaction_proactiveness", 0,
-                          " (before 5.9): only kcompactd wake-ups can compact in the "
-                          "background"),
-            "page cache dropped before each round"]
+    knobs = (VmSysctl("compaction_proactiveness", 0,
+                      " (before 5.9): only kcompactd wake-ups can compact in the background"),
+             *also)
+    outputs = read_together(guest, {knob.name: knob.command() for knob in knobs})
+    notes = [knob.note(outputs[knob.name]) for knob in knobs]
+    return [notes[0], "page cache dropped before each round", *notes[1:]]

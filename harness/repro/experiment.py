@@ -25,9 +25,9 @@ from harness.artifacts import ModuleArtifact
 from harness.check.driver import SampleDriver
 from harness.check.sample import VMSTAT_KEYS, ScenarioSettings
 from harness.check.steps import (
+    FREE_BLOCKS_VISIBLE,
     frag_indices,
     free_pages_after_dropping_caches,
-    keep_free_blocks_visible,
     must,
     page_owners,
     page_size,
@@ -111,7 +111,7 @@ def collect(guest: Guest, module: ModuleArtifact, settings: ReproSettings,
         must(guest, "cat /proc/pagetypeinfo")).pageblock_order
     order = settings.order if settings.order is not None else pageblock_order
     facts.update(order=order, pageblock_order=pageblock_order, movable=settings.movable)
-    facts["notes"] = quiet_background_compaction(guest) + keep_free_blocks_visible(guest)
+    facts["notes"] = quiet_background_compaction(guest, *FREE_BLOCKS_VISIBLE)
     driver = SampleDriver.install(guest, module)
     params = settings.fragmentation.driver_params(
         settings.movable, free_pages_after_dropping_caches(guest, size))

@@ -50,12 +50,19 @@ class ScriptedGuest:
 
     def run(self, command: str, timeout: float = 60.0) -> CommandResult:
         self.commands.append((command, timeout))
+        if parts := _READ_TOGETHER.findall(command):  # steps.read_together's command
+            return CommandResult(command, "".join(
+                f"{READ_PART.format(name)}\n{self._output(part, timeout)}"
+                for name, part in parts), 0)
+        return CommandResult(command, self._output(command, timeout), 0)
+
+    def _output(self, command: str, timeout: float) -> str:
         output = self.answer(command)
         if output is None:
             self._hang(command, timeout)
         if command.startswith("if [ -w /proc/sys/vm/"):  # no such knob on these kernels
             output = KNOB_ABSENT + "\n"
-        return CommandResult(command, output or "", 0)
+        return output or ""
 
     def _hang(self, command: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -105,11 +112,6 @@ class SampleKernel:
     def answer(self, command: str) -> str | None:
         if self.crashed:
             return None
-        if parts := _READ_TOGETHER.findall(command):  # steps.read_together's command
-            outputs = [(name, self.answer(part)) for name, part in parts]
-            if any(output is None for _, output in outputs):
-                return None
-            return "".join(f"{READ_PART.format(name)}\n{output}" for name, output in outputs)
         if command == "echo 1 > /proc/sys/vm/compact_memory" and self.movable and self.crash:
             self.crashed = True
             self.guest.print_report(self.crash)
