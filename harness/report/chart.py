@@ -55,7 +55,7 @@ def _draw_buddy(axes: Axes, panel: BuddyPanel, result: ScenarioResult, top: floa
     axes.yaxis.set_major_formatter(FuncFormatter(_count_label))
     axes.set_xticks(list(orders))
     axes.set_xticklabels(
-        [f"{o}\n{size_label(result.block_bytes(1 << o))}" for o in orders], fontsize=8
+        [f"{o}\n{size_label(result.block_bytes(1 << o))}" for o in orders], fontsize=7
     )
     axes.set_xlabel("order (block size)")
     axes.set_ylabel("free blocks (symlog)")
