@@ -43,7 +43,7 @@ from harness.image.cpio import CpioWriter
 from harness.image.userspace import static_busybox
 from harness.vm.boot import runtime_parameters
 from harness.vm.machine import get_machine
-from harness.vm.qemu import guest_memory, kernel_command_line
+from harness.vm.qemu import kernel_command_line, without_huge_pages
 
 DEBUGFS = "/sys/kernel/debug/movable_sample"
 TIMEOUT = 300.0
@@ -110,7 +110,7 @@ def command(kernel: KernelBuild, initrd: Path, uart: Path, output: Path) -> list
     parameters, the UART and one virtio console to files, nothing else."""
     machine = get_machine(kernel.arch).for_image(kernel.image)
     return [machine.arch.qemu_binary, *machine.arch.qemu_machine,
-            "-accel", "tcg,thread=multi", *guest_memory(MEMORY_MIB),
+            "-accel", "tcg,thread=multi", "-m", str(MEMORY_MIB),
             "-smp", f"{CPUS},sockets={CPUS},cores=1,threads=1",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", str(kernel.image), "-initrd", str(initrd),
@@ -157,7 +157,7 @@ def run_cycle(kernel: KernelBuild, initrd: Path, scratch: Path) -> Cycle:
     cpu = children_cpu_seconds()
     started = time.monotonic()
     done = subprocess.run(command(kernel, initrd, uart, output), stdin=subprocess.DEVNULL,
-                          capture_output=True, timeout=TIMEOUT)
+                          capture_output=True, timeout=TIMEOUT, preexec_fn=without_huge_pages)
     wall = time.monotonic() - started
     cpu = children_cpu_seconds() - cpu
     text = output.read_text(errors="replace")

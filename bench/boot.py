@@ -45,7 +45,7 @@ from harness.image.build import build_initramfs, build_marker_initramfs
 from harness.vm.accel import kvm_probe
 from harness.vm.boot import boot_guest
 from harness.vm.machine import Machine, get_machine
-from harness.vm.qemu import guest_memory, kernel_command_line
+from harness.vm.qemu import kernel_command_line, without_huge_pages
 
 RESULTS = Path(__file__).resolve().parent / "results" / "boot.json"
 TARGET_RATIO = 1.3
@@ -63,7 +63,7 @@ def time_to_marker(command: list[str], log: Path, marker: str) -> tuple[float, f
     log.unlink(missing_ok=True)
     started = time.monotonic()
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                               stderr=subprocess.DEVNULL, preexec_fn=without_huge_pages)
     try:
         while time.monotonic() - started < TIMEOUT:
             if log.exists() and marker in log.read_text(errors="replace"):
@@ -84,8 +84,7 @@ def floor_command(machine: Machine, image: Path, initrd: Path, accelerator: str,
     if not naive:
         command += ["-nodefaults", "-no-user-config"]
     return command + [
-        "-accel", accelerator,
-        *(["-m", str(MEMORY_MIB)] if naive else guest_memory(MEMORY_MIB)), "-display", "none",
+        "-accel", accelerator, "-m", str(MEMORY_MIB), "-display", "none",
         "-no-reboot", "-kernel", str(image), "-initrd", str(initrd),
         "-append", kernel_command_line(machine), "-serial", f"file:{log}",
     ]

@@ -47,6 +47,10 @@ COMMAND_LINE = "qemu-cmdline.txt"
 QEMU_STDERR = "qemu-stderr.log"
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_THP_DISABLE = 41
+# The first line of a run directory's qemu-cmdline.txt (a shell comment).
+COMMAND_LINE_NOTE = ("# QEMU runs with transparent huge pages off for its memory "
+                     "(prctl PR_SET_THP_DISABLE, harness/vm/qemu.py without_huge_pages())")
 
 
 def free_local_port() -> int:
@@ -61,10 +65,33 @@ def free_local_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL QEMU when the harness process dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def without_huge_pages() -> None:
+    """Runs in QEMU's process before exec: no transparent huge pages for its memory.
+
+    QEMU asks the host to back guest RAM with huge pages (MADV_HUGEPAGE), so
+    the guest's first write to any 2 MiB makes the host allocate and zero all
+    of it. The sample driver keeps one page in 8 spread over all of memory, so
+    the first insmod had the host zero nearly the whole guest: on a host that
+    is itself a VM returning freed memory to its hypervisor (free page
+    reporting, as the CI machine), 0.4-0.6 s of that insmod in some boots and
+    not in others. With 4 KiB pages the host backs only what the guest
+    touches. Measured on the CI machine, debian:5.10, medians of 5 boots each
+    (x86_64 / arm64): boot, insmod of 6,600 pages and rmmod, teardown took
+    1.03/0.58/0.01 s and 0.47/0.63/0.01 s with huge pages, 1.00/0.16/0.035 s and
+    0.48/0.19/0.034 s with a memfd for RAM (4 KiB shared pages, which the host
+    also frees more slowly), 0.97/0.13/0.018 s and 0.45/0.18/0.018 s this way.
+    The flag is inherited across exec (PR_SET_THP_DISABLE), so it is not in
+    QEMU's command line; qemu-cmdline.txt says so. bench/ runs its bare QEMU
+    the same way.
+    """
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0)
+
+
+def _in_qemu_child() -> None:
+    """Runs in the child before exec: SIGKILL QEMU when the harness process dies,
+    and no huge pages for its memory."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    without_huge_pages()
 
 
 @dataclass
@@ -178,27 +205,6 @@ def kernel_command_line(machine: Machine, extra: Sequence[str] = ()) -> str:
     return " ".join(params)
 
 
-def guest_memory(memory_mib: int) -> list[str]:
-    """QEMU arguments for the guest's RAM: ``memory_mib`` MiB of shared memory (a memfd),
-    which the host backs with 4 KiB pages as the guest first touches each one.
-
-    QEMU's default RAM is anonymous memory it marks MADV_HUGEPAGE, so the first
-    guest write to any 2 MiB has the host allocate and zero all of it. The
-    sample driver's pages (one kept in 8, spread over all of memory) then make
-    the host zero nearly the whole guest during the first insmod: on a host that
-    is itself a VM returning freed memory to its hypervisor (free page
-    reporting), that cost 0.4-0.6 s of that insmod on some boots and not on
-    others (measured on the CI machine, debian:5.10, both arches; six boots
-    each way: 0.54-0.73 s against 0.10-0.19 s with this backend; bench/check.py
-    runs both the harness and the bare cycle on it). A guest's RAM in 4 KiB
-    pages costs the host only what the guest touches, which also keeps parallel
-    test workers' QEMUs small.
-    """
-    return ["-m", str(memory_mib),
-            "-object", f"memory-backend-memfd,id=ram,size={memory_mib}M",
-            "-machine", "memory-backend=ram"]
-
-
 def qemu_command(machine: Machine, image: Path, initrd: Path, accelerator: str,
                  memory_mib: int, cpus: int, console_log: Path, sockets: Path,
                  ssh_port: int | None, extra_devices: Sequence[str],
@@ -212,7 +218,7 @@ def qemu_command(machine: Machine, image: Path, initrd: Path, accelerator: str,
         # One CPU per socket: x86_64 guests have no ACPI, so the firmware's MP
         # table is all they learn CPUs from, and SeaBIOS lists only the first
         # CPU of each package there (QEMU's default -smp N is N cores in one).
-        *guest_memory(memory_mib), "-smp", f"{cpus},sockets={cpus},cores=1,threads=1",
+        "-m", str(memory_mib), "-smp", f"{cpus},sockets={cpus},cores=1,threads=1",
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-kernel", str(image), "-initrd", str(initrd),
         "-append", kernel_command_line(machine, cmdline_extra),
@@ -290,12 +296,12 @@ def launch(
             console_log.unlink(missing_ok=True)
             command = qemu_command(machine, image, initrd, accel, memory_mib, cpus, console_log,
                                    sockets, ssh_port, extra_devices, cmdline_extra)
-            (run_dir / COMMAND_LINE).write_text(shlex.join(command) + "\n")
+            (run_dir / COMMAND_LINE).write_text(f"{COMMAND_LINE_NOTE}\n{shlex.join(command)}\n")
             with (run_dir / QEMU_STDERR).open("wb") as stderr:
                 process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                                            stdout=subprocess.DEVNULL, stderr=stderr,
                                            start_new_session=True,
-                                           preexec_fn=_die_with_parent)
+                                           preexec_fn=_in_qemu_child)
             vm = Vm(arch=machine.arch.name, accelerator=accel, run_dir=run_dir,
                     console_log=console_log, command_pipe=sockets / "hvc0",
                     ssh_port=ssh_port, command_line=command, process=process)

@@ -22,6 +22,15 @@ def test_uname_matches_the_built_release(vm_guest: VmGuest, kernel_build: Kernel
     assert result.ok and result.stdout == kernel_build.release + "\n"
 
 
+def test_qemu_runs_without_transparent_huge_pages(vm_guest: VmGuest) -> None:
+    """harness.vm.qemu.without_huge_pages: the host kernel says so of QEMU's process,
+    and the run directory's command line says so too."""
+    status = Path(f"/proc/{vm_guest.vm.pid}/status").read_text()
+    assert "THP_enabled:\t0\n" in status
+    recorded = (vm_guest.vm.run_dir / "qemu-cmdline.txt").read_text().splitlines()
+    assert recorded[0].startswith("# QEMU runs with transparent huge pages off")
+
+
 def test_exit_statuses_are_exact(vm_guest: VmGuest) -> None:
     commands = ("true", "false", "sh -c 'exit 3'")
     statuses = [vm_guest.run(command).exit_status for command in commands]
