@@ -138,8 +138,10 @@ def run_sample_round(driver: SampleDriver, movable: bool, settings: ScenarioSett
     guest = driver.guest
     attempts = settings.probe_attempts
     free_pages = steps.timed("free memory", free_pages_after_dropping_caches, guest, page_size)
+    # After a failure an insmod may still run (a ^C over SSH), and release() waits
+    # for it; after the round, the insmod has returned and rmmod alone will do.
     with undone(guest, lambda: steps.timed("unload", driver.release),
-                f"unloading {MODULE_NAME}"):
+                f"unloading {MODULE_NAME}", done=lambda: steps.timed("unload", driver.unload)):
         steps.timed("load", driver.load, settings.driver_params(movable, free_pages))
         before = steps.timed("read before", read_round, driver, order, attempts)
         steps.timed("compact", compact_memory, guest)

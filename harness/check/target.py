@@ -74,8 +74,9 @@ def open_target(kernel: KernelBuild, options: TargetOptions, run_dir: Path | Non
     validate_target(options.target)
     steps = phases or Phases({})
     if options.target == QEMU:
-        from harness.vm.boot import boot_guest  # QEMU only when asked for
-        from harness.vm.machine import get_machine
+        with steps.phase("imports"):  # QEMU's code only when asked for (qemu.qmp: asyncio)
+            from harness.vm.boot import boot_guest
+            from harness.vm.machine import get_machine
 
         machine = get_machine(kernel.arch)
         with boot_guest(kernel, transport=options.transport,
