@@ -93,13 +93,15 @@ def _counter_deltas(before: DriverState, after: DriverState) -> dict[str, int]:
             if key in before.stats and key in after.stats}
 
 
+BUDDYINFO, VMSTAT = "/proc/buddyinfo", "/proc/vmstat"
+
+
 @dataclass(frozen=True)
 class Reading:
     """What a round reads on one side of its compaction, in this order: the free
     lists, the kernel's counters, the fragmentation indices, the driver's PFNs and
     counters, then the probe (last: its allocations change what the others show).
-    Only what the evidence keeps: pagetypeinfo and zoneinfo would cost the guest a
-    process each and go unused."""
+    Only what the evidence keeps: not pagetypeinfo or zoneinfo."""
 
     buddyinfo: procfs.BuddyInfo
     vmstat: procfs.Vmstat
@@ -108,18 +110,21 @@ class Reading:
     probe_successes: int
 
 
+# The kernel's files a Reading reads in one process (the indices where they exist).
+READ_FILES = (BUDDYINFO, VMSTAT, procfs.UNUSABLE_INDEX, procfs.EXTFRAG_INDEX)
+
+
 def read_round(driver: SampleDriver, order: int, attempts: int) -> Reading:
     """One Reading, in one guest command (steps.read_together)."""
     outputs = read_together(driver.guest, {
-        "buddyinfo": "cat /proc/buddyinfo",
-        "vmstat": "cat /proc/vmstat",
-        "indices": procfs.FRAG_INDICES_COMMAND,
+        "files": procfs.read_files_command(READ_FILES),
         "driver": STATE_COMMAND,
         "probe": try_alloc_command(order, attempts),
     })
-    return Reading(buddyinfo=procfs.parse_buddyinfo(outputs["buddyinfo"]),
-                   vmstat=procfs.parse_vmstat(outputs["vmstat"]),
-                   indices=procfs.parse_frag_indices(outputs["indices"]),
+    files = procfs.split_files(outputs["files"])
+    return Reading(buddyinfo=procfs.parse_buddyinfo(files.get(BUDDYINFO, "")),
+                   vmstat=procfs.parse_vmstat(files.get(VMSTAT, "")),
+                   indices=procfs.frag_indices_from(files),
                    state=parse_state(outputs["driver"]),
                    probe_successes=parse_try_alloc(outputs["probe"]))
 

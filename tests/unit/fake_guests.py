@@ -13,6 +13,7 @@ from pathlib import Path
 
 from harness import page_owner, procfs
 from harness.check.driver import DEBUGFS, STATE_COMMAND, STATS_MARKER
+from harness.check.sample import READ_FILES
 from harness.check.steps import KNOB_ABSENT, READ_PART
 from harness.guest import CommandResult, GuestTimeout
 from harness.guest.health import ConsoleLogSource, HealthWatch, WatchedGuest
@@ -133,10 +134,12 @@ class SampleKernel:
             return f"checked {self.PAGES} mismatches 0\n"
         if match := re.fullmatch(r"echo (\d+) (\d+) > \S+/try_alloc && cat \S+", command):
             return f"order {match[1]} requested {match[2]} succeeded 3\n"
-        if read := re.fullmatch(r"cat /proc/(buddyinfo|vmstat)", command):
-            self.reads += read[1] == "buddyinfo"  # each side of a compaction reads it once
+        if command == procfs.read_files_command(READ_FILES):  # no indices recorded
+            self.reads += 1  # once on each side of a compaction
             when = "before" if self.reads % 2 else "after"
-            return (self.procfs / f"{read[1]}.{when}.txt").read_text()
+            return "\n".join(f"==> /proc/{name} <==\n"
+                             + (self.procfs / f"{name}.{when}.txt").read_text()
+                             for name in ("buddyinfo", "vmstat"))
         if command.startswith(f"if [ -r {page_owner.PAGE_OWNER} ]"):
             return page_owner.ABSENT + "\n"  # built without the page_owner fragment
         return ""

@@ -22,6 +22,7 @@ import pytest
 from harness.check.steps import read_together
 from harness.guest import GuestError, GuestTimeout, KernelProblem
 from harness.guest.console import ConsoleGuest
+from harness.procfs import read_files_command, split_files
 
 BUSYBOX = shutil.which("busybox")
 pytestmark = pytest.mark.needs_program("busybox")
@@ -106,6 +107,21 @@ def test_output_is_exact(shell: tuple[ConsoleGuest, subprocess.Popen[bytes]]) ->
         "__HX_E_x_0\nit's 42\n")
     # What the shell writes back is not read as options or escapes on the way out.
     assert guest.run("printf '%s\\n' -n -e 'a\\nb\\c' '%s'").stdout == "-n\n-e\na\\nb\\c\n%s\n"
+
+
+def test_files_read_in_one_process_come_apart_exactly(
+        shell: tuple[ConsoleGuest, subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    """procfs.read_files_command: head -v of the files that exist, split by path with
+    each file's text exactly (a last line without its newline included)."""
+    guest, _ = shell
+    (tmp_path / "a").write_text("1\n2\n")
+    (tmp_path / "b").write_text("x")
+    (tmp_path / "c").write_text("\n")
+    paths = [str(tmp_path / name) for name in ("a", "missing", "b", "c")]
+    result = guest.run(read_files_command(paths))
+    assert result.ok
+    assert split_files(result.stdout) == {paths[0]: "1\n2\n", paths[2]: "x", paths[3]: "\n"}
+    assert split_files(guest.run(read_files_command([paths[1]])).stdout) == {}
 
 
 def test_reads_run_together_and_come_apart(
