@@ -28,6 +28,7 @@ because a silently wrong number would make a migration verdict meaningless.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -707,8 +708,8 @@ def read_files_command(paths: Iterable[str]) -> str:
     """One process printing each of ``paths`` that exists after a ``==> PATH <==``
     line (``head -v``, busybox's and coreutils' alike): a TCG guest pays a few
     milliseconds a process, so reading four files costs one of them, not four."""
-    quoted = " ".join(paths)
-    return (f"set --; for f in {quoted}; do [ -r $f ] && set -- \"$@\" $f; done; "
+    quoted = " ".join(shlex.quote(path) for path in paths)
+    return (f"set --; for f in {quoted}; do [ -r \"$f\" ] && set -- \"$@\" \"$f\"; done; "
             f"[ $# = 0 ] || head -v -n 1000000 \"$@\"")
 
 
