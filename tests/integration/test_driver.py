@@ -113,17 +113,26 @@ def test_release_waits_for_an_insmod_still_running_and_unloads(
         movable_driver: SampleDriver, guest: Guest) -> None:
     """An insmod the harness no longer waits for (its ssh ended by ^C): the cleanup
     waits until it has loaded the driver, then unloads it; the board is as found."""
-    params = DriverParams(pages=4096, movable=True, fragment=4, seed=5)
+    # 32k allocations (128 MiB with 4 KiB pages): a load long enough to be caught
+    # running, also now that the host no longer zeroes huge pages under it.
+    params = DriverParams(pages=8192, movable=True, fragment=4, seed=5)
     unloads = "dmesg | grep -c 'movable_sample: released' || true"
     before = int(guest.run(unloads).stdout)
-    guest.run(f"insmod {movable_driver.module_path} {params.as_insmod_args()} "
-              ">/dev/null 2>&1 & while ! pidof insmod >/dev/null; do :; done")
-    movable_driver.release()
+    try:
+        # Until insmod runs, or has already loaded the driver (then the wait below
+        # has nothing to wait for, and the rest holds all the same).
+        guest.run(f"insmod {movable_driver.module_path} {params.as_insmod_args()} "
+                  ">/dev/null 2>&1 & while ! pidof insmod >/dev/null && "
+                  f"! test -d /sys/module/{MODULE_NAME}; do :; done")
+        movable_driver.release()
+    finally:
+        # Nothing loaded, nothing running: nothing to do; after a failed step it
+        # leaves nothing loaded for the next test.
+        movable_driver.release()
     assert guest.run("pidof insmod").exit_status != 0
     assert guest.run(f"test -d /sys/module/{MODULE_NAME}").exit_status != 0
     assert int(guest.run(unloads).stdout) == before + 1
     assert movable_driver.last_release()[0] > 0
-    movable_driver.release()  # nothing loaded, nothing running: nothing to do
 
 
 def test_control_group_never_migrates(movable_driver: SampleDriver, guest: Guest) -> None:
