@@ -108,6 +108,9 @@ class StressSettings:
     faults: tuple[tuple[float, int, int], ...] = ((0.2, 0, 0), (0.7, 3, 4), (1.0, 0, 0))
     leak_tolerance_kib: int = 4096
     stop_timeout: float = 300.0
+    # Longest the huge-page allocations run alone, waiting for their first direct
+    # compaction, before the compaction and churn loops start (_start_load).
+    first_stall_seconds: float = 5.0
 
     def faults_at(self, share: float) -> tuple[int, int]:
         """The fault injection for the moment ``share`` of the load has passed."""
@@ -173,26 +176,44 @@ def _stop(guest: Guest, pids: list[str], timeout: float) -> None:
                 "usleep 100000 2>/dev/null || sleep 1; done; done", timeout=timeout)
 
 
+def _compact_stalls(guest: Guest) -> int:
+    """vmstat's compact_stall now: direct compactions so far."""
+    return procfs.parse_vmstat(must(guest, "grep '^compact_stall ' /proc/vmstat"))["compact_stall"]
+
+
 def _start_load(guest: Guest, cpus: int, order: int, blocks: int, pageblock_order: int,
-                settings: StressSettings, node_compact: bool, pids: list[str]) -> None:
+                settings: StressSettings, node_compact: bool, pids: list[str]) -> float | None:
     """Start every vCPU's loops and the re-fragment/verify loop, each PID into ``pids``
-    as soon as it runs (so a failure midway still stops those started)."""
+    as soon as it runs (so a failure midway still stops those started). Returns how
+    long the huge-page allocations ran alone before their first direct compaction
+    (None: none within ``settings.first_stall_seconds``)."""
     compaction = "echo 1 > /proc/sys/vm/compact_memory"
     if node_compact:
         compaction += f"; echo 1 > {NODE_COMPACT}"
     must(guest, f"touch {RUN_FLAG}; rm -f {VERIFY_LOG}; "
                 f"echo {1 << pageblock_order} > /sys/module/{MODULE_NAME}/parameters/fragment")
-    # The huge-page allocations start first: the driver's fresh pages pin nearly
-    # every pageblock, so their first rounds must compact (compact_stall) before
-    # the compaction loops have cleaned up; later rounds meet the churn's and the
-    # re-fragment loop's holes.
+    # The huge-page allocations start first, and alone until they have compacted
+    # (compact_stall): the driver's fresh pages pin nearly every pageblock, so their
+    # first rounds must compact, but once the compaction loops run they may find
+    # huge pages those made (arm64 7.2: no direct compaction in 20 s, once in three
+    # CI runs, when the loops started right after them). Later rounds meet the
+    # churn's and the re-fragment loop's holes.
+    stalls = _compact_stalls(guest)
+    started = time.monotonic()
     for _ in range(cpus):
         pids.append(_background(guest, f"echo {order} {blocks} > {DEBUGFS}/compact_alloc"))
+    alone: float | None = None
+    while time.monotonic() - started < settings.first_stall_seconds:
+        if _compact_stalls(guest) > stalls:
+            alone = round(time.monotonic() - started, 2)
+            break
+        time.sleep(0.05)
     for _ in range(cpus):
         pids.append(_background(guest, compaction))
         pids.append(_background(guest, f"echo {settings.churn_batch} > {DEBUGFS}/churn"))
     pids.append(_background(guest, f"echo {settings.refragment_pages} > {DEBUGFS}/alloc; "
                                    f"cat {DEBUGFS}/verify >> {VERIFY_LOG}"))
+    return alone
 
 
 def run_stress(driver: SampleDriver, evidence: Evidence, settings: StressSettings) -> None:
@@ -234,8 +255,14 @@ def run_stress(driver: SampleDriver, evidence: Evidence, settings: StressSetting
             pids: list[str] = []
             with undone(guest, lambda: _stop(guest, pids, settings.stop_timeout),
                         "stopping the load"):
-                _start_load(guest, cpus, order, blocks, before.pagetypeinfo.pageblock_order,
-                            settings, node_compact, pids)
+                alone = _start_load(guest, cpus, order, blocks,
+                                    before.pagetypeinfo.pageblock_order, settings,
+                                    node_compact, pids)
+                evidence.notes.append(
+                    f"the huge-page allocations ran alone {alone} s until their first "
+                    "direct compaction" if alone is not None else
+                    f"no direct compaction in the huge-page allocations' first "
+                    f"{settings.first_stall_seconds:g} s alone")
                 _drive(driver, settings, samples, facts.setdefault("phases", []))
             driver.inject_faults(0, 0)
         evidence.doing("its checks after the load")
