@@ -527,11 +527,34 @@ def parse_zoneinfo(text: str) -> ZoneInfo:
     return ZoneInfo(zones=zones, node_stats=node_stats)
 
 
+# --------------------------------------------------------------------------- files
+
+_FILE_HEADER = re.compile(r"^==> (.+?) <==\r?\n", re.MULTILINE)
+_SEPARATOR = re.compile(r"\r?\n\Z")
+
+
+def read_files_command(paths: Iterable[str]) -> str:
+    """One process printing each of ``paths`` that exists after a ``==> PATH <==``
+    line (``head -v``, busybox's and coreutils' alike): a TCG guest pays a few
+    milliseconds a process, so reading four files costs one of them, not four."""
+    quoted = " ".join(shlex.quote(path) for path in paths)
+    return (f"set --; for f in {quoted}; do [ -r \"$f\" ] && set -- \"$@\" \"$f\"; done; "
+            f"[ $# = 0 ] || head -v -n 1000000 \"$@\"")
+
+
+def split_files(output: str) -> dict[str, str]:
+    """The texts of ``read_files_command``'s output, by path (head puts a blank
+    line between two files, which is not the first file's)."""
+    pieces = _FILE_HEADER.split(output)
+    if pieces[0].strip():
+        raise ProcfsFormatError("files", 1, pieces[0].splitlines()[0],
+                                "a '==> PATH <==' header (head -v)")
+    texts = dict(zip(pieces[1::2], pieces[2::2], strict=True))
+    return {path: _SEPARATOR.sub("", text) if index < len(texts) - 1 else text
+            for index, (path, text) in enumerate(texts.items())}
+
+
 # --------------------------------------------------------------------------- snapshots
-
-_MARKER = "@@harness-procfs {}@@"
-_MARKER_LINE = re.compile(r"@@harness-procfs (\w+)@@\s*")
-
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -556,32 +579,15 @@ class Snapshot:
         )
 
 def snapshot_command() -> str:
-    """One POSIX shell command that prints all four files, each after a marker line.
-
-    One round trip instead of four keeps the files close in time, which matters
-    on a slow console.
-    """
-    parts = [f"echo '{_MARKER.format(name)}'; cat /proc/{name}" for name in PROCFS_FILES]
-    return "; ".join(parts)
-
-
-def split_snapshot_output(output: str) -> dict[str, str]:
-    """The texts of the files in ``snapshot_command()``'s output, by file name."""
-    texts: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for lineno, line in enumerate(output.splitlines(), start=1):
-        if match := _MARKER_LINE.fullmatch(line.strip()):
-            current = texts.setdefault(match[1], [])
-        elif current is not None:
-            current.append(line)
-        elif line.strip():
-            raise ProcfsFormatError("snapshot", lineno, line, "a @@harness-procfs NAME@@ marker")
-    return {name: "\n".join(lines) + "\n" for name, lines in texts.items()}
+    """One command, one process, printing all four files (read_files_command): the
+    files close in time, and one round trip on a slow console."""
+    return read_files_command(f"/proc/{name}" for name in PROCFS_FILES)
 
 
 def parse_snapshot(output: str) -> Snapshot:
     """Parse what ``snapshot_command()`` printed on the guest."""
-    return Snapshot.from_texts(split_snapshot_output(output))
+    return Snapshot.from_texts({path.removeprefix("/proc/"): text
+                                for path, text in split_files(output).items()})
 
 
 # --------------------------------------------------------------------------- indices
@@ -675,53 +681,25 @@ class FragIndices:
 
 # Prints nothing where the kernel has no such files (no CONFIG_DEBUG_FS or no
 # CONFIG_COMPACTION, or debugfs not mounted, as on many boards).
-FRAG_INDICES_COMMAND = (f"if [ -r {UNUSABLE_INDEX} ] && [ -r {EXTFRAG_INDEX} ]; then "
-                        f"echo '{_MARKER.format('unusable_index')}'; cat {UNUSABLE_INDEX}; "
-                        f"echo '{_MARKER.format('extfrag_index')}'; cat {EXTFRAG_INDEX}; fi")
+FRAG_INDICES_COMMAND = read_files_command((UNUSABLE_INDEX, EXTFRAG_INDEX))
 
 
 def parse_frag_indices(output: str) -> FragIndices | None:
     """Parse what ``FRAG_INDICES_COMMAND`` printed; None when the kernel has no indices."""
-    if not output.strip():
-        return None
-    texts = split_snapshot_output(output)
-    if set(texts) != {"unusable_index", "extfrag_index"}:
-        raise HarnessError(f"the fragmentation indices' output has {sorted(texts)}, "
-                           "expected unusable_index and extfrag_index")
-    return frag_indices_from({UNUSABLE_INDEX: texts["unusable_index"],
-                              EXTFRAG_INDEX: texts["extfrag_index"]})
+    return frag_indices_from(split_files(output))
 
 
 def frag_indices_from(files: Mapping[str, str]) -> FragIndices | None:
-    """The indices from ``files`` (path -> text, as read_files_command's output splits);
-    None when neither file is there (a kernel without them)."""
-    if UNUSABLE_INDEX not in files and EXTFRAG_INDEX not in files:
+    """The indices from ``files`` (path -> text, as split_files gives them); None when
+    neither file is there (a kernel without them)."""
+    present = [path for path in (UNUSABLE_INDEX, EXTFRAG_INDEX) if path in files]
+    if not present:
         return None
-    return FragIndices(unusable=parse_frag_index(files.get(UNUSABLE_INDEX, ""), UNUSABLE_INDEX),
-                       extfrag=parse_frag_index(files.get(EXTFRAG_INDEX, ""), EXTFRAG_INDEX))
-
-
-_FILE_HEADER = re.compile(r"^==> (.+) <==\n", re.MULTILINE)
-
-
-def read_files_command(paths: Iterable[str]) -> str:
-    """One process printing each of ``paths`` that exists after a ``==> PATH <==``
-    line (``head -v``, busybox's and coreutils' alike): a TCG guest pays a few
-    milliseconds a process, so reading four files costs one of them, not four."""
-    quoted = " ".join(shlex.quote(path) for path in paths)
-    return (f"set --; for f in {quoted}; do [ -r \"$f\" ] && set -- \"$@\" \"$f\"; done; "
-            f"[ $# = 0 ] || head -v -n 1000000 \"$@\"")
-
-
-def split_files(output: str) -> dict[str, str]:
-    """The texts of ``read_files_command``'s output, by path (head puts a blank
-    line between two files, which is not the first file's)."""
-    pieces = _FILE_HEADER.split(output)
-    if pieces[0].strip():
-        raise HarnessError(f"text before the first file's header: {pieces[0][:80]!r}")
-    texts = dict(zip(pieces[1::2], pieces[2::2], strict=True))
-    return {path: text.removesuffix("\n") if index < len(texts) - 1 else text
-            for index, (path, text) in enumerate(texts.items())}
+    if len(present) == 1:
+        raise HarnessError(f"the fragmentation indices' output has only {present[0]}, "
+                           "expected unusable_index and extfrag_index")
+    return FragIndices(unusable=parse_frag_index(files[UNUSABLE_INDEX], UNUSABLE_INDEX),
+                       extfrag=parse_frag_index(files[EXTFRAG_INDEX], EXTFRAG_INDEX))
 
 
 # The page size comes from the auxiliary vector the kernel hands every process

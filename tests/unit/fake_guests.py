@@ -8,7 +8,7 @@ lock. While it hangs it runs the watch's check, as the real transports do.
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from harness import page_owner, procfs
@@ -136,17 +136,21 @@ class SampleKernel:
             return f"order {match[1]} requested {match[2]} succeeded 3\n"
         if command == procfs.read_files_command(READ_FILES):  # no indices recorded
             self.reads += 1  # once on each side of a compaction
-            when = "before" if self.reads % 2 else "after"
-            return "\n".join(f"==> /proc/{name} <==\n"
-                             + (self.procfs / f"{name}.{when}.txt").read_text()
-                             for name in ("buddyinfo", "vmstat"))
+            return files_text(READ_FILES[:2], "before" if self.reads % 2 else "after",
+                              self.procfs)
         if command.startswith(f"if [ -r {page_owner.PAGE_OWNER} ]"):
             return page_owner.ABSENT + "\n"  # built without the page_owner fragment
         return ""
 
 
+def files_text(paths: Iterable[str], when: str, directory: Path = PROCFS) -> str:
+    """What ``procfs.read_files_command(paths)`` prints (head -v) from the texts recorded
+    in ``directory`` (``NAME.WHEN.txt`` for /proc/NAME)."""
+    return "\n".join(f"==> {path} <==\n"
+                     + (directory / f"{Path(path).name}.{when}.txt").read_text()
+                     for path in paths)
+
+
 def snapshot_text(when: str, directory: Path = PROCFS) -> str:
     """What ``procfs.snapshot_command()`` prints, from the texts recorded in ``directory``."""
-    pairs = re.findall(r"echo '([^']+)'; cat /proc/(\w+)", procfs.snapshot_command())
-    return "".join(f"{marker}\n{(directory / f'{name}.{when}.txt').read_text()}"
-                   for marker, name in pairs)
+    return files_text((f"/proc/{name}" for name in procfs.PROCFS_FILES), when, directory)

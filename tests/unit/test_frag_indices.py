@@ -1,7 +1,7 @@
 """The kernel's fragmentation indices (debugfs extfrag/) on text recorded from real guests.
 
 ``tests/data/procfs/<release>-<arch>/indices.<phase>.txt`` is what
-``procfs.FRAG_INDICES_COMMAND`` printed on a guest (see tests/data/procfs/README.md):
+``procfs.FRAG_INDICES_COMMAND`` prints on a guest (see tests/data/procfs/README.md):
 ``fragmented`` with the sample driver's movable pages loaded and every free
 block of 8 pages fragmented (``fill``), ``compacted`` after
 ``echo 1 > /proc/sys/vm/compact_memory``.
@@ -94,7 +94,7 @@ def test_text_that_is_not_an_index_names_the_file_and_line(text: str, expected: 
 def test_a_kernel_without_the_indices_gives_none_and_a_partial_output_an_error() -> None:
     assert procfs.parse_frag_indices("") is None
     with pytest.raises(HarnessError, match="expected unusable_index and extfrag_index"):
-        procfs.parse_frag_indices("@@harness-procfs unusable_index@@\nNode 0, zone DMA 0.000\n")
+        procfs.parse_frag_indices(f"==> {procfs.UNUSABLE_INDEX} <==\nNode 0, zone DMA 0.000\n")
 
 
 def test_an_unknown_zone_is_an_error_naming_the_zones() -> None:

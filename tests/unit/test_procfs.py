@@ -29,7 +29,7 @@ from harness.procfs import (
     parse_vmstat,
     parse_zoneinfo,
     snapshot_command,
-    split_snapshot_output,
+    split_files,
     vmstat_delta,
 )
 from harness.report.model import COSTLY_ORDER
@@ -172,13 +172,17 @@ def test_line_endings_of_a_serial_console_are_accepted() -> None:
 
 
 def test_snapshot_command_output_round_trips() -> None:
+    """What head -v prints (a blank line between files), also with CRLF line ends."""
     directory, phase = SNAPSHOTS[0]
     recorded = texts(directory, phase)
     command = snapshot_command()
-    assert all(f"cat /proc/{name}" in command for name in PROCFS_FILES)
-    output = "".join(f"@@harness-procfs {name}@@\r\n{recorded[name]}" for name in PROCFS_FILES)
-    assert split_snapshot_output(output) == recorded
-    assert parse_snapshot(output) == load(directory, phase)
+    assert all(f"/proc/{name}" in command for name in PROCFS_FILES)
+    for newline in ("\n", "\r\n"):
+        output = newline.join(f"==> /proc/{name} <=={newline}"
+                              + recorded[name].replace("\n", newline) for name in PROCFS_FILES)
+        assert split_files(output) == {f"/proc/{name}": recorded[name].replace("\n", newline)
+                                       for name in PROCFS_FILES}
+        assert parse_snapshot(output) == load(directory, phase)
 
 
 def test_parsed_records_are_read_only() -> None:
@@ -353,8 +357,8 @@ def test_kernel_message_inside_a_dump_is_caught_not_misread() -> None:
 def test_snapshot_needs_every_file_and_markers() -> None:
     with pytest.raises(HarnessError, match="lacks /proc/pagetypeinfo, /proc/zoneinfo"):
         Snapshot.from_texts({"buddyinfo": BUDDY, "vmstat": "a 1\n"})
-    with pytest.raises(ProcfsFormatError, match="/proc/snapshot line 1"):
-        split_snapshot_output("sh: cat: not found\n@@harness-procfs buddyinfo@@\n" + BUDDY)
+    with pytest.raises(ProcfsFormatError, match="/proc/files line 1"):
+        split_files("sh: head: not found\n==> /proc/buddyinfo <==\n" + BUDDY)
 
 
 def test_module_is_pure() -> None:
